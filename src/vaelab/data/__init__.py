@@ -1,0 +1,17 @@
+"""Datasets as in-memory tensors: named sources, image folders and arrays, split by seed."""
+
+from vaelab.data.batches import iterate_batches
+from vaelab.data.config import DataConfig
+from vaelab.data.images import load_image_file
+from vaelab.data.loading import DATASETS, load_data
+from vaelab.data.splits import DataSplits, Split
+
+__all__ = [
+    "DATASETS",
+    "DataConfig",
+    "DataSplits",
+    "Split",
+    "iterate_batches",
+    "load_data",
+    "load_image_file",
+]

@@ -1,0 +1,86 @@
+"""The source registry and `load_data`: resolve a config to a source, conform it, split it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from vaelab.data.arrays import load_array_file
+from vaelab.data.config import DataConfig
+from vaelab.data.images import load_image_folder
+from vaelab.data.mnist import load_idx_dataset
+from vaelab.data.splits import DataSplits, SourceData, Split, split_source
+from vaelab.data.tensors import conform
+from vaelab.errors import VaelabError
+
+log = logging.getLogger(__name__)
+
+Source = Callable[..., SourceData]  # (config: DataConfig, *, progress: bool) -> SourceData
+
+
+def load_digits(config: DataConfig, *, progress: bool = True) -> SourceData:
+    """scikit-learn's bundled 8x8 digits: 1797 images, values 0..16 scaled to [0, 1]."""
+    from sklearn.datasets import load_digits as sklearn_digits  # slow import, only when used
+
+    bunch = sklearn_digits()
+    x = torch.from_numpy(bunch.images).float().div_(16).unsqueeze(1)  # (N, 1, 8, 8)
+    y = torch.from_numpy(bunch.target).long()
+    return SourceData(pool=Split(x=x, y=y), test=None, class_names=tuple(map(str, range(10))))
+
+
+DATASETS: dict[str, Source] = {
+    "digits": load_digits,
+    "mnist": functools.partial(load_idx_dataset, "mnist"),
+    "fashion-mnist": functools.partial(load_idx_dataset, "fashion-mnist"),
+}
+
+# Sources named by a path, keyed by file suffix; folders are image folders.
+FILE_SOURCES: dict[str, Source] = {".npy": load_array_file, ".npz": load_array_file}
+
+
+def resolve_source(dataset: str) -> Source:
+    """The loader for a registered name, an image folder, or a file with a known suffix."""
+    if dataset in DATASETS:
+        return DATASETS[dataset]
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return load_image_folder
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix not in FILE_SOURCES:
+            raise VaelabError(
+                f"cannot load {dataset}: unsupported file type '{suffix or path.name}'; "
+                "use an image folder, .npy or .npz file"
+            )
+        return FILE_SOURCES[suffix]
+    raise VaelabError(
+        f"unknown dataset '{dataset}': use one of {', '.join(DATASETS)}, "
+        "or a path to an image folder, .npy or .npz file"
+    )
+
+
+def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
+    """Load `config.dataset`, bring it to the requested size / channels, and split it by seed."""
+    source = resolve_source(config.dataset)(config, progress=progress)
+    shape_options = {"image_size": config.image_size, "channels": config.channels}
+    source = SourceData(
+        pool=conform(source.pool, **shape_options),
+        test=None if source.test is None else conform(source.test, **shape_options),
+        class_names=source.class_names,
+    )
+    train, val, test = split_source(
+        source,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+    splits = DataSplits(
+        name=config.dataset, train=train, val=val, test=test, class_names=source.class_names
+    )
+    log.info("data %s %s: %d train, %d val, %d test", splits.name, splits.shape,
+             len(train), len(val), len(test))  # fmt: skip
+    return splits

@@ -1,0 +1,97 @@
+"""Typed containers for loaded data and the seeded train / val / test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vaelab.errors import VaelabError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images `x` (N, C, H, W) float32 and optional int64 labels `y` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 4:
+            raise ValueError(f"Split.x must be (N, C, H, W), got shape {tuple(self.x.shape)}")
+        if self.y is not None and tuple(self.y.shape) != (self.x.shape[0],):
+            raise ValueError(f"Split.y must be ({self.x.shape[0]},), got {tuple(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A loaded dataset: its name, three splits and optional class names."""
+
+    name: str
+    train: Split
+    val: Split  # empty when val_fraction == 0
+    test: Split
+    class_names: tuple[str, ...] | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        _, c, h, w = self.train.x.shape
+        return (c, h, w)
+
+    def split(self, name: str) -> Split:
+        """The split called "train", "val" or "test"."""
+        if name not in SPLIT_NAMES:
+            raise VaelabError(f"unknown split {name!r}: use one of {', '.join(SPLIT_NAMES)}")
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """What a source yields before splitting: a pool to split and, maybe, an official test set."""
+
+    pool: Split
+    test: Split | None  # None -> carve test_fraction out of the pool
+    class_names: tuple[str, ...] | None
+
+
+def _count(fraction: float, n: int) -> int:
+    """round(fraction * n), but at least 1 when the fraction is positive and n >= 2."""
+    count = round(fraction * n)
+    if fraction > 0 and n >= 2:
+        count = max(count, 1)
+    return count
+
+
+def split_source(
+    source: SourceData, *, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Split, Split, Split]:
+    """(train, val, test) from a seeded permutation of the pool: same seed, same splits.
+
+    Without an official test split, test takes `test_fraction` of the pool first and val
+    takes `val_fraction` of the whole pool; otherwise val is `val_fraction` of the pool.
+    """
+    n = len(source.pool)
+    n_test = _count(test_fraction, n) if source.test is None else 0
+    n_val = _count(val_fraction, n)
+    if n - n_test - n_val < 1:
+        raise VaelabError(f"dataset has only {n} samples; too few for the requested splits")
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=generator)
+    # Sorting within each split keeps the source's order, so e.g. a class-sorted pool stays sorted.
+    test_idx, val_idx, train_idx = (
+        part.sort().values for part in perm.split([n_test, n_val, n - n_test - n_val])
+    )
+    train, val = _take(source.pool, train_idx), _take(source.pool, val_idx)
+    test = source.test if source.test is not None else _take(source.pool, test_idx)
+    return train, val, test
+
+
+def _take(split: Split, idx: torch.Tensor) -> Split:
+    y = None if split.y is None else split.y[idx]
+    return Split(x=split.x[idx].contiguous(), y=y)

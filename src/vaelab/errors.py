@@ -1,0 +1,9 @@
+"""The one exception type that user-facing mistakes raise."""
+
+
+class VaelabError(Exception):
+    """A problem with the user's input, data or files.
+
+    Its message is one line that names the problem and, where possible, what to do about it.
+    The command line prints it without a traceback and exits with a non-zero code.
+    """

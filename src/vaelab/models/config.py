@@ -1,0 +1,66 @@
+"""The model's configuration: everything needed to rebuild it, saved beside its weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vaelab.errors import VaelabError
+
+MODEL_KINDS = ("vae", "ae", "dae")
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
+NOISE_KINDS = ("gaussian", "mask")
+
+
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise VaelabError(f"unknown {what} '{value}': use one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to build a model. Fields that do not apply to a model kind are ignored by it."""
+
+    model: str = "vae"  # "vae", "ae" (standard autoencoder) or "dae" (denoising)
+    data_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W), taken from the data
+    latent_dim: int = 2  # 2 so the latent space can be drawn; 20-50 for likelihood work
+    architecture: str = "mlp"
+    hidden_dims: tuple[int, ...] = (400,)  # mlp: the classic 784-400-D-400-784 of Kingma & Welling
+    conv_channels: tuple[int, ...] = (32, 64, 128, 256)  # conv: channels per stride-2 level
+    activation: str = "relu"
+    likelihood: str = "bernoulli"  # "bernoulli" (data in [0, 1]) or "gaussian"
+    sigma: float | None = None  # gaussian: fixed std, or None to learn one shared std
+    beta: float = 1.0  # vae: weight of the KL term (beta-VAE, Higgins et al. 2017)
+    noise: str = "gaussian"  # dae: "gaussian" (additive) or "mask" (pixels set to zero)
+    noise_level: float = 0.3  # dae: noise std, or the fraction of pixels masked
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep tuples so the config stays hashable and comparable.
+        for name in ("data_shape", "hidden_dims", "conv_channels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        _check_choice(self.model, MODEL_KINDS, "model")
+        _check_choice(self.architecture, ARCHITECTURES, "architecture")
+        _check_choice(self.likelihood, LIKELIHOOD_NAMES, "likelihood")
+        _check_choice(self.activation, ACTIVATIONS, "activation")
+        _check_choice(self.noise, NOISE_KINDS, "noise")
+        if isinstance(self.latent_dim, bool) or int(self.latent_dim) != self.latent_dim:
+            raise VaelabError(f"latent size must be a whole number, got {self.latent_dim!r}")
+        if self.latent_dim <= 0:
+            raise VaelabError(f"latent size must be positive, got {self.latent_dim}")
+        if len(self.data_shape) != 3 or min(self.data_shape) <= 0:
+            raise VaelabError(
+                f"data shape must be three positive sizes (C, H, W), got {self.data_shape}"
+            )
+        if any(h <= 0 for h in self.hidden_dims):
+            raise VaelabError(f"hidden sizes must be positive, got {self.hidden_dims}")
+        if not self.conv_channels or any(c <= 0 for c in self.conv_channels):
+            raise VaelabError(f"conv channels must be positive, got {self.conv_channels}")
+        if self.sigma is not None and not self.sigma > 0:
+            raise VaelabError(f"sigma must be positive (or omitted to learn it), got {self.sigma}")
+        if not self.beta >= 0:
+            raise VaelabError(f"beta must be zero or positive, got {self.beta}")
+        if not 0 <= self.noise_level <= (1 if self.noise == "mask" else float("inf")):
+            raise VaelabError(
+                f"noise level {self.noise_level} is out of range for {self.noise} noise"
+            )

@@ -1,0 +1,16 @@
+"""Training: configs, the loop, checkpoints and the run folder."""
+
+from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.config import OptimConfig, RunConfig, TrainConfig, read_config_file
+from vaelab.training.trainer import TrainingDiverged, TrainResult, train
+
+__all__ = [
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "load_checkpoint",
+    "read_config_file",
+    "train",
+]

@@ -1,0 +1,151 @@
+"""DataConfig validation, the digits source, the registry and the seeded splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaelab.data import DATASETS, DataConfig, DataSplits, Split, load_data
+from vaelab.errors import VaelabError
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataSplits:
+    return load_data(DataConfig(dataset="digits", seed=0), progress=False)
+
+
+@pytest.fixture
+def ids_file(tmp_path):
+    """An .npz whose label is the sample index and whose pixels encode it too."""
+
+    def make(n: int):
+        ids = np.arange(n)
+        x = np.broadcast_to((ids / max(n, 1))[:, None, None], (n, 2, 2)).astype(np.float32)
+        path = tmp_path / f"ids{n}.npz"
+        np.savez(path, x=x, y=ids)
+        return str(path)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"val_fraction": 1.0},
+        {"val_fraction": -0.1},
+        {"test_fraction": float("nan")},
+        {"val_fraction": 0.5, "test_fraction": 0.5},
+        {"image_size": (0, 8)},
+        {"image_size": (8,)},
+        {"image_size": (8.0, 8)},
+        {"channels": 2},
+        {"channels": True},
+        {"seed": 1.5},
+        {"dataset": ""},
+    ],
+)
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(VaelabError):
+        DataConfig(**kwargs)
+
+
+def test_config_normalises_image_size():
+    assert DataConfig(image_size=[16, 12]).image_size == (16, 12)
+    assert DataConfig(image_size=10).image_size == (10, 10)
+    assert DataConfig(val_fraction=0).val_fraction == 0
+
+
+def test_registry_names():
+    assert {"digits", "mnist", "fashion-mnist"} <= set(DATASETS)
+
+
+def test_digits_shapes_range_labels(digits):
+    assert digits.name == "digits"
+    assert digits.shape == (1, 8, 8)
+    assert digits.class_names == tuple(str(d) for d in range(10))
+    assert len(digits.train) + len(digits.val) + len(digits.test) == 1797
+    assert (len(digits.test), len(digits.val)) == (round(0.2 * 1797), round(0.1 * 1797))
+    for name in ("train", "val", "test"):
+        split = digits.split(name)
+        assert split.x.dtype == torch.float32 and split.x.is_contiguous()
+        assert split.y.dtype == torch.int64 and split.y.shape == (len(split),)
+        assert split.x.min() >= 0.0 and split.x.max() <= 1.0
+    assert digits.train.x.max() == 1.0  # 16 / 16
+    assert set(digits.train.y.tolist()) == set(range(10))
+
+
+def test_digits_splits_partition_pool(digits):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    joined_x = torch.cat([digits.train.x, digits.val.x, digits.test.x])
+    joined_y = torch.cat([digits.train.y, digits.val.y, digits.test.y])
+    assert torch.equal(torch.bincount(joined_y), torch.bincount(torch.from_numpy(bunch.target)))
+    assert joined_x.sum().item() == pytest.approx(bunch.images.sum() / 16, rel=1e-6)
+
+
+def test_split_by_name_rejects_unknown(digits):
+    assert digits.split("val") is digits.val
+    with pytest.raises(VaelabError, match="unknown split"):
+        digits.split("validation")
+
+
+def test_same_seed_same_splits_other_seed_differs(digits):
+    again = load_data(DataConfig(dataset="digits", seed=0), progress=False)
+    other = load_data(DataConfig(dataset="digits", seed=1), progress=False)
+    for name in ("train", "val", "test"):
+        assert torch.equal(digits.split(name).x, again.split(name).x)
+        assert torch.equal(digits.split(name).y, again.split(name).y)
+    assert not torch.equal(digits.test.x, other.test.x)
+
+
+def test_splits_are_disjoint_and_labels_follow_images(ids_file):
+    splits = load_data(DataConfig(dataset=ids_file(100), seed=3), progress=False)
+    ids = [splits.split(name).y.tolist() for name in ("train", "val", "test")]
+    assert [len(i) for i in ids] == [70, 10, 20]
+    assert sorted(sum(ids, [])) == list(range(100))
+    for name in ("train", "val", "test"):
+        split = splits.split(name)
+        assert torch.allclose(split.x[:, 0, 0, 0], split.y.float() / 100)
+
+
+def test_zero_val_fraction_gives_empty_val(ids_file):
+    splits = load_data(DataConfig(dataset=ids_file(10), val_fraction=0), progress=False)
+    assert len(splits.val) == 0 and splits.val.x.shape == (0, 1, 2, 2)
+    assert (len(splits.train), len(splits.test)) == (8, 2)
+
+
+def test_small_pool_gets_at_least_one_per_split(ids_file):
+    splits = load_data(
+        DataConfig(dataset=ids_file(3), val_fraction=0.01, test_fraction=0.01), progress=False
+    )
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (1, 1, 1)
+
+
+def test_too_few_samples(ids_file):
+    with pytest.raises(VaelabError, match="only 2 samples"):
+        load_data(DataConfig(dataset=ids_file(2)), progress=False)
+
+
+def test_image_size_and_channels_apply_to_named_dataset():
+    splits = load_data(DataConfig(image_size=(16, 12), channels=3), progress=False)
+    assert splits.shape == (3, 16, 12)
+    x = splits.train.x
+    assert torch.equal(x[:, 0], x[:, 2]) and x.min() >= 0 and x.max() <= 1
+
+
+def test_unknown_dataset_name(tmp_path):
+    with pytest.raises(VaelabError, match="unknown dataset 'foo': use one of digits, mnist"):
+        load_data(DataConfig(dataset="foo"))
+    other = tmp_path / "data.csv"
+    other.write_text("1,2\n")
+    with pytest.raises(VaelabError, match="unsupported file type '.csv'"):
+        load_data(DataConfig(dataset=str(other)))
+
+
+def test_split_checks_shapes():
+    with pytest.raises(ValueError):
+        Split(x=torch.zeros(3, 8, 8), y=None)
+    with pytest.raises(ValueError):
+        Split(x=torch.zeros(3, 1, 8, 8), y=torch.zeros(2, dtype=torch.int64))
