@@ -32,10 +32,11 @@ def load_array_file(config: DataConfig, *, progress: bool = True) -> SourceData:
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(images, labels or None) as loaded, never unpickling anything."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded, None
-        with loaded:
+        # Opening the file ourselves closes it even when np.load fails on a broken .npz.
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded, None
             keys = list(loaded.files)
             image_key = _pick(keys, IMAGE_KEYS) or (keys[0] if len(keys) == 1 else None)
             if image_key is None:
