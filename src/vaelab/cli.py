@@ -1,98 +1,175 @@
-"""The `vaelab` command: parses arguments into configs and calls the library."""
+"""The `vaelab` command: parses arguments into configs and calls `vaelab.commands`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tqdm.contrib.logging import logging_redirect_tqdm
+import torch
+from tqdm import tqdm
 
 from vaelab import commands
+from vaelab._version import __version__
+from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
-from vaelab.training.config import RunConfig, read_config_file
+from vaelab.models import MODELS, ModelConfig
+from vaelab.models.config import ACTIVATIONS, ARCHITECTURES, LIKELIHOOD_NAMES, NOISE_KINDS
+from vaelab.training.config import (
+    DEVICES,
+    OPTIMIZERS,
+    SCHEDULES,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    read_config_file,
+)
 
-logger = logging.getLogger("vaelab")
+logger = logging.getLogger(__name__)
+
+EXAMPLES = """\
+examples:
+  vaelab train                                    a VAE on the bundled 8x8 digits (~5 s on a CPU)
+  vaelab train --dataset mnist --latent-dim 2 --epochs 20 --out runs/mnist-vae
+  vaelab train --resume runs/mnist-vae --epochs 40
+  vaelab sample runs/mnist-vae --n 100
+  vaelab interpolate runs/mnist-vae --from 3 --to 7
+  vaelab info runs/mnist-vae
+"""
 
 
-def _sigma(text: str) -> float | None:
-    if text == "learned":
-        return None
+def _off_or(kind: Callable[[str], Any], word: str) -> Callable[[str], Any]:
+    """An argparse type that reads `word` (or 'none') as None and anything else with `kind`."""
+
+    def parse(text: str) -> Any:
+        if text.lower() in (word, "none"):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number or '{word}', got '{text}'"
+            ) from None
+
+    return parse
+
+
+def _image_size(text: str) -> int:
     try:
-        return float(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'learned', got '{text}'") from None
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text == "none" else int(text)
+        raise argparse.ArgumentTypeError(
+            f"expected N or H W (whole numbers), got '{text}'"
+        ) from None
 
 
 @dataclass(frozen=True)
 class Option:
-    """One `vaelab train` flag and the config field it sets."""
+    """One `vaelab train` flag and the config field it sets (in the group's section)."""
 
     flag: str
-    section: str
     field: str
     help: str
-    type: Callable[[str], Any] | None = None
-    nargs: str | int | None = None
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+    nargs: str | None = None
     choices: Sequence[str] | None = None
-    action: str | None = None
+    switch: bool = False  # a boolean: --flag / --no-flag
+    unset: str = "none"  # how the help shows a default of None
 
 
-TRAIN_OPTIONS = (
-    Option("--model", "model", "model", "vae, ae (standard) or dae (denoising)", str,
-           choices=("vae", "ae", "dae")),
-    Option("--latent-dim", "model", "latent_dim", "size of the latent code z (default 2)", int),
-    Option("--arch", "model", "architecture", "mlp or conv", str, choices=("mlp", "conv")),
-    Option("--hidden-dims", "model", "hidden_dims", "mlp hidden sizes (default 400)", int, "+"),
-    Option("--conv-channels", "model", "conv_channels", "conv channels per level", int, "+"),
-    Option("--activation", "model", "activation", "relu, tanh, elu, gelu, silu, leaky_relu", str),
-    Option("--likelihood", "model", "likelihood", "bernoulli (data in [0,1]) or gaussian", str,
-           choices=("bernoulli", "gaussian")),
-    Option("--sigma", "model", "sigma", "gaussian std: a number, or 'learned' (default)", _sigma),
-    Option("--beta", "model", "beta", "KL weight of the VAE (beta-VAE); default 1", float),
-    Option("--noise", "model", "noise", "dae corruption: gaussian or mask", str,
-           choices=("gaussian", "mask")),
-    Option("--noise-level", "model", "noise_level", "dae noise std or masked fraction", float),
-    Option("--dataset", "data", "dataset",
-           "digits (default), mnist, fashion-mnist, or an image folder / .npy / .npz", str),
-    Option("--data-dir", "data", "data_dir", "folder with MNIST IDX files ($VAELAB_DATA)", str),
-    Option("--image-size", "data", "image_size", "resize images to N or H W", int, "+"),
-    Option("--channels", "data", "channels", "1 (grayscale) or 3 (RGB)", int),
-    Option("--val-fraction", "data", "val_fraction", "held-out validation share (0.1)", float),
-    Option("--test-fraction", "data", "test_fraction", "test share without a test split", float),
-    Option("--split-seed", "data", "seed", "seed of the train/val/test split (default: --seed)",
-           int),
-    Option("--no-download", "data", "download", "never download datasets", action="store_false"),
-    Option("--optimizer", "optim", "optimizer", "adam or adamw", str, choices=("adam", "adamw")),
-    Option("--lr", "optim", "lr", "learning rate (1e-3)", float),
-    Option("--weight-decay", "optim", "weight_decay", "weight decay (0)", float),
-    Option("--schedule", "optim", "schedule", "constant, cosine or linear", str,
-           choices=("constant", "cosine", "linear")),
-    Option("--warmup-steps", "optim", "warmup_steps", "linear learning-rate warm-up steps", int),
-    Option("--min-lr-ratio", "optim", "min_lr_ratio", "final lr / lr for decays (0)", float),
-    Option("--grad-clip", "optim", "grad_clip", "max gradient norm, or none", float),
-    Option("--epochs", "train", "epochs", "passes over the training data (50)", int),
-    Option("--batch-size", "train", "batch_size", "examples per step (128)", int),
-    Option("--kl-warmup", "train", "kl_warmup_epochs", "epochs of linear KL warm-up (0)", float),
-    Option("--binarize", "train", "binarize", "dynamically binarise each batch",
-           action="store_true"),
-    Option("--seed", "train", "seed", "random seed (0)", int),
-    Option("--device", "train", "device", "auto, cpu or cuda", str,
-           choices=("auto", "cpu", "cuda")),
-    Option("--amp", "train", "amp", "bfloat16 mixed precision on CUDA", action="store_true"),
-    Option("--early-stopping", "train", "early_stopping",
-           "stop after N epochs without a better validation loss", _optional_int),
-    Option("--tensorboard", "train", "tensorboard", "also log to TensorBoard",
-           action="store_true"),
-)  # fmt: skip
+# The sections of RunConfig, as flag groups; the defaults shown in --help come from the dataclasses.
+OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
+    "model": (
+        Option("--model", "model", "vae, ae (plain autoencoder) or dae (denoising)",
+               choices=tuple(MODELS)),
+        Option("--latent-dim", "latent_dim", "size D of the latent code z", int, "D"),
+        Option("--arch", "architecture", "encoder/decoder network (config key: architecture)",
+               choices=ARCHITECTURES),
+        Option("--hidden-dims", "hidden_dims", "mlp hidden layer sizes", int, "N", "+"),
+        Option("--conv-channels", "conv_channels", "conv channels per stride-2 level", int, "C",
+               "+"),
+        Option("--activation", "activation", "nonlinearity", choices=ACTIVATIONS),
+        Option("--likelihood", "likelihood", "decoder p(x|z): bernoulli needs data in [0, 1]",
+               choices=LIKELIHOOD_NAMES),
+        Option("--sigma", "sigma", "gaussian decoder std: a number, or 'learned'",
+               _off_or(float, "learned"), "S", unset="learned"),
+        Option("--beta", "beta", "weight of the KL term (beta-VAE)", float, "BETA"),
+        Option("--noise", "noise", "dae corruption", choices=NOISE_KINDS),
+        Option("--noise-level", "noise_level", "dae noise std, or the masked fraction", float,
+               "LEVEL"),
+    ),
+    "data": (
+        Option("--dataset", "dataset", "digits, mnist, fashion-mnist, or a path to an image "
+               "folder, .npy or .npz file", metavar="NAME|PATH"),
+        Option("--data-dir", "data_dir", "folder holding the MNIST IDX files", metavar="DIR",
+               unset="$VAELAB_DATA, then the download cache"),
+        Option("--image-size", "image_size", "resize every image to N x N or H x W",
+               _image_size, "SIZE", "+", unset="as stored"),
+        Option("--channels", "channels", "1 (grayscale) or 3 (RGB)", int, "C", unset="as stored"),
+        Option("--val-fraction", "val_fraction", "share held out for validation", float, "F"),
+        Option("--test-fraction", "test_fraction", "test share, for data without a test split",
+               float, "F"),
+        Option("--split-seed", "seed", "seed of the train/val/test split (config key: seed)", int,
+               "N"),
+        Option("--download", "download", "fetch mnist / fashion-mnist when missing",
+               switch=True),
+    ),
+    "optim": (
+        Option("--optimizer", "optimizer", "optimiser", choices=OPTIMIZERS),
+        Option("--lr", "lr", "peak learning rate", float, "LR"),
+        Option("--weight-decay", "weight_decay", "weight decay", float, "WD"),
+        Option("--schedule", "schedule", "learning-rate decay after the warm-up",
+               choices=SCHEDULES),
+        Option("--warmup-steps", "warmup_steps", "steps of linear learning-rate warm-up", int,
+               "N"),
+        Option("--min-lr-ratio", "min_lr_ratio", "final lr as a fraction of --lr", float, "R"),
+        Option("--grad-clip", "grad_clip", "max global gradient norm, or 'off'",
+               _off_or(float, "off"), "NORM", unset="off"),
+    ),
+    "train": (
+        Option("--epochs", "epochs", "passes over the training data", int, "N"),
+        Option("--batch-size", "batch_size", "examples per step", int, "B"),
+        Option("--kl-warmup", "kl_warmup_epochs",
+               "epochs over which the KL weight rises from 0 (config key: kl_warmup_epochs)",
+               float, "EPOCHS"),
+        Option("--binarize", "binarize", "dynamic binarisation: a fresh Bernoulli draw of "
+               "each batch", switch=True),
+        Option("--seed", "seed", "seed of the weights, batch order and noise", int, "N"),
+        Option("--device", "device", "auto picks CUDA when available", choices=DEVICES),
+        Option("--amp", "amp", "bfloat16 mixed precision (CUDA only)", switch=True),
+        Option("--early-stopping", "early_stopping",
+               "stop after N epochs without a better validation loss, or 'off'",
+               _off_or(int, "off"), "N", unset="off"),
+        Option("--tensorboard", "tensorboard", "also log to RUN/tensorboard "
+               "(pip install 'vaelab[tensorboard]')", switch=True),
+    ),
+}  # fmt: skip
+
+GROUP_TITLES = {
+    "model": "model ([model] in a config file)",
+    "data": "data ([data])",
+    "optim": "optimiser ([optim])",
+    "train": "training loop ([train])",
+}
+DEFAULTS = {"model": ModelConfig(), "data": DataConfig(), "optim": OptimConfig(),
+            "train": TrainConfig()}  # fmt: skip
+
+
+def _default_text(section: str, option: Option) -> str:
+    value = getattr(DEFAULTS[section], option.field)
+    if value is None:
+        return option.unset
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,141 +178,266 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vaelab: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS keeps `vaelab -q train` working: the subcommand does not reset the flag.
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print only the output paths, warnings and errors")  # fmt: skip
+
+
 def _add_train_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("train", help="train a model into a run folder")
-    parser.add_argument("--config", help="TOML file, or a run's config.json, to start from")
-    parser.add_argument("--out", help="run folder (default runs/<dataset>-<model>)")
-    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
-    parser.add_argument("--force", action="store_true", help="overwrite the run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-figures", action="store_true",
-                        help="skip writing samples/reconstructions/interpolation PNGs")  # fmt: skip
-    for option in TRAIN_OPTIONS:
-        kwargs: dict[str, Any] = {"help": option.help, "default": argparse.SUPPRESS,
-                                  "dest": f"{option.section}.{option.field}"}  # fmt: skip
-        if option.action:
-            kwargs["action"] = option.action
-        else:
-            kwargs.update(type=option.type, nargs=option.nargs, choices=option.choices)
-        parser.add_argument(option.flag, **kwargs)
+    parser = subparsers.add_parser(
+        "train", help="train a model into a run folder",
+        description="Train a model into a run folder: checkpoints (best/, last/), config.json, "
+        "metrics.jsonl and samples/reconstructions/interpolation PNGs. Every option has a "
+        "default; a --config file sets them too, and the flags given here win.",
+    )  # fmt: skip
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", metavar="RUN", help="run folder (default runs/<dataset>-<model>)")
+    run.add_argument("--config", metavar="FILE",
+                     help="TOML file with [model] [data] [optim] [train] tables, or a run's "
+                     "config.json (or its folder) to repeat that run")  # fmt: skip
+    run.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly "
+                     "where it stopped (raise --epochs to train longer)")  # fmt: skip
+    run.add_argument("--force", action="store_true",
+                     help="replace the run already in --out")  # fmt: skip
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it only shows on a terminal anyway)")  # fmt: skip
+    run.add_argument("--no-figures", action="store_true",
+                     help="skip the samples/reconstructions/interpolation PNGs")  # fmt: skip
+    _add_common(parser)
+    for section, options in OPTION_GROUPS.items():
+        group = parser.add_argument_group(GROUP_TITLES[section])
+        for option in options:
+            help_text = f"{option.help} (default: {_default_text(section, option)})"
+            kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS,
+                                      "dest": f"{section}.{option.field}"}  # fmt: skip
+            if option.switch:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs.update(type=option.type, nargs=option.nargs, choices=option.choices,
+                              metavar=option.metavar)  # fmt: skip
+            group.add_argument(option.flag, **kwargs)
 
 
-def _add_run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run folder or checkpoint folder")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+def _add_model_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
+    parser.add_argument(
+        "--out",
+        metavar="PNG",
+        help=f"where to write the PNG, or a folder for it (default RUN/{what})",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="which checkpoint of a run folder (default: best)",
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="cpu", help="where to run the model (default: cpu)"
+    )
+    _add_common(parser)  # fmt: skip
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="test",
+        help="which split of the run's dataset (default: test)",
+    )
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="where the run's dataset lives now, if it moved")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vaelab", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"vaelab {_version()}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="vaelab", epilog=EXAMPLES,
+                     description="Train variational and standard autoencoders on images, and "
+                     "look at what they learned.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the output paths, warnings and errors")  # fmt: skip
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_train_parser(subparsers)
 
-    sample = subparsers.add_parser("sample", help="PNG grid of samples from the prior")
-    _add_run_argument(sample)
-    sample.add_argument("--n", type=int, default=64, help="number of samples (64)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", help="PNG path (default RUN/samples.png)")
+    sample = subparsers.add_parser("sample", help="PNG grid of images decoded from the prior")
+    _add_model_arguments(sample, "samples.png")
+    sample.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the codes (default: 0)")
 
-    recon = subparsers.add_parser("reconstruct", help="originals above their reconstructions")
-    _add_run_argument(recon)
-    recon.add_argument("--n", type=int, default=10, help="number of images (10)")
-    recon.add_argument("--split", choices=("train", "val", "test"), default="test")
-    recon.add_argument("--data-dir", help="where the run's dataset lives now")
-    recon.add_argument("--out", help="PNG path (default RUN/reconstructions.png)")
+    recon = subparsers.add_parser("reconstruct", help="images above their reconstructions")
+    _add_model_arguments(recon, "reconstructions.png")
+    recon.add_argument("--n", type=int, default=10, help="number of images (default: 10)")
+    _add_data_arguments(recon)
 
-    interp = subparsers.add_parser("interpolate", help="PNG strip between two inputs")
-    _add_run_argument(interp)
-    interp.add_argument("--from", dest="start", help="dataset index or image file (default 0)")
+    interp = subparsers.add_parser("interpolate", help="PNG strip along the latent path "
+                                   "between two images")  # fmt: skip
+    _add_model_arguments(interp, "interpolation.png")
     interp.add_argument(
-        "--to", dest="end", help="dataset index or image file (default: next of another class)"
+        "--from",
+        dest="start",
+        metavar="INDEX|IMAGE",
+        help="an index into --split or an image file (default: 0)",
     )
-    interp.add_argument("--steps", type=int, default=10)
-    interp.add_argument("--spherical", action="store_true", help="slerp instead of a line")
-    interp.add_argument("--split", choices=("train", "val", "test"), default="test")
-    interp.add_argument("--data-dir", help="where the run's dataset lives now")
-    interp.add_argument("--out", help="PNG path (default RUN/interpolation.png)")
+    interp.add_argument(
+        "--to",
+        dest="end",
+        metavar="INDEX|IMAGE",
+        help="an index or an image file (default: the next image of another class)",
+    )
+    interp.add_argument(
+        "--steps", type=int, default=10, help="decoded points between the two ends (default: 10)"
+    )
+    interp.add_argument(
+        "--spherical",
+        action="store_true",
+        help="slerp between the codes instead of a straight line",
+    )
+    _add_data_arguments(interp)  # fmt: skip
 
-    info = subparsers.add_parser("info", help="a run's config and last metrics")
-    info.add_argument("run", help="run folder or checkpoint folder")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info = subparsers.add_parser("info", help="a run's configuration and last metrics")
+    info.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
+    info.add_argument("--json", action="store_true", help="print JSON instead")
+    _add_common(info)
     return parser
 
 
-def _version() -> str:
-    from vaelab._version import __version__
-
-    return __version__
-
-
-def train_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
-    """Defaults <- --config file (or the resumed run) <- flags. Returns (config, run, resume)."""
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """{section: {field: value}} for the config flags given on the command line."""
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in vars(args).items():
         if "." in key:
             section, field = key.split(".", 1)
             overrides.setdefault(section, {})[field] = value
-    if "train" in overrides and "seed" in overrides["train"]:
-        overrides.setdefault("data", {}).setdefault("seed", overrides["train"]["seed"])
+    size = overrides.get("data", {}).get("image_size")
+    if size is not None and len(size) not in (1, 2):
+        raise VaelabError(f"--image-size takes N or H W, got {len(size)} numbers")
+    if size is not None and len(size) == 1:
+        overrides["data"]["image_size"] = size[0]
+    return overrides
+
+
+def train_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
+    """Defaults <- --config file (or the resumed run) <- flags. Returns (config, run, resume)."""
+    overrides = _overrides(args)
     if args.resume:
+        if args.config or args.force:
+            raise VaelabError("--resume takes the run's own config; drop --config and --force")
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise VaelabError("--out and --resume name different folders; give only --resume")
-        base = commands.saved_run_config(Path(args.resume))
         run_dir = Path(args.resume)
-    else:
-        base = RunConfig.from_dict(read_config_file(args.config)) if args.config else RunConfig()
-        run_dir = None
+        return commands.saved_run_config(run_dir).updated(overrides), run_dir, True
+    base = RunConfig.from_dict(read_config_file(args.config)) if args.config else RunConfig()
     config = base.updated(overrides)
-    if run_dir is None:
+    if args.out:
+        run_dir = Path(args.out)
+    else:
         name = Path(config.data.dataset).stem or "data"
-        run_dir = Path(args.out) if args.out else Path("runs") / f"{name}-{config.model.model}"
-    return config, run_dir, bool(args.resume)
+        run_dir = Path("runs") / f"{name}-{config.model.model}"
+    if run_dir.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        raise VaelabError(f"--out {run_dir} names the run folder, not an image file")
+    return config, run_dir, False
+
+
+def _train(args: argparse.Namespace) -> list[Path]:
+    config, run_dir, resume = train_config_from_args(args)
+    progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
+    try:
+        return commands.train_run(config, run_dir, resume=resume, force=args.force,
+                                  progress=progress, figures=not args.no_figures)  # fmt: skip
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(commands.saved_state(run_dir)) from None
+    except torch.cuda.OutOfMemoryError:
+        raise VaelabError(
+            f"out of GPU memory; try a smaller --batch-size ({commands.saved_state(run_dir)})"
+        ) from None
+
+
+def _sample(args: argparse.Namespace) -> list[Path]:
+    return [commands.sample(Path(args.run), n=args.n, seed=args.seed, out=args.out,
+                            checkpoint=args.checkpoint, device=args.device)]  # fmt: skip
+
+
+def _reconstruct(args: argparse.Namespace) -> list[Path]:
+    return [commands.reconstruct(Path(args.run), n=args.n, split=args.split, out=args.out,
+                                 data_dir=args.data_dir, checkpoint=args.checkpoint,
+                                 device=args.device)]  # fmt: skip
+
+
+def _interpolate(args: argparse.Namespace) -> list[Path]:
+    return [commands.interpolate(Path(args.run), start=args.start, end=args.end,
+                                 steps=args.steps, spherical=args.spherical, split=args.split,
+                                 out=args.out, data_dir=args.data_dir,
+                                 checkpoint=args.checkpoint, device=args.device)]  # fmt: skip
+
+
+def _info(args: argparse.Namespace) -> list[str]:
+    return [commands.info(Path(args.run), as_json=args.json)]
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Sequence[Path | str]]] = {
+    "train": _train,
+    "sample": _sample,
+    "reconstruct": _reconstruct,
+    "interpolate": _interpolate,
+    "info": _info,
+}
+
+
+class _ConsoleHandler(logging.Handler):
+    """Progress to stdout, warnings to stderr, both through tqdm so a progress bar stays whole.
+
+    Keeping information off stderr means a failed command's stderr is its one error line.
+    The streams are looked up at each record, so redirecting sys.stdout later still works.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno >= logging.WARNING:
+                text = f"vaelab: {record.levelname.lower()}: {record.getMessage()}"
+                tqdm.write(text, file=sys.stderr)
+            else:
+                tqdm.write(record.getMessage(), file=sys.stdout)
+        except Exception:  # never let a broken console kill training; logging reports it
+            self.handleError(record)
+
+
+def _configure_logging(quiet: bool) -> None:
+    package = logging.getLogger("vaelab")
+    package.handlers = [_ConsoleHandler()]
+    package.setLevel(logging.WARNING if quiet else logging.INFO)
+    package.propagate = False
+
+
+def _error(message: str) -> None:
+    one_line = re.sub(r"\s*\n\s*", " ", message.strip())
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""  # wipe a half-drawn progress bar
+    print(f"{clear}vaelab: error: {one_line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)  # fmt: skip
+    """Run `vaelab` with `argv` (default sys.argv[1:]); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(quiet=args.quiet)
     try:
-        if args.command == "train":
-            config, run_dir, resume = train_config_from_args(args)
-            with logging_redirect_tqdm():  # epoch summaries print above the progress bar
-                paths = commands.train_run(config, run_dir, resume=resume, force=args.force,
-                                           progress=not args.no_progress and not args.quiet,
-                                           figures=not args.no_figures)  # fmt: skip
-        elif args.command == "info":
-            print(commands.info(Path(args.run), as_json=args.json))
-            return 0
-        else:
-            paths = [COMMANDS[args.command](args)]
+        outputs = COMMANDS[args.command](args)
     except VaelabError as error:
-        print(f"vaelab: error: {error}", file=sys.stderr)
+        _error(str(error))
         return 1
     except OSError as error:  # permissions, a full disk: name the file, skip the traceback
-        print(f"vaelab: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "),
-              file=sys.stderr)  # fmt: skip
+        _error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
         return 1
-    except KeyboardInterrupt:
-        print("vaelab: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        _error(f"interrupted{f'; {interrupt}' if str(interrupt) else ''}")
         return 130
-    for path in paths:
-        print(path)
+    for output in outputs:
+        print(output)
     return 0
 
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], Path]] = {
-    "sample": lambda a: commands.sample(Path(a.run), n=a.n, seed=a.seed, out=a.out,
-                                        checkpoint=a.checkpoint, device=a.device),
-    "reconstruct": lambda a: commands.reconstruct(Path(a.run), n=a.n, split=a.split, out=a.out,
-                                                  data_dir=a.data_dir, checkpoint=a.checkpoint,
-                                                  device=a.device),
-    "interpolate": lambda a: commands.interpolate(Path(a.run), start=a.start, end=a.end,
-                                                  steps=a.steps, spherical=a.spherical,
-                                                  split=a.split, out=a.out, data_dir=a.data_dir,
-                                                  checkpoint=a.checkpoint, device=a.device),
-}  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

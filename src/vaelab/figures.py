@@ -17,12 +17,16 @@ MIN_CELL_PIXELS = 56  # small images (8x8 digits) are enlarged so a grid is read
 
 
 def to_display(images: torch.Tensor) -> torch.Tensor:
-    """Images (N, C, H, W) as values in [0, 1]: clamped when they are [0, 1] data already,
-    else min-max scaled over the whole batch (e.g. standardised arrays)."""
-    images = images.detach().float().cpu()
-    low, high = float(images.min()), float(images.max())
-    if low >= -0.05 and high <= 1.05:
+    """Images (N, C, H, W) as values in [0, 1].
+
+    [0, 1] data is clamped, so a Gaussian decoder's few overshooting pixels do not change the
+    contrast of the whole grid; other data (e.g. standardised arrays) is min-max scaled.
+    """
+    images = torch.nan_to_num(images.detach().float().cpu())  # a diverged model's NaN -> 0
+    in_unit_range = ((images >= -0.05) & (images <= 1.05)).float().mean()
+    if in_unit_range >= 0.99:
         return images.clamp(0.0, 1.0)
+    low, high = float(images.min()), float(images.max())
     return (images - low) / max(high - low, 1e-12)
 
 

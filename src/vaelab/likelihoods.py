@@ -33,7 +33,7 @@ class BernoulliLikelihood(nn.Module):
 
     def check_data(self, x: Tensor, *, where: str) -> None:
         low, high = float(x.min()), float(x.max())
-        if low < 0.0 or high > 1.0:
+        if not (low >= 0.0 and high <= 1.0):  # written so that NaN fails too
             raise VaelabError(
                 f"{where} has values in [{low:g}, {high:g}] but the bernoulli likelihood needs "
                 "data in [0, 1]: rescale it or use --likelihood gaussian"

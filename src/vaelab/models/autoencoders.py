@@ -56,6 +56,10 @@ class Autoencoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     # --- the public API, the same for every model -------------------------------------------
 
     def encode(self, x: Tensor) -> Posterior:
@@ -79,7 +83,9 @@ class Autoencoder(nn.Module):
     ) -> Tensor:
         """Decode n codes drawn from the prior N(0, I) (or the given z): (n, C, H, W)."""
         if z is None:
-            z = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+            z = torch.randn(
+                n, self.config.latent_dim, generator=generator, device=self.device, dtype=self.dtype
+            )
         return self.decode(z)
 
     def interpolate(

@@ -108,7 +108,12 @@ def save_checkpoint(
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.rename(path, old)
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if old.exists() and not path.exists():
+                os.rename(old, path)  # put the previous checkpoint back where it was
+            raise
         _fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -155,15 +160,20 @@ def read_meta(checkpoint: Path) -> dict[str, Any]:
     meta = _read_json(checkpoint / META_FILE, "not a vaelab checkpoint")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise VaelabError(f"{checkpoint} is not a vaelab checkpoint (foreign {META_FILE})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise VaelabError(
-            f"{checkpoint} was written by a newer vaelab (format {meta['format_version']}); upgrade"
-        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise VaelabError(f"{checkpoint / META_FILE} has no valid format_version: it is corrupt")
+    if version > FORMAT_VERSION:
+        raise VaelabError(f"{checkpoint} was written by a newer vaelab (format {version}); upgrade")
     return meta
 
 
 def read_config(checkpoint: Path) -> RunConfig:
-    return RunConfig.from_dict(_read_json(checkpoint / CONFIG_FILE, "its configuration is missing"))
+    values = _read_json(checkpoint / CONFIG_FILE, "its configuration is missing")
+    try:
+        return RunConfig.from_dict(values)
+    except VaelabError as error:
+        raise VaelabError(f"{checkpoint / CONFIG_FILE}: {error}") from None
 
 
 def load_checkpoint(
@@ -178,9 +188,9 @@ def load_checkpoint(
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0:2]
+        first = " ".join(line.strip() for line in str(error).strip().splitlines()[0:2])
         raise VaelabError(
-            f"weights in {checkpoint} do not match its config.json ({' '.join(first)})"
+            f"weights in {checkpoint} do not match its config.json ({first})"
         ) from None
     return model.to(device).eval(), config, meta
 

@@ -11,6 +11,7 @@ import tomllib
 
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
+from vaelab.files import atomic_write_text
 from vaelab.models import ModelConfig
 
 OPTIMIZERS = ("adam", "adamw")
@@ -116,7 +117,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        unknown = sorted(set(values) - set(SECTIONS))
+        if not isinstance(values, dict):
+            raise VaelabError("a configuration must be a table of sections (model, data, ...)")
+        unknown = sorted(map(str, set(values) - set(SECTIONS)))
         if unknown:
             raise VaelabError(
                 f"unknown configuration section(s) {', '.join(unknown)}: use {', '.join(SECTIONS)}"
@@ -136,7 +139,7 @@ class RunConfig:
         return RunConfig.from_dict(merged)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -20,21 +20,28 @@ def is_run_folder(path: Path) -> bool:
     return any((path / entry).exists() for entry in RUN_ENTRIES)
 
 
-def prepare_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
-    """Create `run_dir`, refusing to overwrite another run unless `force` (or `resume`)."""
+def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Raise unless a run may be written to `run_dir`; changes nothing on disk."""
     if run_dir.exists() and not run_dir.is_dir():
         raise VaelabError(f"output path {run_dir} is a file, not a folder")
     if resume:
         if not is_run_folder(run_dir):
             raise VaelabError(f"nothing to resume: {run_dir} holds no vaelab run")
         return
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not force:
-            what = "another run" if is_run_folder(run_dir) else "other files"
-            raise VaelabError(
-                f"output folder {run_dir} already holds {what}; pass --resume to continue it, "
-                "--force to start over, or choose another --out"
-            )
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+        what = "another run" if is_run_folder(run_dir) else "other files"
+        raise VaelabError(
+            f"output folder {run_dir} already holds {what}; pass --resume to continue it, "
+            "--force to start over, or choose another --out"
+        )
+
+
+def prepare_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Create `run_dir`, refusing to overwrite another run unless `force` (or `resume`)."""
+    check_run_folder(run_dir, resume=resume, force=force)
+    if resume:
+        return
+    if run_dir.is_dir():  # with --force: clear the old run
         for entry in RUN_ENTRIES:  # only the run's own files; anything else is left alone
             target = run_dir / entry
             if target.is_dir():

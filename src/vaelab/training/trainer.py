@@ -31,7 +31,13 @@ from vaelab.training.checkpoint import (
 from vaelab.training.config import RunConfig, with_data_shape
 from vaelab.training.evaluation import evaluate_loss
 from vaelab.training.metrics import MetricsLog
-from vaelab.training.runs import BEST, LAST, prepare_run_folder, resolve_device
+from vaelab.training.runs import (
+    BEST,
+    LAST,
+    check_run_folder,
+    prepare_run_folder,
+    resolve_device,
+)
 from vaelab.training.schedules import kl_scale, learning_rate
 
 logger = logging.getLogger(__name__)
@@ -77,7 +83,7 @@ def train(
 ) -> TrainResult:
     """Train `config` into `run_dir`; with `resume`, continue the run saved there."""
     run_dir = Path(run_dir)
-    prepare_run_folder(run_dir, resume=resume, force=force)
+    check_run_folder(run_dir, resume=resume, force=force)  # fail early, but change nothing yet
     device = resolve_device(config.train.device)
     if config.train.amp and device.type != "cuda":
         raise VaelabError("--amp (mixed precision) needs a CUDA device")
@@ -87,14 +93,18 @@ def train(
     torch.manual_seed(config.train.seed)  # weight initialisation
     model = build_model(config.model).to(device)
     model.check_data(data.train.x, where=f"training data of {data.name}")
+    if len(data.val):  # the validation loss picks the best checkpoint: it must be finite too
+        model.check_data(data.val.x, where=f"validation data of {data.name}")
+    prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears an old run only now
     optimizer = _make_optimizer(model, config)
     batch_order = torch.Generator().manual_seed(config.train.seed)
     noise = torch.Generator(device=device).manual_seed(config.train.seed + 1)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_loss": math.inf, "since_best": 0}
+    record: dict[str, Any] = {}  # the last epoch's metrics
 
     if resume:
         checkpoint = resolve_checkpoint(run_dir, prefer=LAST)
-        saved_model, saved_config, _ = load_checkpoint(checkpoint, device=device)
+        saved_model, saved_config, saved_meta = load_checkpoint(checkpoint, device=device)
         _check_resumable(saved_config, config)
         model.load_state_dict(saved_model.state_dict())
         saved = load_training_state(checkpoint)
@@ -103,6 +113,7 @@ def train(
         noise.set_state(saved.tensors["noise"])
         torch.set_rng_state(saved.tensors["torch"])
         state.update(saved.values["loop"])
+        record = saved_meta.get("metrics", {})  # the result, should no epochs remain
         logger.info("resuming %s after epoch %d", run_dir, state["epoch"])
     config.save(run_dir / "config.json")
 
@@ -112,7 +123,6 @@ def train(
     val_x = data.val.x.to(device) if len(data.val) else None
     steps_per_epoch = math.ceil(len(train_x) / config.train.batch_size)
     total_steps = steps_per_epoch * config.train.epochs
-    record: dict[str, Any] = {}
     stopped_early = False
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, unit="step",
                dynamic_ncols=True)  # fmt: skip
@@ -125,6 +135,9 @@ def train(
                 batch_order=batch_order, noise=noise, bar=bar,
             )  # fmt: skip
             seconds = time.perf_counter() - started
+            # A finite loss can still come with a NaN update (a NaN gradient in the last step):
+            # never save such weights over the last good checkpoint.
+            _check_finite_weights(model, state, epoch)
             record = {"epoch": epoch, "step": state["step"]}
             record |= {f"train/{k}": v for k, v in train_terms.items()}
             if val_x is not None:
@@ -228,6 +241,15 @@ def _check_finite(means: torch.Tensor, state: dict[str, Any], epoch: int) -> lis
             "and the last good checkpoint is kept. Try a lower --lr or --grad-clip"
         )
     return values
+
+
+def _check_finite_weights(model: Autoencoder, state: dict[str, Any], epoch: int) -> None:
+    finite = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+    if not bool(finite):  # one host-device sync per epoch
+        raise TrainingDiverged(
+            f"the weights became NaN or infinite in epoch {epoch} (step {state['step']}); "
+            "training stopped and the last good checkpoint is kept. Try a lower --lr or --grad-clip"
+        )
 
 
 def _epoch_summary(record: dict[str, Any], epochs: int) -> str:

@@ -1,0 +1,184 @@
+"""Training throughput of vaelab's trainer against two reference loops, in one run.
+
+The model is the classic MNIST MLP VAE (784-400-20-400-784, Bernoulli decoder, Adam 1e-3).
+For each batch size it prints samples/s of:
+  vaelab     `vaelab.train` itself (the trainer `vaelab train` runs), timed per epoch
+  minimal    the dataset as one float tensor, batches by a random permutation (about 20 lines)
+  tutorial   a Dataset returning one PIL image at a time turned into a tensor, as torchvision's
+             MNIST with ToTensor does, through a DataLoader (the pytorch/examples VAE)
+and vaelab's achieved FLOP/s as a share of the fp32 matmul throughput this machine reaches on the
+training's own matrix shapes, measured in the same run.
+
+    VAELAB_DATA=../shared/data python benchmarks/throughput.py [--epochs 3] [--batch-sizes 128 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import vaelab
+from vaelab.training.metrics import read_metrics
+
+SIZES = (784, 400, 20)  # input, hidden, latent
+
+
+class ReferenceVAE(nn.Module):
+    """The pytorch/examples VAE (fc1, fc21, fc22, fc3, fc4), decoder returning logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.fc4(F.relu(self.fc3(z))), mu, logvar
+
+
+def reference_loss(x_logits, x, mu, logvar):
+    bce = F.binary_cross_entropy_with_logits(x_logits, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return (bce + kld) / x.shape[0]
+
+
+def minimal_loop(x: torch.Tensor, batch_size: int, epochs: int) -> list[float]:
+    """The in-memory reference loop; returns samples/s per epoch."""
+    model = ReferenceVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    speeds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            batch = x[perm[i : i + batch_size]]
+            x_logits, mu, logvar = model(batch)
+            loss = reference_loss(x_logits, batch, mu, logvar)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        speeds.append(len(x) / (time.perf_counter() - start))
+    return speeds
+
+
+class PILDigits(Dataset):
+    """One uint8 image at a time, through PIL and a ToTensor-style conversion."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images  # (N, 28, 28) uint8
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = Image.fromarray(self.images[index], mode="L")
+        array = np.array(image, dtype=np.uint8, copy=True)  # what ToTensor does for mode "L"
+        return torch.from_numpy(array).view(1, 28, 28).float().div(255)
+
+
+def tutorial_loop(images: np.ndarray, batch_size: int, epochs: int) -> list[float]:
+    loader = DataLoader(PILDigits(images), batch_size=batch_size, shuffle=True)
+    model = ReferenceVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    speeds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for batch in loader:
+            x_logits, mu, logvar = model(batch)
+            loss = reference_loss(x_logits, batch, mu, logvar)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        speeds.append(len(images) / (time.perf_counter() - start))
+    return speeds
+
+
+def vaelab_loop(batch_size: int, epochs: int) -> list[float]:
+    config = vaelab.RunConfig().updated({
+        "model": {"latent_dim": 20, "hidden_dims": [400]},
+        "data": {"dataset": "mnist", "val_fraction": 0.0},
+        "train": {"epochs": epochs, "batch_size": batch_size, "device": "cpu"},
+    })  # fmt: skip
+    with tempfile.TemporaryDirectory() as run_dir:
+        vaelab.train(config, run_dir, progress=False)
+        return [record["samples_per_second"] for record in read_metrics(run_dir)]
+
+
+def flops_per_sample() -> float:
+    """Matmul FLOPs of one training sample: forward 2*in*out per layer, backward twice that,
+    except the first layer, whose input needs no gradient."""
+    n_in, hidden, latent = SIZES
+    layers = [(n_in, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, n_in)]
+    forward = sum(2 * a * b for a, b in layers)
+    backward = 2 * forward - 2 * n_in * hidden
+    return forward + backward
+
+
+def matmul_samples_per_second(batch_size: int, repeats: int = 50) -> float:
+    """Samples/s if a training step were only its matmuls (the forward, input-gradient and
+    weight-gradient products of every layer, at this batch size)."""
+    n_in, hidden, latent = SIZES
+    layers = [(n_in, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, n_in)]
+    products = []
+    for i, (a, b) in enumerate(layers):
+        x, w, g = torch.randn(batch_size, a), torch.randn(a, b), torch.randn(batch_size, b)
+        products.append((x, w))  # forward: (B, a) @ (a, b)
+        products.append((x.T.contiguous(), g))  # weight gradient: (a, B) @ (B, b)
+        if i > 0:
+            products.append((g, w.T.contiguous()))  # input gradient: (B, b) @ (b, a)
+    for left, right in products:  # warm up
+        torch.mm(left, right)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for left, right in products:
+            torch.mm(left, right)
+    return repeats * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per loop (first is warm-up)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument("--skip-tutorial", action="store_true")
+    args = parser.parse_args()
+
+    data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
+    x = data.train.x  # (60000, 1, 28, 28) float32
+    images = (x[:, 0] * 255).round().to(torch.uint8).numpy()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(x)} images")
+
+    def best(speeds: list[float]) -> float:  # median of the epochs after the first
+        return statistics.median(speeds[1:] if len(speeds) > 1 else speeds)
+
+    for batch_size in args.batch_sizes:
+        ours = best(vaelab_loop(batch_size, args.epochs))
+        minimal = best(minimal_loop(x, batch_size, args.epochs))
+        tutorial = None if args.skip_tutorial else best(tutorial_loop(images, batch_size, 2))
+        ceiling = matmul_samples_per_second(batch_size)
+        print(f"\nbatch {batch_size}")
+        print(f"  vaelab     {ours:9.0f} samples/s")
+        print(f"  minimal    {minimal:9.0f} samples/s   vaelab/minimal  = {ours / minimal:.2f}x")
+        if tutorial is not None:
+            print(f"  tutorial   {tutorial:9.0f} samples/s   vaelab/tutorial = {ours / tutorial:.2f}x")
+        achieved = ours * flops_per_sample() / 1e9
+        peak = ceiling * flops_per_sample() / 1e9
+        print(f"  matmuls    {ceiling:9.0f} samples/s   ({peak:.1f} GFLOP/s on these shapes)")
+        print(f"  vaelab achieves {achieved:.1f} GFLOP/s = {ours / ceiling:.0%} of that")
+
+
+if __name__ == "__main__":
+    main()

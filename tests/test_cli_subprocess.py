@@ -1,0 +1,96 @@
+"""The `vaelab` command as a real process: exit codes, exactly one stderr line, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vaelab.training.checkpoint import load_checkpoint
+
+
+def vaelab(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vaelab", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_bad_inputs_exit_non_zero_with_exactly_one_stderr_line(tmp_path: Path) -> None:
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    (tmp_path / "run" / "best" / "meta.json").write_text("{truncated")
+    cases = [
+        (["train", "--epochs", "1.5"], 2, "invalid int value: '1.5'"),
+        (["train", "--model", "gan"], 2, "invalid choice: 'gan'"),
+        (["train", "--dataset", "missing/images", "--no-progress"], 1, "missing/images"),
+        (["sample", "run"], 1, "is corrupt"),
+    ]
+    for args, expected_code, fragment in cases:
+        result = vaelab(*args, cwd=tmp_path)
+        assert result.returncode == expected_code, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("vaelab: error: ") and fragment in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else was written
+
+
+def test_diverging_training_stops_with_a_clear_message(tmp_path: Path) -> None:
+    """A learning rate of 1e6 turns the loss NaN within the first epoch."""
+    result = vaelab("train", "--lr", "1e6", "--likelihood", "gaussian", "--epochs", "3",
+                    "--no-progress", "--out", "run", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "nan" in result.stderr.lower() and "--lr" in result.stderr
+    assert not (tmp_path / "run").exists()  # no epoch finished: nothing worth keeping
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python ignores SIGINT if the parent did
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_with_one_line_and_keeps_a_loadable_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vaelab", "train", "--epochs", "100000", "--no-progress",
+         "--no-figures", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "last" / "meta.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("vaelab: error: interrupted; the checkpoint of epoch ")
+    assert f"vaelab train --resume {run}" in stderr
+    model, _, meta = load_checkpoint(run, prefer="last")
+    assert meta["epoch"] >= 1 and all(torch.isfinite(p).all() for p in model.parameters())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["epoch"] >= meta["epoch"]
+
+
+@pytest.mark.slow
+def test_vaelab_train_alone_trains_the_default_vae_and_draws_its_figures(tmp_path: Path) -> None:
+    result = vaelab("train", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""  # not a terminal: no progress bar
+    run = tmp_path / "runs" / "digits-vae"
+    figures = [run / name for name in ("samples.png", "reconstructions.png", "interpolation.png")]
+    assert result.stdout.splitlines()[-4:] == [
+        str(p.relative_to(tmp_path)) for p in [run, *figures]
+    ]
+    assert "epoch 50/50" in result.stdout
+    for figure in figures:
+        with Image.open(figure) as image:
+            assert image.width >= 200 and image.height >= 50
+    info = json.loads(vaelab("info", run, "--json", cwd=tmp_path).stdout)
+    assert info["epochs_done"] == 50 and info["last_metrics"]["val/loss"] < 30

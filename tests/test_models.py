@@ -1,0 +1,441 @@
+"""The model contract, run over every registered model x architecture x likelihood on tiny configs,
+then what is particular to the VAE, the AE and the DAE, and the model configuration's checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import vaelab
+from vaelab import RunConfig, VaelabError
+from vaelab.distributions import DiagonalGaussian, PointMass
+from vaelab.models import MODELS, ModelConfig, bits_per_dim, build_model, slerp
+from vaelab.models.networks import conv_level_sizes
+from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
+
+ARCHITECTURES = ["mlp", "conv"]
+# name -> (likelihood, sigma); a fixed sigma of 0.1 suits [0, 1] images (1.0 would leave the
+# loss dominated by its constant log-normaliser, so a fall would be hard to see).
+LIKELIHOODS = {
+    "bernoulli": ("bernoulli", None),
+    "gaussian-fixed": ("gaussian", 0.1),
+    "gaussian-learned": ("gaussian", None),
+}
+SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64), (3, 30, 45)]
+
+every_model = pytest.mark.parametrize("kind", sorted(MODELS))
+every_architecture = pytest.mark.parametrize("architecture", ARCHITECTURES)
+every_likelihood = pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
+
+
+def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options) -> ModelConfig:
+    name, sigma = LIKELIHOODS[likelihood]
+    values = dict(
+        model=kind, architecture=architecture, likelihood=name, sigma=sigma, data_shape=(1, 8, 8),
+        latent_dim=4, hidden_dims=(64,), conv_channels=(8, 16), noise_level=0.2,
+    )  # fmt: skip
+    return ModelConfig(**(values | options))
+
+
+def build(config: ModelConfig, seed: int = 0) -> vaelab.Autoencoder:
+    torch.manual_seed(seed)
+    return build_model(config)
+
+
+def fixed_generator() -> torch.Generator:
+    return torch.Generator().manual_seed(123)
+
+
+# --- the contract: every model, every architecture, every likelihood -------------------------
+
+
+@every_model
+@every_architecture
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_output_shapes(kind, architecture, shape):
+    model = build(tiny(kind, architecture, data_shape=shape))
+    x = torch.rand(3, *shape)
+    posterior = model.encode(x)
+    assert posterior.mean.shape == (3, 4)
+    assert posterior.sample().shape == (3, 4)
+    assert model.decode(posterior.mean).shape == (3, *shape)
+    assert model.decode_logits(torch.zeros(5, 4)).shape == (5, *shape)
+    assert model.sample(6).shape == (6, *shape)
+    assert model.reconstruct(x).shape == (3, *shape)
+    assert model(x).shape == (3, *shape)
+    assert model.interpolate(x[0], x[1], steps=7).shape == (7, *shape)
+    assert model.interpolate(x[0], x[1], steps=4, spherical=True).shape == (4, *shape)
+    terms = model.loss(x)
+    assert terms.total.shape == terms.recon.shape == terms.kl.shape == ()
+    assert math.isfinite(terms.total.item())
+
+
+@every_model
+@every_architecture
+@every_likelihood
+def test_loss_falls_when_trained_on_a_fixed_batch(kind, architecture, likelihood, batch):
+    model = build(tiny(kind, architecture, likelihood))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = fixed_generator()
+    losses = []
+    for _ in range(80):
+        terms = model.loss(batch, generator=generator)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+        losses.append(terms.total.item())
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert all(math.isfinite(v) for v in losses)
+    assert last < first - 0.1 * abs(first), (first, last)
+
+
+@every_model
+@every_architecture
+@every_likelihood
+def test_every_parameter_changes_after_one_step(kind, architecture, likelihood, batch):
+    model = build(tiny(kind, architecture, likelihood))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.loss(batch, generator=fixed_generator()).total.backward()
+    optimizer.step()
+    unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
+    assert unchanged == []  # every parameter receives a gradient
+    assert ("likelihood.log_sigma" in before) == (likelihood == "gaussian-learned")
+
+
+@every_model
+@every_architecture
+@every_likelihood
+def test_checkpoint_round_trip_gives_identical_outputs(kind, architecture, likelihood, tmp_path):
+    config = tiny(kind, architecture, likelihood)
+    model = build(config)
+    with torch.no_grad():  # move every weight (and a learned sigma) away from its initial value
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.eval()
+    save_checkpoint(tmp_path / "ckpt", model, RunConfig(model=config), {"epoch": 3})
+    x = torch.rand(4, 1, 8, 8)
+    z = torch.randn(4, 4)
+    for loaded in (load_checkpoint(tmp_path / "ckpt")[0], vaelab.load(tmp_path / "ckpt")):
+        assert type(loaded) is type(model)
+        assert loaded.config == config
+        assert not loaded.training
+        state, loaded_state = model.state_dict(), loaded.state_dict()
+        assert state.keys() == loaded_state.keys()
+        assert all(torch.equal(state[k], loaded_state[k]) for k in state)
+        assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
+        assert torch.equal(loaded.decode(z), model.decode(z))
+        torch.testing.assert_close(
+            loaded.loss(x, generator=fixed_generator()).total,
+            model.loss(x, generator=fixed_generator()).total,
+            rtol=0,
+            atol=0,
+        )
+
+
+@every_model
+@every_architecture
+def test_sample_is_reproducible_with_a_seeded_generator(kind, architecture):
+    model = build(tiny(kind, architecture))
+    a = model.sample(5, generator=torch.Generator().manual_seed(7))
+    b = model.sample(5, generator=torch.Generator().manual_seed(7))
+    c = model.sample(5, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    z = torch.randn(5, 4)
+    assert torch.equal(model.sample(5, z=z), model.decode(z))
+
+
+@every_model
+@every_architecture
+def test_the_caller_chooses_the_dtype(kind, architecture):
+    model = build(tiny(kind, architecture, "gaussian-learned")).double()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    assert model.sample(3, generator=torch.Generator().manual_seed(0)).dtype == torch.float64
+    assert model.reconstruct(x).dtype == torch.float64
+    assert model.interpolate(x[0], x[1], steps=3).dtype == torch.float64
+    assert model.loss(x, generator=fixed_generator()).total.dtype == torch.float64
+
+
+@every_model
+@every_architecture
+def test_loss_is_reproducible_with_a_seeded_generator(kind, architecture, batch):
+    model = build(tiny(kind, architecture))
+    a = model.loss(batch, generator=fixed_generator())
+    b = model.loss(batch, generator=fixed_generator())
+    assert torch.equal(a.total, b.total)
+    assert torch.equal(a.recon, b.recon)
+
+
+@every_model
+@every_architecture
+def test_interpolation_ends_are_the_reconstructions(kind, architecture):
+    model = build(tiny(kind, architecture))
+    x = torch.rand(2, 1, 8, 8)
+    reconstructions = model.reconstruct(x)
+    for spherical in (False, True):
+        path = model.interpolate(x[0], x[1], steps=5, spherical=spherical)
+        torch.testing.assert_close(path[0], reconstructions[0])
+        torch.testing.assert_close(path[-1], reconstructions[1])
+
+
+@every_model
+def test_decoded_means_are_probabilities_for_bernoulli(kind):
+    model = build(tiny(kind, "mlp"))
+    images = model.sample(8)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+@every_model
+@every_likelihood
+def test_loss_recon_is_the_likelihood_nll_of_the_clean_batch(kind, likelihood, batch):
+    """The loss convention: sum over pixels per example, mean over the batch."""
+    model = build(tiny(kind, "mlp", likelihood, noise_level=0.0))
+    # the VAE's recon term decodes one posterior sample; the same generator draws the same z
+    z = model.encode(batch).sample(generator=fixed_generator())
+    expected = model.likelihood.nll(model.decode_logits(z), batch).mean()
+    terms = model.loss(batch, generator=fixed_generator())
+    torch.testing.assert_close(terms.recon, expected)
+
+
+# --- the VAE ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 4.0])
+@pytest.mark.parametrize("kl_scale", [0.25, 1.0])
+def test_vae_beta_and_kl_scale_weight_the_kl(beta, kl_scale, batch):
+    reference = build(tiny("vae", "mlp"))
+    weighted = build_model(tiny("vae", "mlp", beta=beta))
+    weighted.load_state_dict(reference.state_dict())
+    base = reference.loss(batch, generator=fixed_generator())
+    terms = weighted.loss(batch, kl_scale=kl_scale, generator=fixed_generator())
+    assert torch.equal(terms.recon, base.recon)
+    assert torch.equal(terms.kl, base.kl)
+    assert terms.kl.item() > 0
+    torch.testing.assert_close(terms.total, terms.recon + beta * kl_scale * terms.kl)
+    torch.testing.assert_close(base.total, base.recon + base.kl)
+
+
+def test_vae_kl_is_the_batch_mean_of_the_posterior_kl(batch):
+    model = build(tiny("vae", "conv"))
+    posterior = model.encode(batch)
+    assert isinstance(posterior, DiagonalGaussian)
+    torch.testing.assert_close(model.loss(batch).kl, posterior.kl().mean())
+
+
+def test_vae_loss_samples_the_posterior(batch):
+    model = build(tiny("vae", "mlp"))
+    a = model.loss(batch, generator=torch.Generator().manual_seed(1))
+    b = model.loss(batch, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(a.recon, b.recon)
+    assert torch.equal(a.kl, b.kl)  # closed form: no sampling
+
+
+def test_vae_encoder_splits_mu_and_logvar():
+    model = build(tiny("vae", "mlp"))
+    x = torch.rand(3, 1, 8, 8)
+    out = model.encoder(x)
+    posterior = model.encode(x)
+    assert out.shape == (3, 8)
+    assert torch.equal(posterior.mu, out[:, :4])
+    assert torch.equal(posterior.logvar, out[:, 4:])
+    assert torch.equal(model.reconstruct(x), model.decode(posterior.mu))
+
+
+# --- the standard and the denoising autoencoder ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ae", "dae"])
+def test_autoencoders_have_no_kl(kind, batch):
+    model = build(tiny(kind, "mlp"))
+    assert isinstance(model.encode(batch), PointMass)
+    terms = model.loss(batch, kl_scale=0.5, generator=fixed_generator())
+    assert terms.kl.item() == 0.0
+    assert torch.equal(terms.total, terms.recon)
+
+
+def test_dae_gaussian_noise_has_the_configured_std():
+    model = build(tiny("dae", "mlp", noise="gaussian", noise_level=0.3))
+    x = torch.rand(64, 1, 8, 8)
+    noisy = model.corrupt(x, generator=fixed_generator())
+    assert noisy.shape == x.shape
+    noise = noisy - x
+    assert abs(float(noise.std()) - 0.3) < 0.02  # 4096 draws: std error of the std ~ 0.003
+    assert abs(float(noise.mean())) < 0.02
+
+
+@pytest.mark.parametrize("level", [0.0, 0.25, 0.5, 1.0])
+def test_dae_mask_noise_zeroes_that_fraction_of_pixels(level):
+    model = build(tiny("dae", "mlp", noise="mask", noise_level=level))
+    x = torch.rand(64, 1, 8, 8) + 0.5  # no zeros of its own
+    noisy = model.corrupt(x, generator=fixed_generator())
+    zeroed = noisy == 0
+    assert torch.equal(noisy[~zeroed], x[~zeroed])  # kept pixels are unchanged
+    assert abs(float(zeroed.float().mean()) - level) < 0.03  # 4096 pixels: std error <= 0.008
+    if level == 1.0:
+        assert not noisy.any()
+    if level == 0.0:
+        assert torch.equal(noisy, x)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "mask"])
+def test_dae_encodes_the_corrupted_input_but_targets_the_clean_one(noise, batch):
+    model = build(tiny("dae", "mlp", noise=noise, noise_level=0.5))
+    noisy = model.corrupt(batch, generator=fixed_generator())
+    assert not torch.equal(noisy, batch)
+    x_logits = model.decode_logits(model.encode(noisy).mean)
+    expected = model.likelihood.nll(x_logits, batch).mean()
+    terms = model.loss(batch, generator=fixed_generator())
+    torch.testing.assert_close(terms.recon, expected)
+    noisy_target = model.likelihood.nll(x_logits, noisy.clamp(0, 1)).mean()
+    assert not torch.allclose(terms.recon, noisy_target)
+
+
+def test_dae_fully_masked_input_decodes_from_zeros(batch):
+    model = build(tiny("dae", "conv", noise="mask", noise_level=1.0))
+    x_logits = model.decode_logits(model.encode(torch.zeros_like(batch)).mean)
+    expected = model.likelihood.nll(x_logits, batch).mean()
+    torch.testing.assert_close(model.loss(batch).recon, expected)
+
+
+def test_dae_without_noise_scores_like_the_ae(batch):
+    ae = build(tiny("ae", "mlp"))
+    dae = build_model(tiny("dae", "mlp", noise_level=0.0))
+    dae.load_state_dict(ae.state_dict())
+    torch.testing.assert_close(dae.loss(batch).total, ae.loss(batch).total)
+
+
+def test_dae_corruption_is_reproducible_with_a_generator(batch):
+    model = build(tiny("dae", "mlp"))
+    a = model.corrupt(batch, generator=torch.Generator().manual_seed(1))
+    b = model.corrupt(batch, generator=torch.Generator().manual_seed(1))
+    c = model.corrupt(batch, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+# --- overfitting one batch -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "target"), [("ae", 0.1), ("vae", 3.0)])
+def test_overfits_one_batch(kind, target, batch):
+    """On 8 binarised digits the reconstruction NLL can approach 0 nats (from 64 log 2 ~ 44).
+
+    The VAE's recon is measured under posterior samples, so it stays above the AE's; it is
+    averaged over 20 draws (0.6-0.9 nats for several seeds, against the target of 3).
+    """
+    x = (batch[:8] > 0.5).float()
+    model = build(tiny(kind, "mlp", latent_dim=8, hidden_dims=(256,)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = fixed_generator()
+    start = model.loss(x, generator=generator).recon.item()
+    for _ in range(800):
+        terms = model.loss(x, generator=generator)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+    with torch.no_grad():
+        final = sum(model.loss(x, generator=generator).recon.item() for _ in range(20)) / 20
+    assert start > 30
+    assert final < target, final
+
+
+# --- model configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"latent_dim": 0},
+        {"latent_dim": -1},
+        {"latent_dim": 2.5},
+        {"model": "gan"},
+        {"architecture": "transformer"},
+        {"likelihood": "poisson"},
+        {"activation": "swish"},
+        {"noise": "salt"},
+        {"beta": -1.0},
+        {"beta": float("nan")},
+        {"sigma": 0.0},
+        {"sigma": -0.5},
+        {"sigma": float("nan")},
+        {"data_shape": (1, 0, 8)},
+        {"data_shape": (8, 8)},
+        {"hidden_dims": (32, 0)},
+        {"conv_channels": ()},
+        {"noise": "mask", "noise_level": 1.5},
+        {"noise_level": -0.1},
+    ],
+    ids=repr,
+)
+def test_bad_model_config_raises_a_one_line_vaelab_error(options):
+    with pytest.raises(VaelabError) as error:
+        ModelConfig(**options)
+    assert "\n" not in str(error.value)
+
+
+def test_model_config_normalises_lists_to_tuples():
+    config = ModelConfig(data_shape=[1, 8, 8], hidden_dims=[16, 8], conv_channels=[4])
+    assert config.data_shape == (1, 8, 8)
+    assert config.hidden_dims == (16, 8)
+    assert config == ModelConfig(data_shape=(1, 8, 8), hidden_dims=(16, 8), conv_channels=(4,))
+    hash(config)
+
+
+def test_build_model_uses_the_registry():
+    for kind, factory in MODELS.items():
+        assert type(build_model(tiny(kind, "mlp"))) is factory
+    assert MODELS["vae"] is vaelab.VAE
+    assert issubclass(vaelab.DenoisingAutoencoder, vaelab.Autoencoder)
+
+
+@pytest.mark.parametrize(
+    "bad", [torch.tensor([0.5, 1.2]), torch.tensor([-0.5, 0.2]), torch.tensor([float("nan"), 0.5])]
+)
+def test_bernoulli_models_reject_data_outside_unit_interval(bad):
+    for kind in MODELS:
+        with pytest.raises(VaelabError, match="my data"):
+            build(tiny(kind, "mlp")).check_data(bad.view(1, 1, 1, 2), where="my data")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_every_model_rejects_non_finite_data(value):
+    x = torch.full((1, 1, 8, 8), 0.5)
+    x[0, 0, 3, 3] = value
+    for likelihood in LIKELIHOODS:
+        with pytest.raises(VaelabError, match="NaN or infinite"):
+            build(tiny("vae", "mlp", likelihood)).check_data(x, where="data")
+
+
+def test_gaussian_models_accept_any_finite_data():
+    build(tiny("vae", "mlp", "gaussian-learned")).check_data(torch.randn(4, 1, 8, 8) * 9, where="x")
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def test_slerp_ends_and_norm():
+    z_a, z_b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    path = slerp(z_a, z_b, torch.linspace(0, 1, 5))
+    torch.testing.assert_close(path[0], z_a)
+    torch.testing.assert_close(path[-1], z_b)
+    torch.testing.assert_close(path.norm(dim=1), torch.ones(5))  # stays on the unit circle
+    torch.testing.assert_close(path[2], torch.tensor([1.0, 1.0]) / math.sqrt(2))
+    parallel = slerp(z_a, 2 * z_a, torch.linspace(0, 1, 3))  # degenerate: falls back to lerp
+    torch.testing.assert_close(parallel[1], torch.tensor([1.5, 0.0]))
+
+
+def test_bits_per_dim():
+    assert bits_per_dim(64 * math.log(2.0), (1, 8, 8)) == pytest.approx(1.0)
+    assert bits_per_dim(0.0, (3, 4, 4)) == 0.0
+
+
+def test_conv_level_sizes():
+    assert conv_level_sizes(28, 28, 4) == [(28, 28), (14, 14), (7, 7)]
+    assert conv_level_sizes(8, 8, 4) == [(8, 8), (4, 4)]
+    assert conv_level_sizes(64, 64, 4) == [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4)]
+    assert conv_level_sizes(64, 64, 2) == [(64, 64), (32, 32), (16, 16)]
+    assert conv_level_sizes(30, 45, 4) == [(30, 45), (15, 22), (7, 11)]
+    assert conv_level_sizes(5, 7, 4) == [(5, 7)]
