@@ -173,7 +173,9 @@ def main() -> None:
         print(f"  vaelab     {ours:9.0f} samples/s")
         print(f"  minimal    {minimal:9.0f} samples/s   vaelab/minimal  = {ours / minimal:.2f}x")
         if tutorial is not None:
-            print(f"  tutorial   {tutorial:9.0f} samples/s   vaelab/tutorial = {ours / tutorial:.2f}x")
+            print(
+                f"  tutorial   {tutorial:9.0f} samples/s   vaelab/tutorial = {ours / tutorial:.2f}x"
+            )
         achieved = ours * flops_per_sample() / 1e9
         peak = ceiling * flops_per_sample() / 1e9
         print(f"  matmuls    {ceiling:9.0f} samples/s   ({peak:.1f} GFLOP/s on these shapes)")

@@ -157,8 +157,12 @@ GROUP_TITLES = {
     "optim": "optimiser ([optim])",
     "train": "training loop ([train])",
 }
-DEFAULTS = {"model": ModelConfig(), "data": DataConfig(), "optim": OptimConfig(),
-            "train": TrainConfig()}  # fmt: skip
+DEFAULTS = {
+    "model": ModelConfig(),
+    "data": DataConfig(),
+    "optim": OptimConfig(),
+    "train": TrainConfig(),
+}
 
 
 def _default_text(section: str, option: Option) -> str:
@@ -178,9 +182,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vaelab: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS keeps `vaelab -q train` working: the subcommand does not reset the flag.
-    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+def _add_quiet(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    # SUPPRESS in the subcommands keeps `vaelab -q train` working: they do not reset the flag.
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
                         help="print only the output paths, warnings and errors")  # fmt: skip
 
 
@@ -198,33 +202,37 @@ def _add_train_parser(subparsers: Any) -> None:
                      "config.json (or its folder) to repeat that run")  # fmt: skip
     run.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly "
                      "where it stopped (raise --epochs to train longer)")  # fmt: skip
-    run.add_argument("--force", action="store_true",
-                     help="replace the run already in --out")  # fmt: skip
+    run.add_argument("--force", action="store_true", help="replace the run already in --out")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it only shows on a terminal anyway)")  # fmt: skip
     run.add_argument("--no-figures", action="store_true",
                      help="skip the samples/reconstructions/interpolation PNGs")  # fmt: skip
-    _add_common(parser)
+    _add_quiet(parser)
     for section, options in OPTION_GROUPS.items():
         group = parser.add_argument_group(GROUP_TITLES[section])
         for option in options:
-            help_text = f"{option.help} (default: {_default_text(section, option)})"
-            kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS,
-                                      "dest": f"{section}.{option.field}"}  # fmt: skip
-            if option.switch:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            else:
-                kwargs.update(type=option.type, nargs=option.nargs, choices=option.choices,
-                              metavar=option.metavar)  # fmt: skip
-            group.add_argument(option.flag, **kwargs)
+            _add_option(group, section, option)
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_option(group: argparse._ArgumentGroup, section: str, option: Option) -> None:
+    """A flag whose value, when given, lands in args as 'section.field' (absent otherwise)."""
+    help_text = f"{option.help} (default: {_default_text(section, option)})"
+    kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS,
+                              "dest": f"{section}.{option.field}"}  # fmt: skip
+    if option.switch:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs.update(type=option.type, nargs=option.nargs, choices=option.choices,
+                      metavar=option.metavar)  # fmt: skip
+    group.add_argument(option.flag, **kwargs)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, default_png: str) -> None:
     parser.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
     parser.add_argument(
         "--out",
         metavar="PNG",
-        help=f"where to write the PNG, or a folder for it (default RUN/{what})",
+        help=f"where to write the PNG, or a folder for it (default RUN/{default_png})",
     )
     parser.add_argument(
         "--checkpoint",
@@ -235,7 +243,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--device", choices=DEVICES, default="cpu", help="where to run the model (default: cpu)"
     )
-    _add_common(parser)  # fmt: skip
+    _add_quiet(parser)  # fmt: skip
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -255,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "look at what they learned.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="print only the output paths, warnings and errors")  # fmt: skip
+    _add_quiet(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_train_parser(subparsers)
 
@@ -270,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--n", type=int, default=10, help="number of images (default: 10)")
     _add_data_arguments(recon)
 
-    interp = subparsers.add_parser("interpolate", help="PNG strip along the latent path "
-                                   "between two images")  # fmt: skip
+    interp = subparsers.add_parser(
+        "interpolate", help="PNG strip along the latent path between two images"
+    )
     _add_model_arguments(interp, "interpolation.png")
     interp.add_argument(
         "--from",
@@ -298,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = subparsers.add_parser("info", help="a run's configuration and last metrics")
     info.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
     info.add_argument("--json", action="store_true", help="print JSON instead")
-    _add_common(info)
+    _add_quiet(info)
     return parser
 
 
@@ -343,8 +351,14 @@ def _train(args: argparse.Namespace) -> list[Path]:
     config, run_dir, resume = train_config_from_args(args)
     progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
     try:
-        return commands.train_run(config, run_dir, resume=resume, force=args.force,
-                                  progress=progress, figures=not args.no_figures)  # fmt: skip
+        return commands.train_run(
+            config,
+            run_dir,
+            resume=resume,
+            force=args.force,
+            progress=progress,
+            figures=not args.no_figures,
+        )
     except KeyboardInterrupt:
         raise KeyboardInterrupt(commands.saved_state(run_dir)) from None
     except torch.cuda.OutOfMemoryError:

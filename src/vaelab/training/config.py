@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
