@@ -528,3 +528,31 @@ def test_unknown_toml_option_is_named(tmp_path):
     path.write_text("[model]\nlatnet_dim = 8\n")
     with pytest.raises(VaelabError, match="latnet_dim"):
         RunConfig.from_dict(read_config_file(path))
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"train": {"epochs": 2.5}}, "epochs"),
+        ({"model": {"latent_dim": "two"}}, "latent_dim"),
+        ({"model": {"hidden_dims": [1.5]}}, "hidden_dims"),
+        ({"train": {"binarize": 1}}, "binarize"),
+        ({"data": {"image_size": [28, "a"]}}, "image_size"),
+        ({"optim": {"lr": "fast"}}, "lr"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_named(values, field) -> None:
+    with pytest.raises(VaelabError, match=rf"option {field} in configuration section"):
+        RunConfig.from_dict(values)
+
+
+def test_config_accepts_json_and_toml_shapes() -> None:
+    config = RunConfig.from_dict(
+        {
+            "data": {"image_size": 28},
+            "optim": {"lr": 1, "grad_clip": None},
+            "model": {"sigma": 0.1, "hidden_dims": [200, 200]},
+        }  # fmt: skip
+    )
+    assert config.data.image_size == (28, 28)
+    assert config.model.hidden_dims == (200, 200)

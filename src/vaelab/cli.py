@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -438,7 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(quiet=args.quiet)
     try:
-        outputs = COMMANDS[args.command](args)
+        for output in COMMANDS[args.command](args):
+            print(output, flush=True)
+    except BrokenPipeError:  # `vaelab info RUN | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except VaelabError as error:
         _error(str(error))
         return 1
@@ -448,8 +453,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         _error(f"interrupted{f'; {interrupt}' if str(interrupt) else ''}")
         return 130
-    for output in outputs:
-        print(output)
     return 0
 
 

@@ -93,8 +93,7 @@ def _images_to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:
         raise VaelabError(f"{path} has {bad} non-finite values (NaN or inf); clean the data first")
-    if x.min() < 0 or x.max() > 1:
-        log.warning("%s has values outside [0, 1] (%.3g..%.3g)", path, x.min(), x.max())
+    # Values outside [0, 1] are fine for a Gaussian decoder; a Bernoulli model rejects them.
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

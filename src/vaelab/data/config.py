@@ -19,7 +19,7 @@ class DataConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None  # IDX files; None -> $VAELAB_DATA, then the cache
-    image_size: tuple[int, int] | None = None  # (H, W); needed for folders of mixed sizes
+    image_size: tuple[int, int] | int | None = None  # (H, W), or N for NxN; stored as (H, W)
     channels: int | None = None  # 1 (grayscale) or 3 (RGB); None keeps what the data has
     val_fraction: float = 0.1  # of the training pool
     test_fraction: float = 0.2  # of everything, when the source has no test split

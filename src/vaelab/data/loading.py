@@ -57,6 +57,8 @@ def resolve_source(dataset: str) -> Source:
                 "use an image folder, .npy or .npz file"
             )
         return FILE_SOURCES[suffix]
+    if path.suffix or len(path.parts) > 1:  # meant as a path, not a name
+        raise VaelabError(f"dataset path {dataset} does not exist")
     raise VaelabError(
         f"unknown dataset '{dataset}': use one of {', '.join(DATASETS)}, "
         "or a path to an image folder, .npy or .npz file"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,40 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a value read from TOML/JSON fits a config field's type annotation."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, arg) for arg in args)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(_matches, value, args))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+    parts = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (types.UnionType, typing.Union)
+        else (hint,)
+    )
+    words = [names.get(p, "a list of numbers" if typing.get_origin(p) is tuple else "none")
+             for p in parts]  # fmt: skip
+    return " or ".join(dict.fromkeys(words))
+
+
 def section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
     """Build one config section, naming unknown keys and wrong types in a one-line error."""
     if not isinstance(values, dict):
@@ -96,6 +132,13 @@ def section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
         raise VaelabError(
             f"unknown option(s) {', '.join(unknown)} in configuration section [{section}]"
         )
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not _matches(value, hints[name]):
+            raise VaelabError(
+                f"option {name} in configuration section [{section}] must be "
+                f"{_describe(hints[name])}, got {value!r}"
+            )
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
