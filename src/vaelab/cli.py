@@ -23,6 +23,7 @@ from vaelab.models import MODELS, ModelConfig
 from vaelab.models.config import ACTIVATIONS, ARCHITECTURES, LIKELIHOOD_NAMES, NOISE_KINDS
 from vaelab.training.config import (
     DEVICES,
+    ON_NAN,
     OPTIMIZERS,
     SCHEDULES,
     OptimConfig,
@@ -30,6 +31,7 @@ from vaelab.training.config import (
     TrainConfig,
     read_config_file,
 )
+from vaelab.training.distributed import process_rank
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +151,11 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
                _off_or(int, "off"), "N", unset="off"),
         Option("--tensorboard", "tensorboard", "also log to RUN/tensorboard "
                "(pip install 'vaelab[tensorboard]')", switch=True),
+        Option("--on-nan", "on_nan", "at a NaN/inf loss or gradient: stop, or skip the batch "
+               "(skip costs a device sync per step)", choices=ON_NAN),
+        Option("--checkpoint-every", "checkpoint_every",
+               "also save last/ every N steps within an epoch, or 'off'",
+               _off_or(int, "off"), "N", unset="off"),
     ),
 }  # fmt: skip
 
@@ -437,10 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _configure_logging(quiet=args.quiet)
+    main_process = process_rank() == 0  # under torchrun, only rank 0 talks
+    _configure_logging(quiet=args.quiet or not main_process)
     try:
         for output in COMMANDS[args.command](args):
-            print(output, flush=True)
+            if main_process:
+                print(output, flush=True)
     except BrokenPipeError:  # `vaelab info RUN | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

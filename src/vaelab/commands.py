@@ -25,6 +25,7 @@ from vaelab.training.checkpoint import (
     resolve_checkpoint,
 )
 from vaelab.training.config import RunConfig
+from vaelab.training.distributed import process_rank
 from vaelab.training.metrics import read_metrics
 from vaelab.training.runs import LAST, RUN_ENTRIES, is_run_folder, resolve_device
 from vaelab.training.trainer import train
@@ -58,13 +59,13 @@ def _epochs_done(run_dir: Path) -> int | None:
 
 def saved_state(run_dir: Path) -> str:
     """What an interrupted or failed training run left behind, in words."""
-    epoch = _epochs_done(run_dir) if run_dir.is_dir() else None
-    if epoch is None:
-        return "no epoch had completed, so no checkpoint was saved"
-    return (
-        f"the checkpoint of epoch {epoch} is kept in {run_dir}; "
-        f"continue with: vaelab train --resume {run_dir}"
-    )
+    try:
+        meta = read_meta(resolve_checkpoint(run_dir, prefer=LAST))
+        epoch, batch, step = int(meta["epoch"]), int(meta.get("batch", 0)), int(meta["step"])
+    except (VaelabError, KeyError, TypeError, ValueError):
+        return "no checkpoint had been saved yet"
+    where = f"epoch {epoch}" if batch == 0 else f"step {step} (batch {batch} of epoch {epoch + 1})"
+    return f"last/ in {run_dir} holds {where}; continue with: vaelab train --resume {run_dir}"
 
 
 def _check_more_epochs(run_dir: Path, config: RunConfig) -> None:
@@ -122,7 +123,7 @@ def train_run(
                 "" if result.epochs == 1 else "s", watched, result.best_loss,
                 " (stopped early)" if result.stopped_early else "")  # fmt: skip
     paths = [run_dir]
-    if figures:
+    if figures and process_rank() == 0:  # under torchrun, one process draws them
         paths += standard_figures(run_dir, seed=config.train.seed)
     return paths
 

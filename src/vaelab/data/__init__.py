@@ -1,6 +1,6 @@
 """Datasets as in-memory tensors: named sources, image folders and arrays, split by seed."""
 
-from vaelab.data.batches import iterate_batches
+from vaelab.data.batches import batch_indices, iterate_batches
 from vaelab.data.config import DataConfig
 from vaelab.data.images import load_image_file
 from vaelab.data.loading import DATASETS, load_data
@@ -11,6 +11,7 @@ __all__ = [
     "DataConfig",
     "DataSplits",
     "Split",
+    "batch_indices",
     "iterate_batches",
     "load_data",
     "load_image_file",

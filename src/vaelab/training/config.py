@@ -18,6 +18,7 @@ from vaelab.models import ModelConfig
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
+ON_NAN = ("stop", "skip")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast on CUDA
     early_stopping: int | None = None  # patience in epochs without a better validation loss
     tensorboard: bool = False
+    on_nan: str = "stop"  # "stop" at a non-finite loss/gradient, or "skip" that batch
+    checkpoint_every: int | None = None  # also save `last` every N steps, mid-epoch
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -74,6 +77,10 @@ class TrainConfig:
             raise VaelabError(f"batch size must be positive, got {self.batch_size}")
         if self.kl_warmup_epochs < 0:
             raise VaelabError(f"KL warm-up must be zero or positive, got {self.kl_warmup_epochs}")
+        if self.on_nan not in ON_NAN:
+            raise VaelabError(f"unknown --on-nan '{self.on_nan}': use stop or skip")
+        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
+            raise VaelabError(f"checkpoint interval must be positive, got {self.checkpoint_every}")
         if self.early_stopping is not None and self.early_stopping <= 0:
             raise VaelabError(
                 f"early-stopping patience must be positive, got {self.early_stopping}"

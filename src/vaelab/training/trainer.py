@@ -1,8 +1,11 @@
 """The training loop: `train(config, run_dir)` — read it top to bottom.
 
-Batches are index slices of one in-memory tensor on the training device; all randomness flows
-from two seeded generators (batch order on the CPU, model noise on the device), whose states are
-saved with every `last` checkpoint, so `resume=True` continues bit for bit.
+Batches are index slices of one in-memory tensor on the training device. All randomness flows
+from seeded generators (batch order on the CPU, model noise on the device) whose states are saved
+in every `last` checkpoint, together with the position inside the epoch, so `resume=True`
+continues bit for bit, from an epoch's end or from the middle of one (Ctrl-C, --checkpoint-every).
+Under torchrun each process trains on its share of every global batch, and
+DistributedDataParallel averages the gradients.
 """
 
 from __future__ import annotations
@@ -15,38 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from vaelab._version import __version__
-from vaelab.data import iterate_batches, load_data
+from vaelab.data import batch_indices, load_data
 from vaelab.errors import VaelabError
-from vaelab.models import Autoencoder, build_model
-from vaelab.training.checkpoint import (
-    TrainingState,
-    load_checkpoint,
-    load_training_state,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from vaelab.models import Autoencoder, LossTerms, build_model
 from vaelab.training.config import RunConfig, with_data_shape
+from vaelab.training.distributed import Distributed, distributed, shard
 from vaelab.training.evaluation import evaluate_loss
+from vaelab.training.interrupts import graceful_interrupt
 from vaelab.training.metrics import MetricsLog
-from vaelab.training.runs import (
-    BEST,
-    LAST,
-    check_run_folder,
-    prepare_run_folder,
-    resolve_device,
-)
+from vaelab.training.runs import check_run_folder, prepare_run_folder
 from vaelab.training.schedules import kl_scale, learning_rate
+from vaelab.training.session import (
+    Session,
+    TrainingDiverged,
+    check_finite_weights,
+    restore,
+    save_best,
+    save_last,
+)
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_SECONDS = 0.5  # how often the loop syncs with the device to show progress
+PROGRESS_SECONDS = 0.5  # how often a single process syncs with the device to show progress
+INTERRUPT_CHECK_STEPS = 10  # under torchrun, how often the ranks agree on a Ctrl-C
 
-
-class TrainingDiverged(VaelabError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["TrainResult", "TrainingDiverged", "train"]
 
 
 @dataclass(frozen=True)
@@ -56,23 +53,7 @@ class TrainResult:
     best_loss: float  # best validation loss (training loss where there is no validation split)
     metrics: dict[str, Any]  # the last epoch's record
     stopped_early: bool
-
-
-def _make_optimizer(model: Autoencoder, config: RunConfig) -> torch.optim.Optimizer:
-    """Adam(W) with the fused kernel: one pass over the parameters instead of a dozen, which
-    makes a step of the classic MNIST MLP about 20% faster on a CPU at batch 128."""
-    optim = config.optim
-    kind = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=True)
-
-
-def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
-    for section in ("model", "data", "optim"):
-        if getattr(saved, section) != getattr(requested, section):
-            raise VaelabError(
-                f"cannot resume with different [{section}] options than the run was started with; "
-                "only training-loop options (e.g. --epochs) may change"
-            )
+    model: Autoencoder  # the final weights (not necessarily the best), in eval mode
 
 
 def train(
@@ -86,178 +67,228 @@ def train(
     """Train `config` into `run_dir`; with `resume`, continue the run saved there."""
     run_dir = Path(run_dir)
     check_run_folder(run_dir, resume=resume, force=force)  # fail early, but change nothing yet
-    device = resolve_device(config.train.device)
-    if config.train.amp and device.type != "cuda":
-        raise VaelabError("--amp (mixed precision) needs a CUDA device")
+    with distributed(config.train.device) as group, graceful_interrupt() as interrupted:
+        session = _start(config, run_dir, group, resume=resume, force=force, progress=progress)
+        stopped_early = False
+        try:
+            for epoch in range(session.state.epoch + 1, session.config.train.epochs + 1):
+                sums, seen = _train_epoch(session, epoch, interrupted)
+                _finish_epoch(session, epoch, sums, seen)
+                patience = session.config.train.early_stopping
+                if patience is not None and session.state.since_best >= patience:
+                    logger.info("early stopping: no better validation loss for %d epochs", patience)
+                    stopped_early = True
+                    break
+        finally:
+            session.close()
+    state = session.state
+    model = session.model.eval()
+    return TrainResult(run_dir, state.epoch, state.best_loss, session.record, stopped_early, model)
 
-    data = load_data(config.data, progress=progress)
+
+def _start(
+    config: RunConfig, run_dir: Path, group: Distributed, *, resume: bool, force: bool,
+    progress: bool,
+) -> Session:  # fmt: skip
+    """Load the data, build the model and optimiser, and restore a resumed run's state."""
+    if config.train.amp and group.device.type != "cuda":
+        raise VaelabError("--amp (mixed precision) needs a CUDA device")
+    if not group.is_main:
+        group.barrier()  # rank 0 downloads the data first, if it must
+    data = load_data(config.data, progress=progress and group.is_main)
+    if group.is_main:
+        group.barrier()
     config = with_data_shape(config, data.shape)
-    torch.manual_seed(config.train.seed)  # weight initialisation
-    model = build_model(config.model).to(device)
+    torch.manual_seed(config.train.seed)  # weight initialisation, the same on every rank
+    model = build_model(config.model).to(group.device)
     model.check_data(data.train.x, where=f"training data of {data.name}")
     if len(data.val):  # the validation loss picks the best checkpoint: it must be finite too
         model.check_data(data.val.x, where=f"validation data of {data.name}")
-    prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears an old run only now
-    optimizer = _make_optimizer(model, config)
-    batch_order = torch.Generator().manual_seed(config.train.seed)
-    noise = torch.Generator(device=device).manual_seed(config.train.seed + 1)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_loss": math.inf, "since_best": 0}
-    record: dict[str, Any] = {}  # the last epoch's metrics
-
+    if group.is_main:
+        prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears only now
+    group.barrier()
+    session = Session.create(config, run_dir, group, model, data, progress=progress)
     if resume:
-        checkpoint = resolve_checkpoint(run_dir, prefer=LAST)
-        saved_model, saved_config, saved_meta = load_checkpoint(checkpoint, device=device)
-        _check_resumable(saved_config, config)
-        model.load_state_dict(saved_model.state_dict())
-        saved = load_training_state(checkpoint)
-        optimizer.load_state_dict(saved.optimizer)
-        batch_order.set_state(saved.tensors["batch_order"])
-        noise.set_state(saved.tensors["noise"])
-        torch.set_rng_state(saved.tensors["torch"])
-        state.update(saved.values["loop"])
-        record = saved_meta.get("metrics", {})  # the result, should no epochs remain
-        logger.info("resuming %s after epoch %d", run_dir, state["epoch"])
-    config.save(run_dir / "config.json")
-
-    metrics_log = MetricsLog(run_dir, tensorboard=config.train.tensorboard)
-    metrics_log.keep_until(state["epoch"])
-    train_x = data.train.x.to(device)
-    val_x = data.val.x.to(device) if len(data.val) else None
-    steps_per_epoch = math.ceil(len(train_x) / config.train.batch_size)
-    total_steps = steps_per_epoch * config.train.epochs
-    stopped_early = False
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, unit="step",
-               dynamic_ncols=True)  # fmt: skip
-    try:
-        for epoch in range(state["epoch"] + 1, config.train.epochs + 1):
-            started = time.perf_counter()
-            train_terms = _train_epoch(
-                model, optimizer, train_x, config, state, epoch,
-                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                batch_order=batch_order, noise=noise, bar=bar,
-            )  # fmt: skip
-            seconds = time.perf_counter() - started
-            # A finite loss can still come with a NaN update (a NaN gradient in the last step):
-            # never save such weights over the last good checkpoint.
-            _check_finite_weights(model, state, epoch)
-            record = {"epoch": epoch, "step": state["step"]}
-            record |= {f"train/{k}": v for k, v in train_terms.items()}
-            if val_x is not None:
-                val_terms = evaluate_loss(
-                    model, val_x, batch_size=config.train.batch_size,
-                    binarize=config.train.binarize, seed=config.train.seed,
-                )  # fmt: skip
-                record |= {f"val/{k}": v for k, v in val_terms.items()}
-            record |= {
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_seconds": seconds,
-                "samples_per_second": len(train_x) / seconds,
-            }
-            watched = record.get("val/loss", record["train/loss"])
-            improved = watched < state["best_loss"]
-            state.update(epoch=epoch, best_loss=min(watched, state["best_loss"]))
-            state["since_best"] = 0 if improved else state["since_best"] + 1
-            metrics_log.append(record)
-            meta = {"vaelab_version": __version__, "epoch": epoch, "step": state["step"],
-                    "metrics": record}  # fmt: skip
-            training_state = TrainingState(
-                optimizer=optimizer.state_dict(),
-                tensors={"batch_order": batch_order.get_state(), "noise": noise.get_state(),
-                         "torch": torch.get_rng_state()},
-                values={"loop": dict(state)},
-            )  # fmt: skip
-            save_checkpoint(run_dir / LAST, model, config, meta, training_state)
-            if improved:
-                save_checkpoint(run_dir / BEST, model, config, meta)
-            logger.info(_epoch_summary(record, config.train.epochs))
-            patience = config.train.early_stopping
-            if patience is not None and state["since_best"] >= patience:
-                logger.info("early stopping: no better validation loss for %d epochs", patience)
-                stopped_early = True
-                break
-    finally:
-        bar.close()
-        metrics_log.close()
-    return TrainResult(run_dir, state["epoch"], state["best_loss"], record, stopped_early)
+        restore(session)
+    if group.is_main:
+        config.save(run_dir / "config.json")
+        session.metrics = MetricsLog(run_dir, tensorboard=config.train.tensorboard)
+        session.metrics.keep_until(session.state.epoch)
+    return session
 
 
-def _train_epoch(
-    model: Autoencoder,
-    optimizer: torch.optim.Optimizer,
-    train_x: torch.Tensor,
-    config: RunConfig,
-    state: dict[str, Any],
-    epoch: int,
-    *,
-    steps_per_epoch: int,
-    total_steps: int,
-    batch_order: torch.Generator,
-    noise: torch.Generator,
-    bar: tqdm,
-) -> dict[str, float]:
-    """One pass over the training data; returns the epoch's mean loss terms (nats per example)."""
-    model.train()
-    cfg = config.train
-    sums = torch.zeros(3, device=train_x.device)  # (total, recon, kl) * batch size, on device
-    seen = 0
-    bar.set_description(f"epoch {epoch}/{cfg.epochs}")
+def _train_epoch(session: Session, epoch: int, interrupted: Any) -> tuple[torch.Tensor, int]:
+    """One pass over the training data. Returns this process's (total, recon, kl) sums over
+    its examples and their count; a resumed epoch starts from the saved partial sums."""
+    cfg, state, group = session.config.train, session.state, session.group
+    session.model.train()
+    if state.batch == 0:  # a fresh epoch: remember the state its permutation is drawn from
+        session.epoch_order = session.batch_order.get_state()
+    else:  # resumed mid-epoch: draw that epoch's permutation again, then skip the done batches
+        session.batch_order.set_state(session.epoch_order)
+    sums = torch.tensor(state.sums, device=group.device)  # (total, recon, kl) * n, on device
+    seen = state.seen
+    session.bar.set_description(f"epoch {epoch}/{cfg.epochs}")
     last_sync, steps_since_sync = time.perf_counter(), 0
-    amp = torch.autocast(train_x.device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    for x in iterate_batches(train_x, cfg.batch_size, shuffle=True, generator=batch_order):
-        if cfg.binarize:  # dynamic binarisation: a fresh binary image each time x is drawn
-            x = torch.bernoulli(x, generator=noise)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(state["step"], total_steps, config.optim)
-        with amp:
-            terms = model.loss(
-                x, kl_scale=kl_scale(state["step"], steps_per_epoch, cfg.kl_warmup_epochs),
-                generator=noise,
-            )  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        if config.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        sums += torch.stack([terms.total, terms.recon, terms.kl]).detach().float() * len(x)
-        seen += len(x)
-        state["step"] += 1
+    indices = batch_indices(
+        len(session.train_x), cfg.batch_size, shuffle=True, generator=session.batch_order,
+        start_batch=state.batch, device=group.device,
+    )  # fmt: skip
+    for idx in indices:
+        x, weight = _local_batch(session, idx)
+        terms = _step(session, x, weight)
+        if terms is not None and weight > 0:
+            sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * len(x)
+            seen += len(x)
+        state.step += 1
+        state.batch += 1
         steps_since_sync += 1
         now = time.perf_counter()
-        if now - last_sync >= PROGRESS_SECONDS:  # the only host-device syncs in the loop
-            means = _check_finite(sums / seen, state, epoch)
-            speed = steps_since_sync * cfg.batch_size / (now - last_sync)
-            bar.set_postfix(loss=f"{means[0]:.2f}", recon=f"{means[1]:.2f}", kl=f"{means[2]:.2f}",
-                            samples_s=f"{speed:.0f}")  # fmt: skip
-            bar.update(steps_since_sync)
+        if now - last_sync >= PROGRESS_SECONDS and session.bar_enabled:
+            _show_progress(session, sums, seen, steps_since_sync, now - last_sync, epoch)
             last_sync, steps_since_sync = now, 0
-    bar.update(steps_since_sync)
-    total, recon, kl = _check_finite(sums / seen, state, epoch)
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            _save_mid_epoch(session, sums, seen, epoch)
+        if _interrupt_requested(session, interrupted):
+            _save_mid_epoch(session, sums, seen, epoch)
+            raise KeyboardInterrupt(
+                f"saved last/ at epoch {epoch}, step {state.step}; "
+                f"continue with: vaelab train --resume {session.run_dir}"
+            )
+    session.bar.update(steps_since_sync)
+    state.batch, state.sums, state.seen = 0, [0.0, 0.0, 0.0], 0
+    return sums, seen
+
+
+def _save_mid_epoch(session: Session, sums: torch.Tensor, seen: int, epoch: int) -> None:
+    """Save `last/` at the current step, after checking that nothing has turned NaN."""
+    finite_sums = bool(sums.isfinite().all())
+    if session.group.any(not finite_sums):
+        _check_finite([math.nan], session, epoch)
+    check_finite_weights(session, epoch)
+    session.state.sums, session.state.seen = sums.tolist(), seen
+    save_last(session)
+
+
+def _local_batch(session: Session, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """This process's examples of a global batch, and the weight that makes the average of the
+    ranks' gradients equal the gradient of the global batch mean."""
+    group = session.group
+    if not group.enabled:
+        return session.train_x[idx], 1.0
+    local = shard(idx, group.rank, group.world_size)
+    if len(local) == 0:  # a last batch smaller than the world: join the all-reduce with zeros
+        return session.train_x[idx[:1]], 0.0
+    return session.train_x[local], len(local) * group.world_size / len(idx)
+
+
+def _step(session: Session, x: torch.Tensor, weight: float) -> LossTerms | None:
+    """One optimisation step on x; None when `on_nan=skip` dropped a non-finite batch."""
+    cfg, optim, state = session.config.train, session.config.optim, session.state
+    if cfg.binarize:  # dynamic binarisation: a fresh binary image each time x is drawn
+        x = torch.bernoulli(x, generator=session.noise)
+    if session.varying_lr:
+        for group in session.optimizer.param_groups:
+            group["lr"] = learning_rate(state.step, session.total_steps, optim)
+    scale = kl_scale(state.step, session.steps_per_epoch, cfg.kl_warmup_epochs)
+    with session.autocast():
+        terms = session.step_module(x, kl_scale=scale, generator=session.noise)
+    loss = terms.total if weight == 1.0 else terms.total * weight
+    session.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if optim.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(session.model.parameters(), optim.grad_clip)
+    if cfg.on_nan == "skip" and not _finite_step(session, terms):
+        state.skipped += 1
+        return None
+    session.optimizer.step()
+    return terms
+
+
+def _finite_step(session: Session, terms: LossTerms) -> bool:
+    """Whether the gradients (identical on every rank after DDP's all-reduce) and, in a
+    single process, the loss are finite. One host-device sync."""
+    checks = [p.grad.isfinite().all() for p in session.model.parameters() if p.grad is not None]
+    if not session.group.enabled:
+        checks.append(terms.total.isfinite())
+    return bool(torch.stack(checks).all())
+
+
+def _interrupt_requested(session: Session, interrupted: Any) -> bool:
+    if not session.group.enabled:
+        return interrupted.is_set()
+    if session.state.step % INTERRUPT_CHECK_STEPS:
+        return False
+    return session.group.any(interrupted.is_set())  # every rank stops at the same step
+
+
+def _show_progress(
+    session: Session, sums: torch.Tensor, seen: int, steps: int, seconds: float, epoch: int
+) -> None:
+    means = (sums / max(seen, 1)).tolist()
+    if not session.group.enabled:  # under torchrun, ranks only stop together, at epoch ends
+        _check_finite(means, session, epoch)
+    speed = steps * session.config.train.batch_size / seconds
+    session.bar.set_postfix(loss=f"{means[0]:.2f}", recon=f"{means[1]:.2f}",
+                            kl=f"{means[2]:.2f}", samples_s=f"{speed:.0f}")  # fmt: skip
+    session.bar.update(steps)
+
+
+def _finish_epoch(session: Session, epoch: int, sums: torch.Tensor, seen: int) -> None:
+    """Reduce the epoch's metrics over the ranks, validate, log, and save checkpoints."""
+    group, state = session.group, session.state
+    totals = group.sum(torch.cat([sums, torch.tensor([float(seen)], device=sums.device)]))
+    train_means = _check_finite((totals[:3] / totals[3].clamp_min(1)).tolist(), session, epoch)
+    check_finite_weights(session, epoch)  # a finite loss can still come with a NaN update
+    seconds = time.perf_counter() - session.epoch_started
+    record: dict[str, Any] = {"epoch": epoch, "step": state.step}
+    record |= dict(zip(("train/loss", "train/recon", "train/kl"), train_means, strict=True))
+    if session.val_x is not None:
+        record |= {f"val/{k}": v for k, v in _validation_means(session).items()}
+    record |= {
+        "lr": session.optimizer.param_groups[0]["lr"],
+        "epoch_seconds": seconds,
+        "samples_per_second": float(totals[3]) / seconds,
+    }
+    if session.config.train.on_nan == "skip":
+        record["skipped_steps"] = state.skipped
+    watched = record.get("val/loss", record["train/loss"])
+    improved = watched < state.best_loss
+    state.epoch, state.best_loss = epoch, min(watched, state.best_loss)
+    state.since_best = 0 if improved else state.since_best + 1
+    session.record = record
+    if group.is_main:
+        session.metrics.append(record)
+    save_last(session)
+    if improved:
+        save_best(session)
+    if group.is_main:
+        logger.info(_epoch_summary(record, session.config.train.epochs))
+    session.epoch_started = time.perf_counter()
+
+
+def _validation_means(session: Session) -> dict[str, float]:
+    """Validation loss terms over the whole split: each rank scores its shard, then sum."""
+    group, cfg = session.group, session.config.train
+    val_x = shard(session.val_x, group.rank, group.world_size) if group.enabled else session.val_x
+    sums = torch.zeros(4, device=group.device)
+    if len(val_x):
+        means = evaluate_loss(session.model, val_x, batch_size=cfg.batch_size,
+                              binarize=cfg.binarize, seed=cfg.seed)  # fmt: skip
+        values = [means["loss"], means["recon"], means["kl"]]
+        sums = torch.tensor([v * len(val_x) for v in values] + [len(val_x)], device=group.device)
+    sums = group.sum(sums)
+    total, recon, kl = (sums[:3] / sums[3]).tolist()
     return {"loss": total, "recon": recon, "kl": kl}
 
 
-def _check_finite(means: torch.Tensor, state: dict[str, Any], epoch: int) -> list[float]:
-    values = means.tolist()
-    if not all(math.isfinite(v) for v in values):
+def _check_finite(means: list[float], session: Session, epoch: int) -> list[float]:
+    if not all(math.isfinite(v) for v in means):
         raise TrainingDiverged(
-            f"loss became {values[0]} in epoch {epoch} (step {state['step']}); training stopped "
-            f"{_kept(state)}. Try a lower --lr or --grad-clip"
+            f"loss became {means[0]} in epoch {epoch} (step {session.state.step}); training "
+            f"stopped {session.kept_note()}. Try a lower --lr, --grad-clip or --on-nan skip"
         )
-    return values
-
-
-def _check_finite_weights(model: Autoencoder, state: dict[str, Any], epoch: int) -> None:
-    finite = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
-    if not bool(finite):  # one host-device sync per epoch
-        raise TrainingDiverged(
-            f"the weights became NaN or infinite in epoch {epoch} (step {state['step']}); "
-            f"training stopped {_kept(state)}. Try a lower --lr or --grad-clip"
-        )
-
-
-def _kept(state: dict[str, Any]) -> str:
-    if state["epoch"] == 0:
-        return "before the first epoch ended, so no checkpoint was saved"
-    return f"and the last good checkpoint (epoch {state['epoch']}) is kept"
+    return means
 
 
 def _epoch_summary(record: dict[str, Any], epochs: int) -> str:
