@@ -365,8 +365,8 @@ def test_overfits_one_batch(kind, target, batch):
         {"data_shape": (8, 8)},
         {"hidden_dims": (32, 0)},
         {"conv_channels": ()},
-        {"noise": "mask", "noise_level": 1.5},
-        {"noise_level": -0.1},
+        {"model": "dae", "noise": "mask", "noise_level": 1.5},
+        {"model": "dae", "noise_level": -0.1},
     ],
     ids=repr,
 )
@@ -439,3 +439,10 @@ def test_conv_level_sizes():
     assert conv_level_sizes(64, 64, 2) == [(64, 64), (32, 32), (16, 16)]
     assert conv_level_sizes(30, 45, 4) == [(30, 45), (15, 22), (7, 11)]
     assert conv_level_sizes(5, 7, 4) == [(5, 7)]
+
+
+def test_noise_options_are_only_checked_for_the_model_that_uses_them() -> None:
+    # A VAE ignores the denoising options, so an out-of-range level there is no error.
+    assert ModelConfig(model="vae", noise="mask", noise_level=5.0).noise_level == 5.0
+    with pytest.raises(VaelabError, match=r"use \[0, 1\]"):
+        ModelConfig(model="dae", noise="mask", noise_level=5.0)

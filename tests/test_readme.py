@@ -27,3 +27,15 @@ def test_readme_python_example_runs(index: int, tmp_path, monkeypatch) -> None:
         assert namespace["codes"].shape == (8, 2)
         assert namespace["path"].shape == (10, 1, 8, 8)
         assert float(namespace["terms"].total) > 0
+
+
+def test_readme_toml_example_is_a_valid_config() -> None:
+    import tomllib
+
+    from vaelab import RunConfig
+
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "README.md lost its TOML example"
+    for block in blocks:
+        config = RunConfig.from_dict(tomllib.loads(block))
+        assert config.model.architecture == "conv"

@@ -8,6 +8,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ import vaelab
 from vaelab import VAE, RunConfig, VaelabError, train
 from vaelab.data import DataSplits, Split
 from vaelab.training import TrainingDiverged, read_config_file
+from vaelab.training import session as session_module
 from vaelab.training import trainer as trainer_module
 from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.config import OptimConfig, TrainConfig
@@ -556,3 +558,100 @@ def test_config_accepts_json_and_toml_shapes() -> None:
     )
     assert config.data.image_size == (28, 28)
     assert config.model.hidden_dims == (200, 200)
+
+
+# --- run-folder robustness (acceptance findings) ---------------------------------------------
+
+
+def test_saved_config_holds_absolute_data_paths(tmp_path, tiny_run, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "arr.npz", x=np.random.default_rng(0).random((30, 8, 8)).astype("float32"))
+    monkeypatch.chdir(data)
+    monkeypatch.setenv("VAELAB_DATA", ".")
+    train(tiny_run(epochs=1, data={"dataset": "arr.npz"}), tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert saved["dataset"] == str(data / "arr.npz")
+    assert saved["data_dir"] == str(data)  # $VAELAB_DATA, written down for later commands
+
+
+def test_registered_names_are_not_taken_for_paths(tmp_path, tiny_run, monkeypatch):
+    (tmp_path / "digits").mkdir()  # a folder that happens to share the dataset's name
+    monkeypatch.chdir(tmp_path)
+    train(tiny_run(epochs=1), tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["dataset"] == "digits"
+
+
+def test_checkpoints_record_the_data_range(tmp_path, tiny_run, digits_x):
+    train(tiny_run(epochs=1), tmp_path, progress=False)
+    low, high = meta(tmp_path, "last")["data_range"]
+    assert (low, high) == (float(digits_x.min()), float(digits_x.max()))
+
+
+def test_binarize_refuses_data_outside_the_unit_interval(tmp_path, tiny_run, monkeypatch):
+    splits = toy_splits(3 * torch.rand(40, 1, 8, 8), torch.rand(10, 1, 8, 8))
+    monkeypatch.setattr(trainer_module, "load_data", lambda *a, **k: splits)
+    config = tiny_run(epochs=1, model={"likelihood": "gaussian"}, train={"binarize": True})
+    with pytest.raises(VaelabError, match=r"--binarize .* needs data in \[0, 1\]"):
+        train(config, tmp_path, progress=False)
+
+
+def test_unscaled_pixels_get_a_warning(tmp_path, tiny_run, monkeypatch, caplog):
+    splits = toy_splits(10 * torch.rand(40, 1, 8, 8), 10 * torch.rand(10, 1, 8, 8))
+    monkeypatch.setattr(trainer_module, "load_data", lambda *a, **k: splits)
+    with caplog.at_level(logging.WARNING, logger="vaelab.training.trainer"):
+        train(tiny_run(epochs=1, model={"likelihood": "gaussian"}), tmp_path, progress=False)
+    assert "divide by 255" in caplog.text
+
+
+def test_an_overflowing_optimiser_state_stops_training(tmp_path, tiny_run, monkeypatch):
+    # Gradients of ~1e25 are finite, but Adam's average of their squares overflows to inf,
+    # which freezes the weights while the loss stays finite: that must not pass silently.
+    def huge(n, terms):
+        return type(terms)(total=terms.total * 1e25, recon=terms.recon, kl=terms.kl)
+
+    spy_on_vae_loss(monkeypatch, on_call=huge)
+    with pytest.raises(TrainingDiverged, match="optimiser state"):
+        train(tiny_run(epochs=2), tmp_path, progress=False)
+    assert not (tmp_path / "last").exists()
+
+
+def test_best_is_saved_before_last(tmp_path, tiny_run, monkeypatch):
+    saved: list[str] = []
+    original = session_module.save_checkpoint
+
+    def record(path, *args, **kwargs):
+        saved.append(Path(path).name)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "save_checkpoint", record)
+    train(tiny_run(epochs=1), tmp_path, progress=False)
+    assert saved == ["best", "last"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(tmp_path, tiny_run):
+    (tmp_path / "config.json").write_text("{}")  # what a kill in epoch 1 leaves
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(VaelabError, match="before its first checkpoint"):
+        train(tiny_run(epochs=1), tmp_path, resume=True, progress=False)
+    result = train(tiny_run(epochs=1), tmp_path, progress=False)  # no --force needed
+    assert result.epochs == 1
+
+
+def test_resume_clears_half_written_checkpoint_folders(tmp_path, tiny_run):
+    train(tiny_run(epochs=1), tmp_path, progress=False)
+    stale = tmp_path / ".last.tmp-abc123"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    train(tiny_run(epochs=2), tmp_path, resume=True, progress=False)
+    assert not stale.exists()
+
+
+def test_unknown_options_get_a_suggestion() -> None:
+    with pytest.raises(VaelabError, match=r"'arch' \(did you mean 'architecture'\?\)"):
+        RunConfig.from_dict({"model": {"arch": "conv"}})
+
+
+def test_seeds_beyond_64_bits_are_refused() -> None:
+    with pytest.raises(VaelabError, match="seed must be between 0 and 2\\*\\*63 - 1"):
+        RunConfig.from_dict({"train": {"seed": 2**64}})

@@ -19,6 +19,7 @@ from vaelab.models import (
 )
 from vaelab.training import OptimConfig, RunConfig, TrainConfig, TrainResult, train
 from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.runs import resolve_device
 
 
 def load(
@@ -28,7 +29,7 @@ def load(
 
     For a run folder, `checkpoint` picks "best" (lowest validation loss) or "last".
     """
-    model, _, _ = load_checkpoint(path, device=device, prefer=checkpoint)
+    model, _, _ = load_checkpoint(path, device=resolve_device(str(device)), prefer=checkpoint)
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import zipfile
 from pathlib import Path
 
@@ -17,16 +18,51 @@ log = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("x", "images")
 LABEL_KEYS = ("y", "labels")
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: empty)
+# First bytes of files that get renamed to .npy / .npz by mistake, to say what they are.
+OTHER_MAGICS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x80": "a Python pickle",
+    b"\x1f\x8b": "a gzip file",
+}
 
 
 def load_array_file(config: DataConfig, *, progress: bool = True) -> SourceData:
-    """Images from a `.npy`, or from an `.npz` with key x / images (plus optional y / labels)."""
+    """Images from a `.npy`, or from an `.npz` with key x / images (plus optional y / labels).
+
+    Accepted image layouts: (N, H, W), (N, C, H, W), channels-last (N, H, W, C) with C in 1 or 3,
+    and flat vectors (N, D): a perfect square D = S*S becomes (N, 1, S, S) (784 -> 28x28, rows
+    first), any other D stays (N, 1, 1, D). uint8 is divided by 255, uint16 by 65535.
+    """
     path = Path(config.dataset).expanduser()
+    _check_magic(path)
     images, labels = _read(path)
     x = torch.from_numpy(_images_to_nchw(images, path))
     y = None if labels is None else torch.from_numpy(_check_labels(labels, len(x), path))
     log.info("loaded %d arrays of shape %s from %s", len(x), tuple(x.shape[1:]), path)
     return SourceData(pool=Split(x=x, y=y), test=None, class_names=None)
+
+
+def _check_magic(path: Path) -> None:
+    """Name what the file is when it is not an .npy or .npz at all (np.load's error misleads)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        reason = " ".join(str(e).split())
+        raise VaelabError(f"could not open {path}: {reason}") from None
+    if head.startswith(NPY_MAGIC) or head.startswith(ZIP_MAGICS):
+        return  # np.load goes by the content, so an .npz saved as .npy loads too
+    kind = path.suffix.lower()
+    found = next((what for magic, what in OTHER_MAGICS.items() if head.startswith(magic)), None)
+    if found:
+        found = f"it looks like {found}"
+    else:
+        found = f"it starts with {head[:6]!r}" if head else "it is empty"
+    save = "np.save" if kind == ".npy" else "np.savez"
+    raise VaelabError(f"{path} is not a NumPy {kind} file ({found}); save the arrays with {save}")
 
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -38,6 +74,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             if isinstance(loaded, np.ndarray):
                 return loaded, None
             keys = list(loaded.files)
+            if not keys:
+                raise VaelabError(f"{path} holds no arrays; save the images with np.savez(x=...)")
             image_key = _pick(keys, IMAGE_KEYS) or (keys[0] if len(keys) == 1 else None)
             if image_key is None:
                 raise VaelabError(
@@ -48,6 +86,11 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             return loaded[image_key], None if label_key is None else loaded[label_key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         reason = " ".join(str(e).split())  # keep the message on one line
+        if "allow_pickle" in reason:
+            raise VaelabError(
+                f"{path} holds object (pickled) arrays, which vaelab never loads; save plain "
+                "numeric arrays with np.save / np.savez"
+            ) from None
         raise VaelabError(
             f"could not read {path} as a NumPy file ({reason}); save plain numeric arrays with "
             "np.save / np.savez (object or pickled arrays are refused)"
@@ -83,7 +126,7 @@ def _images_to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
         )
     x = _to_float(images, path)
     if images.ndim == 2:
-        x = x[:, None, None, :]  # (N, D) -> (N, 1, 1, D)
+        x = _unflatten(x, path)
     elif images.ndim == 3:
         x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
     elif x.shape[1] not in (1, 3):
@@ -95,6 +138,19 @@ def _images_to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
         raise VaelabError(f"{path} has {bad} non-finite values (NaN or inf); clean the data first")
     # Values outside [0, 1] are fine for a Gaussian decoder; a Bernoulli model rejects them.
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _unflatten(x: np.ndarray, path: Path) -> np.ndarray:
+    """(N, D) -> (N, 1, S, S) when D = S*S (row-major, like flattened MNIST), else (N, 1, 1, D)."""
+    n, d = x.shape
+    side = math.isqrt(d)
+    if side * side == d:
+        log.info("%s holds flat vectors of length %d: read as %dx%d grayscale images",
+                 path, d, side, side)  # fmt: skip
+        return x.reshape(n, 1, side, side)
+    log.info("%s holds flat vectors of length %d (not a square): read as 1x%d images",
+             path, d, d)  # fmt: skip
+    return x.reshape(n, 1, 1, d)
 
 
 def _check_labels(labels: np.ndarray, n: int, path: Path) -> np.ndarray:

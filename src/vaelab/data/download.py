@@ -51,7 +51,9 @@ def download(
             return _fetch(url, folder / resource.filename, resource.md5, progress, timeout)
         except _MirrorFailed as e:
             reason = f"{url}: {e}"
-            log.warning("download failed: %s", reason)
+            # Debug only: the caller's error carries the last reason, so a failed download is
+            # one line on the command line rather than one warning per mirror.
+            log.debug("download failed: %s", reason)
     raise DownloadFailed(reason)
 
 

@@ -26,17 +26,20 @@ IDX_DTYPES: dict[int, np.dtype] = {
 
 def read_idx(path: str | Path) -> np.ndarray:
     """The array stored in an IDX file; a `.gz` suffix means gzipped."""
+    return parse_idx(read_idx_bytes(path), str(path))
+
+
+def read_idx_bytes(path: str | Path) -> bytes:
+    """The uncompressed bytes of an IDX file (gunzipped when the suffix is `.gz`)."""
     path = Path(path)
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+                return f.read()
+        return path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
         reason = " ".join(str(e).split())
         raise VaelabError(f"could not read IDX file {path}: {reason}; replace the file") from None
-    return parse_idx(raw, str(path))
 
 
 def parse_idx(raw: bytes, name: str) -> np.ndarray:

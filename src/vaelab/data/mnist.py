@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import torch
 
 from vaelab.data.config import DataConfig
 from vaelab.data.download import DownloadFailed, Resource, download
-from vaelab.data.idx import read_idx
+from vaelab.data.idx import parse_idx, read_idx, read_idx_bytes
 from vaelab.data.splits import SourceData, Split
 from vaelab.errors import VaelabError
 
@@ -29,12 +30,17 @@ IDX_STEMS = (
 
 @dataclass(frozen=True)
 class IdxDataset:
-    """An IDX dataset: folder name, display title, class names and its four gzipped resources."""
+    """An IDX dataset: folder name, display title, class names and its four gzipped resources.
+
+    `train_images_md5` is the md5 of the uncompressed train-images file. MNIST and Fashion-MNIST
+    use the same file names, so it is how one is recognised where the other was asked for.
+    """
 
     name: str
     title: str
     class_names: tuple[str, ...]
     resources: tuple[Resource, Resource, Resource, Resource]  # in IDX_STEMS order
+    train_images_md5: str
 
 
 def _resources(mirrors: tuple[str, ...], md5s: tuple[str, str, str, str]) -> tuple:
@@ -61,6 +67,7 @@ IDX_DATASETS: dict[str, IdxDataset] = {
                 "ec29112dd5afa0611ce80d1b7f02629c",
             ),
         ),
+        train_images_md5="6bbc9ace898e44ae57da46a324031adb",
     ),
     "fashion-mnist": IdxDataset(
         name="fashion-mnist",
@@ -89,6 +96,7 @@ IDX_DATASETS: dict[str, IdxDataset] = {
                 "bb300cfdad3c16e7a12a480ee83cd310",
             ),
         ),
+        train_images_md5="f4a8712d7a061bf5bd6d2ca38dc4d50a",
     ),
 }
 
@@ -105,11 +113,32 @@ def load_idx_dataset(name: str, config: DataConfig, *, progress: bool = True) ->
     """The official train pool and test set of the IDX dataset registered as `name`."""
     dataset = IDX_DATASETS[name]
     paths = _locate(dataset, config, progress)
-    train = _read_pair(paths[0], paths[1], len(dataset.class_names))
-    test = _read_pair(paths[2], paths[3], len(dataset.class_names))
+    raw = read_idx_bytes(paths[0])
+    # One md5 of the train images, which are read anyway: cheap next to parsing them.
+    _check_identity(dataset, hashlib.md5(raw, usedforsecurity=False).hexdigest(), paths[0].parent)
+    train_images = parse_idx(raw, str(paths[0]))
+    del raw
+    train = _read_pair(train_images, paths[0], paths[1], len(dataset.class_names))
+    test = _read_pair(read_idx(paths[2]), paths[2], paths[3], len(dataset.class_names))
     log.info("loaded %s from %s: %d train, %d test", dataset.title, paths[0].parent,
              len(train), len(test))  # fmt: skip
     return SourceData(pool=train, test=test, class_names=dataset.class_names)
+
+
+def _check_identity(dataset: IdxDataset, train_images_md5: str, folder: Path) -> None:
+    """Refuse another registered dataset's files, e.g. MNIST's where Fashion-MNIST was asked for."""
+    others = [d for d in IDX_DATASETS.values() if d.train_images_md5 == train_images_md5]
+    if not others or others[0].name == dataset.name:
+        return
+    if folder == cache_root() / dataset.name:
+        fix = f"delete them so that {dataset.title} is downloaded again"
+    elif folder.name == dataset.name:
+        fix = f"replace them with {dataset.title}'s files"
+    else:
+        fix = f"put {dataset.title}'s files in {folder / dataset.name}"
+    raise VaelabError(
+        f"the IDX files in {folder} are {others[0].title}, not {dataset.title}; {fix}"
+    )
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -119,42 +148,60 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _data_dir(config: DataConfig) -> tuple[Path, str] | None:
+    """(folder, what set it) from `config.data_dir`, else $VAELAB_DATA, else None."""
+    if config.data_dir:
+        return Path(config.data_dir).expanduser(), "data_dir"
+    if os.environ.get("VAELAB_DATA"):
+        return Path(os.environ["VAELAB_DATA"]).expanduser(), "VAELAB_DATA"
+    return None
+
+
 def _locate(dataset: IdxDataset, config: DataConfig, progress: bool) -> list[Path]:
-    """Paths of the four files: the first folder holding all of them, else the cache + downloads."""
-    base = config.data_dir or os.environ.get("VAELAB_DATA")
+    """Paths of the four files: the first folder holding all of them, else the cache + downloads.
+
+    Searched in order: <data dir>/<name>, <data dir> (data_dir, else $VAELAB_DATA), the cache.
+    """
+    data_dir = _data_dir(config)
     cache = cache_root() / dataset.name
-    folders = [Path(base).expanduser() / dataset.name, Path(base).expanduser()] if base else []
+    folders = [data_dir[0] / dataset.name, data_dir[0]] if data_dir else []
     for folder in [*folders, cache]:
         found = [_find(folder, stem) for stem in IDX_STEMS]
         if all(found):
             return found
-    missing = [
-        r
-        for r, stem in zip(dataset.resources, IDX_STEMS, strict=True)
-        if _find(cache, stem) is None
-    ]
-    hint = (
-        f"put the four IDX files ({', '.join(IDX_STEMS)}, optionally .gz) in {cache} "
-        "or point --data-dir / VAELAB_DATA at them"
-    )
+    files = f"the four IDX files ({', '.join(IDX_STEMS)}, optionally .gz)"
+    if data_dir:
+        looked = f"{folders[0]} and {folders[1]} ({data_dir[1]}), then the cache {cache}"
+        hint = f"put {files} in {folders[0]}"
+    else:
+        looked = f"the cache {cache} (no data_dir or VAELAB_DATA set)"
+        hint = f"put {files} in {cache}, or in DIR/{dataset.name} and set VAELAB_DATA=DIR"
     if not config.download:
-        looked = ", ".join(str(f) for f in [*folders, cache])
         raise VaelabError(f"{dataset.title} files not found (looked in {looked}); {hint}")
+    missing = [
+        r for r, stem in zip(dataset.resources, IDX_STEMS, strict=True) if not _find(cache, stem)
+    ]
+    log.info("downloading %s into %s", dataset.title, cache)
     for resource in missing:
         try:
             download(resource, cache, progress=progress)
         except DownloadFailed as e:
             raise VaelabError(
-                f"could not download {dataset.title} file {resource.filename} ({e.reason}); "
-                f"with no network, {hint}"
+                f"could not download {dataset.title} file {resource.filename} ({e.reason}) "
+                f"after looking in {looked}; with no network, {hint}"
             ) from None
         except OSError as e:
-            raise VaelabError(f"could not write to the cache {cache}: {e}") from None
+            reason = " ".join(str(e).split())
+            raise VaelabError(
+                f"could not write to the cache {cache} ({reason}); set VAELAB_CACHE to a writable "
+                "folder"
+            ) from None
     return [_find(cache, stem) for stem in IDX_STEMS]
 
 
-def _read_pair(images_path: Path, labels_path: Path, num_classes: int) -> Split:
-    images, labels = read_idx(images_path), read_idx(labels_path)
+def _read_pair(images: np.ndarray, images_path: Path, labels_path: Path, num_classes: int) -> Split:
+    """(N, 1, H, W) images in [0, 1] with their labels; `images` were read from `images_path`."""
+    labels = read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise VaelabError(f"{images_path} must hold uint8 images (N, H, W); replace the file")
     if labels.ndim != 1 or len(labels) != len(images) or labels.dtype != np.uint8:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from vaelab.errors import VaelabError
@@ -60,7 +61,11 @@ class ModelConfig:
             raise VaelabError(f"sigma must be positive (or omitted to learn it), got {self.sigma}")
         if not self.beta >= 0:
             raise VaelabError(f"beta must be zero or positive, got {self.beta}")
-        if not 0 <= self.noise_level <= (1 if self.noise == "mask" else float("inf")):
-            raise VaelabError(
-                f"noise level {self.noise_level} is out of range for {self.noise} noise"
-            )
+        if self.model == "dae":  # the other models ignore the noise options
+            upper = 1.0 if self.noise == "mask" else math.inf
+            if not 0 <= self.noise_level <= upper:
+                allowed = "[0, 1] (the masked fraction)" if self.noise == "mask" else "0 or more"
+                raise VaelabError(
+                    f"noise level {self.noise_level} is out of range for {self.noise} noise: "
+                    f"use {allowed}"
+                )

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,19 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], values: dict[str, An
     return {"state": state, "param_groups": values["param_groups"]}
 
 
+def _discard(folder: Path) -> None:
+    """Delete `folder`, renamed to a temporary name first: a crash halfway through the delete
+    then leaves a stray temporary folder, never a half-deleted one under a checkpoint's name."""
+    if not folder.exists():
+        return
+    trash = folder.with_name(f".{folder.name.lstrip('.')}.tmp-{uuid.uuid4().hex}")
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        trash = folder
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def save_checkpoint(
     path: Path,
     model: Autoencoder,
@@ -106,7 +120,7 @@ def save_checkpoint(
         _fsync_dir(tmp)
         old = path.with_name(f".{path.name}.old")
         if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
             os.rename(path, old)
         try:
             os.rename(tmp, path)
@@ -115,7 +129,7 @@ def save_checkpoint(
                 os.rename(old, path)  # put the previous checkpoint back where it was
             raise
         _fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

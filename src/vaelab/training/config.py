@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import tomllib
 import types
 import typing
@@ -10,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vaelab.data import DataConfig
+from vaelab.data import DATASETS, DataConfig
 from vaelab.errors import VaelabError
 from vaelab.files import atomic_write_text
 from vaelab.models import ModelConfig
@@ -69,6 +71,8 @@ class TrainConfig:
     checkpoint_every: int | None = None  # also save `last` every N steps, mid-epoch
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**63:
+            raise VaelabError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         if self.device not in DEVICES:
             raise VaelabError(f"unknown device '{self.device}': use one of auto, cpu, cuda")
         if self.epochs <= 0:
@@ -129,15 +133,22 @@ def _describe(hint: Any) -> str:
     return " or ".join(dict.fromkeys(words))
 
 
+def _with_suggestion(name: str, known: list[str]) -> str:
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    return f"'{name}' (did you mean '{match[0]}'?)" if match else f"'{name}'"
+
+
 def section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
     """Build one config section, naming unknown keys and wrong types in a one-line error."""
     if not isinstance(values, dict):
         raise VaelabError(f"configuration section [{section}] must be a table of options")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(known))
     if unknown:
+        hints = [_with_suggestion(name, known) for name in unknown]
         raise VaelabError(
-            f"unknown option(s) {', '.join(unknown)} in configuration section [{section}]"
+            f"unknown option(s) {', '.join(hints)} in configuration section [{section}]; "
+            f"its options are: {', '.join(known)}"
         )
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
@@ -207,6 +218,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise VaelabError(f"config file {path} must hold a table of sections")
     return values
+
+
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """The config with its data paths made absolute (and $VAELAB_DATA written down), so that
+    the saved run finds its data again from any working directory or shell."""
+    data = config.data
+    dataset, data_dir = data.dataset, data.data_dir or os.environ.get("VAELAB_DATA") or None
+    registered = dataset.lower().replace("_", "-") in DATASETS  # names win over paths
+    if not registered and Path(dataset).expanduser().exists():
+        dataset = str(Path(dataset).expanduser().resolve())
+    if data_dir is not None:
+        data_dir = str(Path(data_dir).expanduser().resolve())
+    return replace(config, data=replace(data, dataset=dataset, data_dir=data_dir))
 
 
 def with_data_shape(config: RunConfig, shape: tuple[int, int, int]) -> RunConfig:

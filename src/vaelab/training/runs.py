@@ -13,11 +13,26 @@ from vaelab.training.metrics import METRICS_FILE
 
 LAST = "last"
 BEST = "best"
-RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, LAST, BEST, f".{LAST}.old", f".{BEST}.old", "tensorboard")
+FIGURES = ("samples.png", "reconstructions.png", "interpolation.png")
+RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, LAST, BEST, f".{LAST}.old", f".{BEST}.old")
+RUN_ENTRIES = (*RUN_MARKERS, "tensorboard", *FIGURES)  # what --force clears; nothing else
+STALE_TEMPORARIES = (f".{LAST}.tmp-*", f".{BEST}.tmp-*")  # left by a kill during a save
 
 
 def is_run_folder(path: Path) -> bool:
-    return any((path / entry).exists() for entry in RUN_ENTRIES)
+    return any((path / entry).exists() for entry in RUN_MARKERS)
+
+
+def has_checkpoint(path: Path) -> bool:
+    """Whether a run folder holds a checkpoint (possibly only the `.old` copy of one)."""
+    return any((path / name / "meta.json").is_file() for name in (LAST, BEST, f".{LAST}.old"))
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete half-written checkpoint folders that a killed save left behind."""
+    for pattern in STALE_TEMPORARIES:
+        for stale in run_dir.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
@@ -27,7 +42,14 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
     if resume:
         if not is_run_folder(run_dir):
             raise VaelabError(f"nothing to resume: {run_dir} holds no vaelab run")
+        if not has_checkpoint(run_dir):
+            raise VaelabError(
+                f"nothing to resume: {run_dir} stopped before its first checkpoint; "
+                "train it again with the same --out"
+            )
         return
+    if is_run_folder(run_dir) and not has_checkpoint(run_dir):
+        return  # a run that stopped before saving anything: nothing to lose by starting over
     if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
         what = "another run" if is_run_folder(run_dir) else "other files"
         raise VaelabError(
@@ -40,8 +62,10 @@ def prepare_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
     """Create `run_dir`, refusing to overwrite another run unless `force` (or `resume`)."""
     check_run_folder(run_dir, resume=resume, force=force)
     if resume:
+        remove_stale_temporaries(run_dir)
         return
-    if run_dir.is_dir():  # with --force: clear the old run
+    if run_dir.is_dir():  # with --force, or a run without checkpoints: clear the old run
+        remove_stale_temporaries(run_dir)
         for entry in RUN_ENTRIES:  # only the run's own files; anything else is left alone
             target = run_dir / entry
             if target.is_dir():
@@ -55,6 +79,9 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaelabError("--device cuda was requested but no CUDA GPU is available; use cpu")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VaelabError(f"device {name} was requested but no CUDA GPU is available; use cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise VaelabError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None

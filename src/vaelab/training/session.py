@@ -93,6 +93,7 @@ class Session:
     metrics: MetricsLog | None = None  # rank 0 only
     record: dict[str, Any] = field(default_factory=dict)  # the last epoch's metrics
     has_checkpoint: bool = False
+    data_range: tuple[float, float] = (0.0, 1.0)  # of the training data; figures map it to [0, 1]
     epoch_started: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -120,6 +121,7 @@ class Session:
             noise=torch.Generator(device=group.device).manual_seed(noise_seed),
             epoch_order=batch_order.get_state(),
             steps_per_epoch=steps_per_epoch, total_steps=total_steps, bar=bar,
+            data_range=(float(data.train.x.min()), float(data.train.x.max())),
         )  # fmt: skip
 
     @property
@@ -147,20 +149,27 @@ class Session:
 
 
 def check_finite_weights(session: Session, epoch: int) -> None:
-    """Never save NaN weights over a good checkpoint. The weights are the same on every rank,
-    so every rank reaches the same verdict. One host-device sync."""
-    finite = torch.stack([p.detach().isfinite().all() for p in session.model.parameters()]).all()
-    if not bool(finite):
+    """Never save NaN weights over a good checkpoint. The weights and the optimiser's moments
+    are the same on every rank, so every rank reaches the same verdict. One host-device sync.
+
+    The moments matter too: gradients of unscaled data can overflow Adam's squared-gradient
+    average to inf, which silently freezes the weights while the loss stays finite."""
+    tensors = [p.detach() for p in session.model.parameters()]
+    tensors += [v for state in session.optimizer.state.values() for v in state.values()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()]  # fmt: skip
+    if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
         raise TrainingDiverged(
-            f"the weights became NaN or infinite in epoch {epoch} (step {session.state.step}); "
-            f"training stopped {session.kept_note()}. Try a lower --lr or --grad-clip"
+            f"the weights or optimiser state became NaN or infinite in epoch {epoch} (step "
+            f"{session.state.step}); training stopped {session.kept_note()}. Try a lower --lr, "
+            "--grad-clip, or data scaled to [0, 1]"
         )
 
 
 def _meta(session: Session) -> dict[str, Any]:
     state = session.state
     return {"vaelab_version": __version__, "epoch": state.epoch, "step": state.step,
-            "batch": state.batch, "metrics": session.record}  # fmt: skip
+            "batch": state.batch, "metrics": session.record,
+            "data_range": session.data_range}  # fmt: skip
 
 
 def save_last(session: Session) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,10 @@ from typing import Any
 
 import torch
 
-from vaelab.data import batch_indices, load_data
+from vaelab.data import DataSplits, batch_indices, load_data
 from vaelab.errors import VaelabError
 from vaelab.models import Autoencoder, LossTerms, build_model
-from vaelab.training.config import RunConfig, with_data_shape
+from vaelab.training.config import RunConfig, with_absolute_paths, with_data_shape
 from vaelab.training.distributed import Distributed, distributed, shard
 from vaelab.training.evaluation import evaluate_loss
 from vaelab.training.interrupts import graceful_interrupt
@@ -66,6 +67,7 @@ def train(
 ) -> TrainResult:
     """Train `config` into `run_dir`; with `resume`, continue the run saved there."""
     run_dir = Path(run_dir)
+    config = with_absolute_paths(config)
     check_run_folder(run_dir, resume=resume, force=force)  # fail early, but change nothing yet
     with distributed(config.train.device) as group, graceful_interrupt() as interrupted:
         session = _start(config, run_dir, group, resume=resume, force=force, progress=progress)
@@ -104,6 +106,7 @@ def _start(
     model.check_data(data.train.x, where=f"training data of {data.name}")
     if len(data.val):  # the validation loss picks the best checkpoint: it must be finite too
         model.check_data(data.val.x, where=f"validation data of {data.name}")
+    _check_data_scale(data, config)
     if group.is_main:
         prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears only now
     group.barrier()
@@ -117,7 +120,21 @@ def _start(
     return session
 
 
-def _train_epoch(session: Session, epoch: int, interrupted: Any) -> tuple[torch.Tensor, int]:
+def _check_data_scale(data: DataSplits, config: RunConfig) -> None:
+    low, high = float(data.train.x.min()), float(data.train.x.max())
+    if config.train.binarize and (low < 0 or high > 1):
+        raise VaelabError(
+            f"--binarize draws Bernoulli(x) pixels, so it needs data in [0, 1]; {data.name} "
+            f"spans [{low:g}, {high:g}]"
+        )
+    if low >= 0 and high > 2:  # e.g. 8-bit pixel values stored as floats
+        logger.warning("%s spans [%g, %g]: scaled to [0, 1] it trains far better (8-bit pixel "
+                       "values: divide by 255)", data.name, low, high)  # fmt: skip
+
+
+def _train_epoch(
+    session: Session, epoch: int, interrupted: threading.Event
+) -> tuple[torch.Tensor, int]:
     """One pass over the training data. Returns this process's (total, recon, kl) sums over
     its examples and their count; a resumed epoch starts from the saved partial sums."""
     cfg, state, group = session.config.train, session.state, session.group
@@ -214,7 +231,7 @@ def _finite_step(session: Session, terms: LossTerms) -> bool:
     return bool(torch.stack(checks).all())
 
 
-def _interrupt_requested(session: Session, interrupted: Any) -> bool:
+def _interrupt_requested(session: Session, interrupted: threading.Event) -> bool:
     if not session.group.enabled:
         return interrupted.is_set()
     if session.state.step % INTERRUPT_CHECK_STEPS:
@@ -259,9 +276,9 @@ def _finish_epoch(session: Session, epoch: int, sums: torch.Tensor, seen: int) -
     session.record = record
     if group.is_main:
         session.metrics.append(record)
+    if improved:  # best/ first: a crash between the two saves then repeats this epoch on
+        save_best(session)  # resume and saves best/ again; the other way round it is lost
     save_last(session)
-    if improved:
-        save_best(session)
     if group.is_main:
         logger.info(_epoch_summary(record, session.config.train.epochs))
     session.epoch_started = time.perf_counter()
