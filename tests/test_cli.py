@@ -138,6 +138,16 @@ def test_resume_of_a_finished_run_asks_for_more_epochs(
     assert snapshot(trained) == before
 
 
+def test_one_epoch_is_counted_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "train", "--epochs", "1", *FAST, "--out", run)
+    assert code == 0 and "done: 1 epoch," in out
+    code, _, err = run_cli(capsys, "train", "--resume", run, *FAST)
+    assert_one_line_error(code, err, "already trained 1 epoch; pass --epochs N with N > 1")
+
+
 def test_saved_config_repeats_a_run_and_the_seed_decides_the_weights(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -419,7 +429,7 @@ BAD_INPUTS = {
     # training data
     "missing dataset path": (["train", "--dataset", "missing.npy"], "missing.npy"),
     "dataset of the wrong format": (["train", "--dataset", "table.csv"], "unsupported file type"),
-    "npy that is not numpy": (["train", "--dataset", "text.npy"], "could not read text.npy"),
+    "npy that is not numpy": (["train", "--dataset", "text.npy"], "text.npy"),
     "mixed image sizes": (["train", "--dataset", "mixed"], "--image-size"),
     "npy with NaN": (["train", "--dataset", "nan.npy"], "NaN"),
     "unknown dataset": (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
@@ -445,7 +455,7 @@ BAD_INPUTS = {
     # config files
     "missing config": (["train", "--config", "missing.toml"], "does not exist"),
     "config with a bad section": (["train", "--config", "section.toml"], "optimiser"),
-    "config with a bad option": (["train", "--config", "option.toml"], "unknown option(s) epoch"),
+    "config with a bad option": (["train", "--config", "option.toml"], "unknown option(s) 'epoch'"),
     "config with a bad value": (["train", "--config", "value.toml"], "section [model]"),
     "config with a syntax error": (["train", "--config", "syntax.toml"], "not valid TOML"),
     "config that is an image": (["train", "--config", "keep.png"], "not valid TOML"),
@@ -460,13 +470,20 @@ BAD_INPUTS = {
     # figure options
     "no samples": (["sample", "run", "--n", "0"], "--n must be at least 1"),
     "no reconstructions": (["reconstruct", "run", "--n", "-1"], "--n must be at least 1"),
+    "too many samples": (["sample", "run", "--n", "1025"], "--n must be at most 1024"),
+    "more than the split": (["reconstruct", "run", "--split", "val", "--n", "1000"],
+                            "more than the val split holds (180 images)"),
+    "too many steps": (["interpolate", "run", "--steps", "5000"], "--steps must be at most 1024"),
+    "numpy file as an end": (["interpolate", "run", "--from", "bytes.npy"],
+                             "bytes.npy is not an image file or a dataset index"),
+    "info of unreadable weights": (["info", "corrupt"], "weights of checkpoint"),
     "png in a missing folder": (["sample", "run", "--out", "new/s.png"], "new does not exist"),
     "output not a png": (["sample", "run", "--out", "s.jpg"], "must be a .png"),
     "index out of range": (["interpolate", "run", "--from", "5000"], "index 5000 is out of range"),
     "end out of range": (["interpolate", "run", "--to", "-400"], "out of range"),
     "too few steps": (["interpolate", "run", "--steps", "1"], "--steps must be at least 2"),
     "missing image file": (["interpolate", "run", "--from", "no.png"], "no.png does not exist"),
-    "image file not an image": (["interpolate", "run", "--to", "fake.png"], "could not read"),
+    "image file not an image": (["interpolate", "run", "--to", "fake.png"], "fake.png"),
     "unknown split": (["reconstruct", "run", "--split", "dev"], "invalid choice: 'dev'"),
 }  # fmt: skip
 

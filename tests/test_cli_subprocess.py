@@ -71,7 +71,7 @@ def test_ctrl_c_exits_with_one_line_and_keeps_a_loadable_checkpoint(tmp_path: Pa
         process.kill()
     assert process.returncode == 130
     assert len(stderr.splitlines()) == 1, stderr
-    assert stderr.startswith("vaelab: error: interrupted; the checkpoint of epoch ")
+    assert stderr.startswith(f"vaelab: error: interrupted; last/ in {run} holds ")
     assert f"vaelab train --resume {run}" in stderr
     model, _, meta = load_checkpoint(run, prefer="last")
     assert meta["epoch"] >= 1 and all(torch.isfinite(p).all() for p in model.parameters())

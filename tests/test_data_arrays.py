@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vaelab.data import DataConfig, load_data
 from vaelab.errors import VaelabError
@@ -36,6 +38,8 @@ def npy(tmp_path):
         ((5, 6, 7, 3), (3, 6, 7)),
         ((5, 6, 7, 1), (1, 6, 7)),
         ((5, 12), (1, 1, 12)),
+        ((5, 16), (1, 4, 4)),
+        ((5, 1), (1, 1, 1)),
     ],
 )
 def test_accepted_layouts(npy, shape, expected):
@@ -45,6 +49,18 @@ def test_accepted_layouts(npy, shape, expected):
     x = splits.train.x
     assert x.dtype == torch.float32 and x.is_contiguous()
     assert x.sum().item() == pytest.approx(float(array.sum()), rel=1e-5)
+
+
+def test_flat_square_vectors_become_images(npy, caplog):
+    caplog.set_level(logging.INFO, logger="vaelab")
+    array = np.arange(3 * 784, dtype=np.float32).reshape(3, 784) / (3 * 784)
+    x = load(npy(array)).train.x
+    assert x.shape == (3, 1, 28, 28)
+    # Row-major: pixel (r, c) of the 28x28 image is element 28 * r + c of the vector.
+    assert torch.equal(x.reshape(3, 784), torch.from_numpy(array))
+    assert any("read as 28x28" in r.getMessage() for r in caplog.records)
+    load(npy(np.zeros((3, 12), np.float32), "odd.npy"))
+    assert any("read as 1x12" in r.getMessage() for r in caplog.records)
 
 
 def test_channels_last_values_moved(npy):
@@ -114,20 +130,45 @@ def test_bad_arrays(npy, array):
 def test_object_and_pickle_refused(tmp_path):
     objects = tmp_path / "obj.npy"
     np.save(objects, np.array([np.zeros(3), np.zeros(4)], dtype=object), allow_pickle=True)
-    with pytest.raises(VaelabError, match="pickled"):
+    with pytest.raises(VaelabError, match="obj.npy holds object .pickled. arrays"):
         load(objects)
     pickled = tmp_path / "p.npy"
     pickled.write_bytes(pickle.dumps({"x": np.zeros((3, 2, 2))}))
-    with pytest.raises(VaelabError, match="could not read"):
+    with pytest.raises(VaelabError, match="p.npy is not a NumPy .npy file .it looks like a Pyth"):
         load(pickled)
     npz = tmp_path / "obj.npz"
     np.savez(npz, x=np.array([np.zeros(3), np.zeros(4)], dtype=object))
-    with pytest.raises(VaelabError, match="could not read"):
+    with pytest.raises(VaelabError, match="obj.npz holds object .pickled. arrays"):
         load(npz)
     garbage = tmp_path / "g.npz"
     garbage.write_bytes(b"PK\x03\x04 broken zip")
     with pytest.raises(VaelabError, match="could not read"):
         load(garbage)
+
+
+def test_other_files_renamed_are_named_as_such(tmp_path):
+    png = tmp_path / "digits.npy"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(png, format="PNG")
+    with pytest.raises(VaelabError) as info:
+        load(png)
+    assert str(info.value) == (
+        f"{png} is not a NumPy .npy file (it looks like a PNG image); save the arrays with np.save"
+    )
+    text = tmp_path / "d.npz"
+    text.write_text("1,2,3\n")
+    with pytest.raises(VaelabError, match=r"d.npz is not a NumPy .npz file \(it starts with b'1,2"):
+        load(text)
+    empty = tmp_path / "e.npy"
+    empty.write_bytes(b"")
+    with pytest.raises(VaelabError, match=r"e.npy is not a NumPy .npy file \(it is empty\)"):
+        load(empty)
+
+
+def test_npz_without_arrays(tmp_path):
+    path = tmp_path / "none.npz"
+    np.savez(path)
+    with pytest.raises(VaelabError, match="none.npz holds no arrays"):
+        load(path)
 
 
 def test_image_size_and_channels_apply(npy):

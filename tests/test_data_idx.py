@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import logging
 import os
 import struct
 import threading
@@ -126,8 +127,67 @@ def test_fashion_mnist_from_env(tmp_path, isolated_env, monkeypatch):
 
 
 def test_mnist_absent_without_download(isolated_env):
-    with pytest.raises(VaelabError, match="MNIST files not found.*VAELAB_DATA"):
+    with pytest.raises(VaelabError, match="MNIST files not found.*VAELAB_DATA") as info:
         load_data(DataConfig(dataset="mnist", download=False), progress=False)
+    assert str(isolated_env / "mnist") in str(info.value)
+
+
+def pretend_mnist(monkeypatch, arrays: dict[str, np.ndarray]) -> None:
+    """Make `arrays`' train images MNIST's as far as the md5 check knows (uncompressed bytes)."""
+    md5 = hashlib.md5(idx_bytes(arrays[IDX_STEMS[0]])).hexdigest()
+    table = dataclasses.replace(IDX_DATASETS["mnist"], train_images_md5=md5)
+    monkeypatch.setitem(IDX_DATASETS, "mnist", table)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_refuses_flat_mnist_files(tmp_path, isolated_env, monkeypatch, gz):
+    arrays = synthetic_mnist()
+    write_idx_folder(tmp_path / "data", arrays, gz=gz)
+    pretend_mnist(monkeypatch, arrays)
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path / "data"))
+    data = tmp_path / "data"
+    message = (
+        f"the IDX files in {data} are MNIST, not Fashion-MNIST; put Fashion-MNIST's files in "
+        f"{data / 'fashion-mnist'}"
+    )
+    with pytest.raises(VaelabError) as info:
+        load_data(DataConfig(dataset="fashion-mnist", download=False), progress=False)
+    assert str(info.value) == message
+    assert len(load_data(DataConfig(dataset="mnist"), progress=False).test) == N_TEST
+
+
+def test_fashion_mnist_refuses_mnist_files_in_its_own_folder(tmp_path, isolated_env, monkeypatch):
+    arrays = synthetic_mnist()
+    write_idx_folder(tmp_path / "fashion-mnist", arrays, gz=True)
+    pretend_mnist(monkeypatch, arrays)
+    config = DataConfig(dataset="fashion-mnist", data_dir=str(tmp_path), download=False)
+    with pytest.raises(VaelabError, match="are MNIST, not Fashion-MNIST; replace them"):
+        load_data(config, progress=False)
+
+
+def test_named_subfolder_preferred_over_flat_files(tmp_path, isolated_env, monkeypatch):
+    mnist = synthetic_mnist(seed=0)
+    write_idx_folder(tmp_path / "data", mnist, gz=False)  # MNIST's, flat
+    pretend_mnist(monkeypatch, mnist)
+    fashion = synthetic_mnist(seed=1)
+    write_idx_folder(tmp_path / "data" / "fashion-mnist", fashion, gz=True)
+    config = DataConfig(dataset="fashion-mnist", data_dir=str(tmp_path / "data"))
+    splits = load_data(config, progress=False)
+    assert splits.test.y.tolist() == fashion[IDX_STEMS[3]].tolist()
+
+
+def test_real_mnist_refused_as_fashion_mnist(tmp_path, monkeypatch):
+    root = os.environ.get("VAELAB_DATA")
+    if not root or not list((Path(root) / "mnist").glob("train-images-idx3-ubyte*")):
+        pytest.skip("VAELAB_DATA not set: point it at a folder holding mnist/*.gz to run this")
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in (Path(root) / "mnist").glob("*-ubyte*"):
+        (flat / path.name).symlink_to(path)
+    config = DataConfig(dataset="fashion-mnist", data_dir=str(flat), download=False)
+    with pytest.raises(VaelabError, match="are MNIST, not Fashion-MNIST"):
+        load_data(config, progress=False)
 
 
 def test_mnist_mismatched_label_count(tmp_path, isolated_env):
@@ -235,6 +295,31 @@ def test_download_all_mirrors_fail(server, isolated_env, monkeypatch):
     with pytest.raises(VaelabError, match=r"train-images-idx3-ubyte.gz \(.*HTTP 404"):
         load_data(DataConfig(dataset="mnist"), progress=False)
     assert list((isolated_env / "mnist").iterdir()) == []
+
+
+@pytest.mark.parametrize("via", ["data_dir", "VAELAB_DATA"])
+def test_download_failure_is_one_error_naming_every_place(
+    server, isolated_env, monkeypatch, caplog, tmp_path, via
+):
+    handler, url = server
+    serve_mnist(handler, monkeypatch, [f"{url}/missing/", f"{url}/gone/"])
+    data = tmp_path / "data"
+    data.mkdir()
+    if via == "VAELAB_DATA":
+        monkeypatch.setenv("VAELAB_DATA", str(data))
+    config = DataConfig(dataset="mnist", data_dir=str(data) if via == "data_dir" else None)
+    caplog.set_level(logging.DEBUG, logger="vaelab")
+    with pytest.raises(VaelabError) as info:
+        load_data(config, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{url}/gone/train-images-idx3-ubyte.gz: HTTP 404" in message  # the last reason
+    assert f"after looking in {data / 'mnist'}, {data} and the cache {isolated_env / 'mnist'};" in (
+        message
+    )
+    # Per-mirror failures are debug chatter: nothing at warning level precedes the error.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sum("download failed" in r.getMessage() for r in caplog.records) == 2
 
 
 def test_download_interrupted_leaves_nothing(server, isolated_env, monkeypatch):

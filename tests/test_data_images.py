@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,50 @@ def test_mixed_gray_and_rgba_become_rgb(tmp_path):
     x = load(tmp_path).train.x
     assert x.shape == (2, 3, 6, 5)
     colours = sorted(tuple(round(v * 255) for v in x[i, :, 0, 0].tolist()) for i in range(2))
-    assert colours == [(10, 20, 30), (100, 100, 100)]
+    # Half-transparent (10, 20, 30) over white: 255 + (c - 255) * 128 / 255.
+    assert colours == [(100, 100, 100), (132, 137, 142)]
+
+
+def glyph_alpha(size=(6, 5)) -> np.ndarray:
+    """Alpha of a glyph: opaque in a vertical bar (column 2), transparent elsewhere."""
+    alpha = np.zeros(size, np.uint8)
+    alpha[:, 2] = 255
+    return alpha
+
+
+def test_black_glyph_on_transparent_background_is_black_on_white(tmp_path):
+    la = np.stack([gray(0), glyph_alpha()], axis=2)  # black everywhere, only the bar opaque
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    x = load(tmp_path).train.x
+    assert x.shape == (1, 1, 6, 5)  # gray with alpha stays gray
+    assert torch.all(x[0, 0, :, 2] == 0) and torch.all(x[0, 0, :, [0, 1, 3, 4]] == 1)
+
+
+@pytest.mark.parametrize("kind", ["RGBA", "P", "L-tRNS"])
+def test_other_transparency_is_composited_on_white(tmp_path, kind):
+    path = tmp_path / "a.png"
+    if kind == "RGBA":
+        Image.fromarray(np.concatenate([rgb(255, 0, 0), glyph_alpha()[..., None]], 2)).save(path)
+    elif kind == "P":  # palette index 1 is transparent black
+        image = Image.fromarray((glyph_alpha() == 0).astype(np.uint8), "P")
+        image.putpalette([255, 0, 0, 0, 0, 0])
+        image.save(path, transparency=1)
+    else:  # grayscale with a transparent value (a PNG tRNS chunk)
+        Image.fromarray(np.where(glyph_alpha() > 0, 0, 7).astype(np.uint8)).save(
+            path, transparency=7
+        )
+    x = load_image_file(path, (3, 6, 5))
+    background = x[:, :, [0, 1, 3, 4]]
+    assert torch.all(background == 1), kind
+    expected = [0.0, 0.0, 0.0] if kind == "L-tRNS" else [1.0, 0.0, 0.0]
+    assert x[:, 0, 2].tolist() == expected
+
+
+def test_load_image_file_composites_alpha(tmp_path):
+    path = tmp_path / "glyph.png"
+    Image.fromarray(np.stack([gray(0), glyph_alpha()], axis=2), "LA").save(path)
+    x = load_image_file(path, (1, 6, 5))
+    assert torch.all(x[0, :, 2] == 0) and x.sum().item() == 6 * 4
 
 
 def test_channels_forced(tmp_path):
@@ -86,11 +130,62 @@ def test_sixteen_bit_png(tmp_path):
 def test_mixed_sizes_error_and_resize(tmp_path):
     save(tmp_path / "a.png", gray(10, (28, 28)))
     save(tmp_path / "b.png", gray(200, (32, 32)))
-    with pytest.raises(VaelabError, match=r"different sizes \(e.g. 28x28 .* 32x32.*--image-size"):
+    with pytest.raises(VaelabError, match=r"different sizes .* 32 wide × 32 high.*--image-size"):
         load(tmp_path)
     x = load(tmp_path, image_size=(16, 20)).train.x
     assert x.shape == (2, 1, 16, 20)
     assert sorted(x[:, 0, 8, 10].tolist()) == pytest.approx([10 / 255, 200 / 255], abs=1e-3)
+
+
+def test_mixed_sizes_error_names_class_folder_and_axes(tmp_path, caplog):
+    save(tmp_path / "cats" / "0.png", gray(10, (28, 28)))
+    save(tmp_path / "dogs" / "0.png", gray(10, (28, 32)))  # 28 high, 32 wide
+    save(tmp_path / "stray.png", gray(10))  # ignored: warned about only after a good load
+    with pytest.raises(VaelabError) as info:
+        load(tmp_path)
+    assert str(info.value) == (
+        f"images in {tmp_path} have different sizes (cats/0.png is 28 wide × 28 high, "
+        "dogs/0.png is 32 wide × 28 high); resize them all with --image-size H W (image_size in "
+        "a config)"
+    )
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_images_directly_beside_class_folders_warned_after_loading(tmp_path, caplog):
+    save(tmp_path / "cats" / "0.png", gray(10))
+    save(tmp_path / "stray.png", gray(10))
+    assert len(load(tmp_path).train) == 1
+    assert any("ignored 1 images" in r.getMessage() for r in caplog.records)
+
+
+def test_class_folders_collected_recursively(tmp_path):
+    save(tmp_path / "cats" / "b" / "c" / "1.png", gray(2))
+    save(tmp_path / "cats" / "a" / "0.png", gray(1))
+    save(tmp_path / "cats" / "3.png", gray(3))
+    save(tmp_path / "cats" / ".hidden" / "x.png", gray(99))
+    save(tmp_path / "dogs" / "deep" / "er" / "4.png", gray(4))
+    (tmp_path / "empty").mkdir()
+    splits = load(tmp_path)
+    assert splits.class_names == ("cats", "dogs")
+    # Sorted by path within each class: 3.png, a/0.png, b/c/1.png, then dogs.
+    assert [round(v * 255) for v in splits.train.x[:, 0, 0, 0].tolist()] == [3, 1, 2, 4]
+    assert splits.train.y.tolist() == [0, 0, 0, 1]
+
+
+def test_only_nested_images_make_a_class(tmp_path):
+    save(tmp_path / "only" / "sub" / "x.png", gray(5))
+    splits = load(tmp_path)
+    assert splits.class_names == ("only",) and splits.train.y.tolist() == [0]
+
+
+def test_splits_keep_class_order(tmp_path):
+    for k in range(3):
+        for i in range(10):
+            save(tmp_path / f"class{k}" / f"{i}.png", gray(k * 10 + i))
+    splits = load_data(DataConfig(dataset=str(tmp_path)), progress=False)
+    for name in ("train", "val", "test"):
+        y = splits.split(name).y
+        assert len(y) > 1 and torch.equal(y, y.sort().values), name
 
 
 def test_corrupt_image_names_file(tmp_path):
@@ -136,3 +231,14 @@ def test_load_image_file_errors(tmp_path):
         load_image_file(bad, (1, 8, 8))
     with pytest.raises(VaelabError, match="1 or 3 channels"):
         load_image_file(bad, (4, 8, 8))
+
+
+def test_load_image_file_refuses_non_images(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, x=np.zeros((2, 3)))
+    with pytest.raises(VaelabError) as info:
+        load_image_file(path, (1, 8, 8))
+    assert str(info.value) == (
+        f"{path} is not an image file PIL can read (PNG, JPEG, BMP, GIF, ...); pass a PNG or JPEG "
+        "file"
+    )

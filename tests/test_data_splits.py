@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.data import DATASETS, DataConfig, DataSplits, Split, load_data
+from vaelab.data import DATASETS, DataConfig, DataSplits, Split, load_data, looks_like_0_255
+from vaelab.data.images import load_image_folder
+from vaelab.data.loading import registered_name, resolve_source
+from vaelab.data.splits import SourceData, split_source
 from vaelab.errors import VaelabError
 
 
@@ -123,9 +126,26 @@ def test_small_pool_gets_at_least_one_per_split(ids_file):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (1, 1, 1)
 
 
-def test_too_few_samples(ids_file):
-    with pytest.raises(VaelabError, match="only 2 samples"):
-        load_data(DataConfig(dataset=ids_file(2)), progress=False)
+@pytest.mark.parametrize(
+    ("n", "fractions", "sizes"),
+    [
+        (1, {}, (1, 0, 0)),
+        (2, {}, (2, 0, 0)),  # one each for val and test would leave train empty
+        (3, {}, (1, 1, 1)),
+        (4, {"val_fraction": 0.45, "test_fraction": 0.5}, (4, 0, 0)),
+        (5, {"val_fraction": 0.45, "test_fraction": 0.5}, (1, 2, 2)),
+    ],
+)
+def test_tiny_pools_train_on_everything_rather_than_fail(ids_file, n, fractions, sizes):
+    splits = load_data(DataConfig(dataset=ids_file(n), **fractions), progress=False)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == sizes
+    assert splits.val.x.shape[1:] == splits.train.x.shape[1:]
+
+
+def test_empty_pool_is_the_only_split_error():
+    empty = SourceData(pool=Split(x=torch.zeros(0, 1, 2, 2), y=None), test=None, class_names=None)
+    with pytest.raises(VaelabError, match="no samples"):
+        split_source(empty, val_fraction=0.1, test_fraction=0.2, seed=0)
 
 
 def test_image_size_and_channels_apply_to_named_dataset():
@@ -142,6 +162,46 @@ def test_unknown_dataset_name(tmp_path):
     other.write_text("1,2\n")
     with pytest.raises(VaelabError, match="unsupported file type '.csv'"):
         load_data(DataConfig(dataset=str(other)))
+
+
+@pytest.mark.parametrize("spelling", ["DIGITS", "Digits", " digits"])
+def test_registered_names_ignore_case(spelling):
+    splits = load_data(DataConfig(dataset=spelling), progress=False)
+    assert splits.name == "digits" and len(splits.train) > 1000
+
+
+@pytest.mark.parametrize(
+    ("spelling", "name"),
+    [("MNIST", "mnist"), ("Fashion-MNIST", "fashion-mnist"), ("fashion_mnist", "fashion-mnist")],
+)
+def test_idx_names_ignore_case(spelling, name):
+    assert resolve_source(spelling) == (name, DATASETS[name])
+
+
+def test_existing_path_beats_case_insensitive_name(tmp_path, monkeypatch):
+    (tmp_path / "MNIST").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_source("MNIST") == ("MNIST", load_image_folder)
+    assert registered_name("MNIST") is None and registered_name("Fashion_MNIST") == "fashion-mnist"
+    (tmp_path / "mnist").mkdir()
+    assert resolve_source("mnist")[0] == "mnist"  # the exact registered name still wins
+
+
+@pytest.mark.parametrize("dataset", ["nodir/", "a/b", "./mnist", "~/no-such-vaelab-data", "d.npy"])
+def test_missing_path_is_not_an_unknown_name(dataset):
+    with pytest.raises(VaelabError) as info:
+        load_data(DataConfig(dataset=dataset))
+    assert str(info.value).startswith(f"dataset path {dataset} does not exist; pass an existing")
+
+
+def test_looks_like_0_255():
+    assert looks_like_0_255(torch.tensor([0.0, 3.0, 255.0]))
+    assert not looks_like_0_255(torch.tensor([0.0, 0.5, 1.0]))
+    assert not looks_like_0_255(torch.tensor([-1.0, 3.0]))  # standardised, not raw pixels
+    assert not looks_like_0_255(torch.tensor([0, 255], dtype=torch.uint8))  # not float data
+    assert not looks_like_0_255(torch.zeros(0))
+    assert not looks_like_0_255(torch.tensor([float("nan"), 10.0]))
+    assert looks_like_0_255(torch.full((2, 1, 4, 4), 128.0, dtype=torch.float16))
 
 
 def test_split_checks_shapes():

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from vaelab import commands
 from vaelab._version import __version__
+from vaelab.commands import MAX_FIGURE_IMAGES
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, ModelConfig
@@ -248,21 +249,23 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_png: str) -> N
         default="best",
         help="which checkpoint of a run folder (default: best)",
     )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="cpu", help="where to run the model (default: cpu)"
-    )
-    _add_quiet(parser)  # fmt: skip
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to run the model; auto picks CUDA when available "
+                        "(default: auto)")  # fmt: skip
+    _add_quiet(parser)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--split",
-        choices=("train", "val", "test"),
-        default="test",
-        help="which split of the run's dataset (default: test)",
-    )
+    parser.add_argument("--split", choices=("train", "val", "test"),
+                        help="which split of the run's dataset; it is an error if it is empty "
+                        "(default: test, or val, then train, when test is empty)")  # fmt: skip
+    parser.add_argument("--dataset", metavar="PATH",
+                        help="the run's image folder, .npy or .npz file, if it moved since "
+                        "training (default: the path in the run's config.json)")  # fmt: skip
     parser.add_argument("--data-dir", metavar="DIR",
-                        help="where the run's dataset lives now, if it moved")  # fmt: skip
+                        help="folder holding the MNIST / Fashion-MNIST IDX files, for runs on "
+                        "those (default: the run's, then $VAELAB_DATA, then the download "
+                        "cache)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,42 +280,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = subparsers.add_parser("sample", help="PNG grid of images decoded from the prior")
     _add_model_arguments(sample, "samples.png")
-    sample.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    sample.add_argument("--n", type=int, default=64,
+                        help=f"number of samples, at most {MAX_FIGURE_IMAGES} "
+                        "(default: 64)")  # fmt: skip
     sample.add_argument("--seed", type=int, default=0, help="seed of the codes (default: 0)")
 
-    recon = subparsers.add_parser("reconstruct", help="images above their reconstructions")
+    recon = subparsers.add_parser(
+        "reconstruct", help="images above their reconstructions",
+        description="Images spread evenly over a split of the run's dataset, each above its "
+        "reconstruction, in row pairs of up to 10.",
+    )  # fmt: skip
     _add_model_arguments(recon, "reconstructions.png")
-    recon.add_argument("--n", type=int, default=10, help="number of images (default: 10)")
+    recon.add_argument("--n", type=int,
+                       help=f"number of images, at most {MAX_FIGURE_IMAGES} and the split's size "
+                       "(default: 10, or the whole split when smaller)")  # fmt: skip
     _add_data_arguments(recon)
 
     interp = subparsers.add_parser(
         "interpolate", help="PNG strip along the latent path between two images"
     )
     _add_model_arguments(interp, "interpolation.png")
-    interp.add_argument(
-        "--from",
-        dest="start",
-        metavar="INDEX|IMAGE",
-        help="an index into --split or an image file (default: 0)",
-    )
-    interp.add_argument(
-        "--to",
-        dest="end",
-        metavar="INDEX|IMAGE",
-        help="an index or an image file (default: the next image of another class)",
-    )
-    interp.add_argument(
-        "--steps", type=int, default=10, help="decoded points between the two ends (default: 10)"
-    )
-    interp.add_argument(
-        "--spherical",
-        action="store_true",
-        help="slerp between the codes instead of a straight line",
-    )
-    _add_data_arguments(interp)  # fmt: skip
+    interp.add_argument("--from", dest="start", metavar="INDEX|IMAGE",
+                        help="an index into --split or an image file (default: 0)")  # fmt: skip
+    interp.add_argument("--to", dest="end", metavar="INDEX|IMAGE",
+                        help="an index or an image file (default: the next image of another "
+                        "class)")  # fmt: skip
+    interp.add_argument("--steps", type=int, default=10,
+                        help=f"decoded points between the two ends, at most {MAX_FIGURE_IMAGES} "
+                        "(default: 10)")  # fmt: skip
+    interp.add_argument("--spherical", action="store_true",
+                        help="slerp between the codes instead of a straight line")  # fmt: skip
+    _add_data_arguments(interp)
 
-    info = subparsers.add_parser("info", help="a run's configuration and last metrics")
+    info = subparsers.add_parser(
+        "info", help="a run's configuration and last metrics",
+        description="A run's configuration, size and last metrics. When the checkpoint's "
+        "weights cannot be read, the report is still printed (parameters counted from "
+        "config.json), and then the command exits with code 1 and an error naming the problem.",
+    )  # fmt: skip
     info.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
+    info.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                      help="which checkpoint of a run folder (default: best)")  # fmt: skip
     info.add_argument("--json", action="store_true", help="print JSON instead")
     _add_quiet(info)
     return parser
@@ -382,22 +390,26 @@ def _sample(args: argparse.Namespace) -> list[Path]:
 
 def _reconstruct(args: argparse.Namespace) -> list[Path]:
     return [commands.reconstruct(Path(args.run), n=args.n, split=args.split, out=args.out,
-                                 data_dir=args.data_dir, checkpoint=args.checkpoint,
-                                 device=args.device)]  # fmt: skip
+                                 dataset=args.dataset, data_dir=args.data_dir,
+                                 checkpoint=args.checkpoint, device=args.device)]  # fmt: skip
 
 
 def _interpolate(args: argparse.Namespace) -> list[Path]:
     return [commands.interpolate(Path(args.run), start=args.start, end=args.end,
                                  steps=args.steps, spherical=args.spherical, split=args.split,
-                                 out=args.out, data_dir=args.data_dir,
+                                 out=args.out, dataset=args.dataset, data_dir=args.data_dir,
                                  checkpoint=args.checkpoint, device=args.device)]  # fmt: skip
 
 
-def _info(args: argparse.Namespace) -> list[str]:
-    return [commands.info(Path(args.run), as_json=args.json)]
+def _info(args: argparse.Namespace) -> Iterator[str]:
+    """The report first, then (with unreadable weights) the error: both reach the user."""
+    report = commands.info(Path(args.run), checkpoint=args.checkpoint, as_json=args.json)
+    yield report.text
+    if report.error:
+        raise VaelabError(report.error)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], Sequence[Path | str]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
     "train": _train,
     "sample": _sample,
     "reconstruct": _reconstruct,

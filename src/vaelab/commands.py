@@ -6,16 +6,17 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
-from vaelab.data import DataSplits, Split, load_data, load_image_file
+from vaelab.data import DataSplits, Split, load_data, load_image_file, registered_name
 from vaelab.errors import VaelabError
-from vaelab.figures import save_image_grid
-from vaelab.models import VAE, Autoencoder
+from vaelab.figures import save_image_grid, save_image_pairs
+from vaelab.models import VAE, Autoencoder, build_model
 from vaelab.models.networks import count_parameters
 from vaelab.training.checkpoint import (
     META_FILE,
@@ -27,7 +28,7 @@ from vaelab.training.checkpoint import (
 from vaelab.training.config import RunConfig
 from vaelab.training.distributed import process_rank
 from vaelab.training.metrics import read_metrics
-from vaelab.training.runs import LAST, RUN_ENTRIES, is_run_folder, resolve_device
+from vaelab.training.runs import BEST, LAST, RUN_ENTRIES, is_run_folder, resolve_device
 from vaelab.training.trainer import train
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 SAMPLES_PNG = "samples.png"
 RECONSTRUCTIONS_PNG = "reconstructions.png"
 INTERPOLATION_PNG = "interpolation.png"
+MAX_FIGURE_IMAGES = 1024  # --n, --steps: more makes a PNG too large to view (or to open)
+DEFAULT_RECONSTRUCTIONS = 10
+RECONSTRUCTION_COLUMNS = 10  # pairs per row pair before wrapping
+SPLIT_ORDER = ("test", "val", "train")  # what the figures show by default: the first non-empty
 
 
 # --- train ----------------------------------------------------------------------------------
@@ -72,8 +77,8 @@ def _check_more_epochs(run_dir: Path, config: RunConfig) -> None:
     done = _epochs_done(run_dir)
     if done is not None and done >= config.train.epochs:
         raise VaelabError(
-            f"{run_dir} has already trained {done} epochs; pass --epochs N with N > {done} "
-            "to train it longer"
+            f"{run_dir} has already trained {_plural(done, 'epoch')}; pass --epochs N with "
+            f"N > {done} to train it longer"
         )
 
 
@@ -119,8 +124,8 @@ def train_run(
             _remove_unfinished(run_dir, created)
         raise
     watched = "validation" if any(k.startswith("val/") for k in result.metrics) else "training"
-    logger.info("done: %d epoch%s, best %s loss %.3f nats per example%s", result.epochs,
-                "" if result.epochs == 1 else "s", watched, result.best_loss,
+    logger.info("done: %s, best %s loss %.3f nats per example%s",
+                _plural(result.epochs, "epoch"), watched, result.best_loss,
                 " (stopped early)" if result.stopped_early else "")  # fmt: skip
     paths = [run_dir]
     if figures and process_rank() == 0:  # under torchrun, one process draws them
@@ -129,20 +134,33 @@ def train_run(
 
 
 def standard_figures(run_dir: Path, *, seed: int = 0) -> list[Path]:
-    """samples.png, reconstructions.png and interpolation.png of the best checkpoint."""
-    model, config = _load(run_dir, "best", "cpu")
-    data = _load_data(config, None)
-    chosen = next((s for s in (data.test, data.val, data.train) if len(s)), data.train)
-    x = chosen.x[:10]
+    """samples.png, reconstructions.png and interpolation.png of the best checkpoint.
+
+    They show the test split, or val, then train, when it is empty: what `vaelab reconstruct`
+    and `vaelab interpolate` show by default.
+    """
+    trained = _load(run_dir, "best", "cpu")
+    _, chosen = _choose_split(_load_data(trained.config), None)
+    n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
     end = _default_end(chosen, 0)
     return [
-        _save(_samples(model, 64, seed), run_dir / SAMPLES_PNG),
-        _save(torch.cat([x, _reconstructions(model, x)]), run_dir / RECONSTRUCTIONS_PNG, len(x)),
-        _save(_interpolation(model, chosen.x[0], chosen.x[end], 10), run_dir / INTERPOLATION_PNG),
-    ]
+        _save(_samples(trained.model, 64, seed), run_dir / SAMPLES_PNG, trained.value_range),
+        _save_reconstructions(trained, chosen, n, run_dir / RECONSTRUCTIONS_PNG),
+        _save(_interpolation(trained.model, chosen.x[0], chosen.x[end], 10),
+              run_dir / INTERPOLATION_PNG, trained.value_range),
+    ]  # fmt: skip
 
 
 # --- the figure commands --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A checkpoint's model (eval mode), config, and the value range its figures display."""
+
+    model: Autoencoder
+    config: RunConfig
+    value_range: tuple[float, float] | None  # the training data's [min, max]; None if unknown
 
 
 def _check_run(run: Path) -> None:
@@ -168,15 +186,39 @@ def _output(run: Path, out: str | None, default_name: str) -> Path:
 def _check_count(value: int, flag: str, minimum: int = 1) -> None:
     if value < minimum:
         raise VaelabError(f"{flag} must be at least {minimum}, got {value}")
+    if value > MAX_FIGURE_IMAGES:
+        raise VaelabError(f"{flag} must be at most {MAX_FIGURE_IMAGES}, got {value}: a bigger "
+                          "figure makes a PNG too large to view")  # fmt: skip
 
 
-def _load(run: Path, checkpoint: str, device: str) -> tuple[Autoencoder, RunConfig]:
-    model, config, _ = load_checkpoint(run, device=resolve_device(device), prefer=checkpoint)
-    return model, config
+def _value_range(meta: dict[str, Any]) -> tuple[float, float] | None:
+    """meta.json's "data_range": the training data's [min, max]. None when absent (older
+    checkpoints) or unusable (a constant dataset), and figures fall back to `to_display`'s own
+    scaling."""
+    try:
+        low, high = (float(value) for value in meta["data_range"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (low, high) if math.isfinite(low) and math.isfinite(high) and low < high else None
 
 
-def _load_data(config: RunConfig, data_dir: str | None) -> DataSplits:
-    data_config = config.data if data_dir is None else replace(config.data, data_dir=data_dir)
+def _load(run: Path, checkpoint: str, device: str) -> Trained:
+    model, config, meta = load_checkpoint(run, device=resolve_device(device), prefer=checkpoint)
+    return Trained(model, config, _value_range(meta))
+
+
+def _load_data(
+    config: RunConfig, dataset: str | None = None, data_dir: str | None = None
+) -> DataSplits:
+    """The run's dataset, from `dataset` / `data_dir` instead of the saved ones when given."""
+    saved = config.data.dataset
+    registered = registered_name(saved) is not None
+    if dataset is None and not registered and not Path(saved).expanduser().exists():
+        raise VaelabError(
+            f"the run's dataset {saved} does not exist any more; if it moved, pass --dataset PATH"
+        )
+    changes = {"dataset": dataset, "data_dir": data_dir}
+    data_config = replace(config.data, **{k: v for k, v in changes.items() if v is not None})
     data = load_data(data_config, progress=False)
     if tuple(data.shape) != tuple(config.model.data_shape):
         raise VaelabError(
@@ -186,19 +228,46 @@ def _load_data(config: RunConfig, data_dir: str | None) -> DataSplits:
     return data
 
 
-def _split(config: RunConfig, split: str, data_dir: str | None) -> Split:
-    chosen = _load_data(config, data_dir).split(split)
-    if len(chosen) == 0:
-        raise VaelabError(f"the {split} split of {config.data.dataset} is empty; choose another "
-                          "--split")  # fmt: skip
-    return chosen
+def _choose_split(data: DataSplits, split: str | None) -> tuple[str, Split]:
+    """(name, split): `split` when given (an error if it is empty), else the first non-empty
+    one of test, val, train, with an info line when that is not test."""
+    if split is not None:
+        chosen = data.split(split)
+        if len(chosen) == 0:
+            sizes = ", ".join(f"{name} has {_plural(len(data.split(name)), 'image')}"
+                              for name in SPLIT_ORDER if name != split)  # fmt: skip
+            raise VaelabError(f"the {split} split of {data.name} is empty ({sizes}); choose "
+                              "another --split")  # fmt: skip
+        return split, chosen
+    empty = []
+    for name in SPLIT_ORDER:
+        if len(data.split(name)):
+            if empty:
+                logger.info("the %s split%s empty; using the %s split (%s)", " and ".join(empty),
+                            " is" if len(empty) == 1 else "s are", name,
+                            _plural(len(data.split(name)), "image"))  # fmt: skip
+            return name, data.split(name)
+        empty.append(name)
+    raise VaelabError(f"dataset {data.name} has no images")  # split_source never allows this
 
 
-def _save(images: torch.Tensor, path: Path, columns: int | None = None) -> Path:
-    """A grid with `columns` columns (default: one row, or a square for many images)."""
-    if columns is None:
-        columns = len(images) if len(images) <= 16 else max(1, round(math.sqrt(len(images))))
-    return save_image_grid(images, path, columns=columns)
+def _spread(n: int, total: int) -> torch.Tensor:
+    """n indices spread evenly over 0..total-1, first and last included (n <= total)."""
+    return torch.linspace(0, total - 1, n).round().long().unique()
+
+
+def _save(images: torch.Tensor, path: Path, value_range: tuple[float, float] | None) -> Path:
+    """One row, or a square grid for more than 16 images."""
+    columns = len(images) if len(images) <= 16 else max(1, round(math.sqrt(len(images))))
+    return save_image_grid(images, path, columns=columns, value_range=value_range)
+
+
+def _save_reconstructions(trained: Trained, chosen: Split, n: int, path: Path) -> Path:
+    """n images spread over the split, above their reconstructions, 10 pairs a row."""
+    x = chosen.x[_spread(n, len(chosen))]
+    x_hat = _reconstructions(trained.model, x)
+    columns, value_range = RECONSTRUCTION_COLUMNS, trained.value_range
+    return save_image_pairs(x, x_hat, path, columns=columns, value_range=value_range)
 
 
 @torch.inference_mode()
@@ -227,39 +296,62 @@ def _interpolation(
 
 def sample(
     run: Path, *, n: int = 64, seed: int = 0, out: str | None = None,
-    checkpoint: str = "best", device: str = "cpu",
+    checkpoint: str = "best", device: str = "auto",
 ) -> Path:  # fmt: skip
     """A grid of n images decoded from codes drawn from the prior N(0, I)."""
     _check_run(run)
     path = _output(run, out, SAMPLES_PNG)
     _check_count(n, "--n")
-    model, _ = _load(run, checkpoint, device)
-    return _save(_samples(model, n, seed), path)
+    trained = _load(run, checkpoint, device)
+    return _save(_samples(trained.model, n, seed), path, trained.value_range)
 
 
 def reconstruct(
-    run: Path, *, n: int = 10, split: str = "test", out: str | None = None,
-    data_dir: str | None = None, checkpoint: str = "best", device: str = "cpu",
+    run: Path, *, n: int | None = None, split: str | None = None, out: str | None = None,
+    dataset: str | None = None, data_dir: str | None = None, checkpoint: str = "best",
+    device: str = "auto",
 ) -> Path:  # fmt: skip
-    """The first n images of a split (top row) above their reconstructions (bottom row)."""
+    """n images spread evenly over a split (default: 10, at most the split) above their
+    reconstructions. The split defaults to test, else val, else train (see `_choose_split`)."""
     _check_run(run)
     path = _output(run, out, RECONSTRUCTIONS_PNG)
-    _check_count(n, "--n")
-    model, config = _load(run, checkpoint, device)
-    x = _split(config, split, data_dir).x[:n]
-    return _save(torch.cat([x, _reconstructions(model, x)]), path, columns=len(x))
+    if n is not None:
+        _check_count(n, "--n")
+    trained = _load(run, checkpoint, device)
+    name, chosen = _choose_split(_load_data(trained.config, dataset, data_dir), split)
+    if n is None:
+        n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
+    elif n > len(chosen):
+        raise VaelabError(
+            f"--n {n} is more than the {name} split holds ({_plural(len(chosen), 'image')}); "
+            f"pass --n {len(chosen)} or less"
+        )
+    return _save_reconstructions(trained, chosen, n, path)
 
 
 def _is_index(value: str | None) -> bool:
     return value is None or value.lstrip("-").isdigit()
 
 
-def _index(value: str | None, chosen: Split) -> int:
+def _check_image_end(flag: str, value: str | None) -> None:
+    """Refuse, before any work, an end that is neither an index nor possibly an image file."""
+    if _is_index(value):
+        return
+    path = Path(value)
+    if not path.exists():
+        raise VaelabError(f"{flag} {value}: {path} does not exist; pass an index into the split "
+                          "or an image file (PNG, JPEG, ...)")  # fmt: skip
+    if path.is_file() and path.suffix.lower() not in Image.registered_extensions():
+        raise VaelabError(f"{flag} {value} is not an image file or a dataset index; pass an "
+                          "index into the split or an image file (PNG, JPEG, ...)")  # fmt: skip
+
+
+def _index(value: str | None, name: str, chosen: Split) -> int:
     index = 0 if value is None else int(value)
     if not -len(chosen) <= index < len(chosen):
         raise VaelabError(
-            f"index {index} is out of range: the split has {len(chosen)} images "
-            f"(0 to {len(chosen) - 1})"
+            f"index {index} is out of range: the {name} split has "
+            f"{_plural(len(chosen), 'image')} (0 to {len(chosen) - 1})"
         )
     return index % len(chosen)
 
@@ -276,39 +368,74 @@ def _default_end(chosen: Split, start: int) -> int:
 
 def interpolate(
     run: Path, *, start: str | None = None, end: str | None = None, steps: int = 10,
-    spherical: bool = False, split: str = "test", out: str | None = None,
-    data_dir: str | None = None, checkpoint: str = "best", device: str = "cpu",
+    spherical: bool = False, split: str | None = None, out: str | None = None,
+    dataset: str | None = None, data_dir: str | None = None, checkpoint: str = "best",
+    device: str = "auto",
 ) -> Path:  # fmt: skip
     """A strip from `start` to `end`: both originals and `steps` decodings along the path.
 
-    Each end is an index into the split or a path to an image file (resized to the model's).
+    Each end is an index into the split or a path to an image file (resized to the model's);
+    the split defaults as in `reconstruct`.
     """
     _check_run(run)
     path = _output(run, out, INTERPOLATION_PNG)
     _check_count(steps, "--steps", minimum=2)
-    model, config = _load(run, checkpoint, device)
-    shape = tuple(config.model.data_shape)
-    chosen = _split(config, split, data_dir) if _is_index(start) or _is_index(end) else None
+    _check_image_end("--from", start)
+    _check_image_end("--to", end)
+    trained = _load(run, checkpoint, device)
+    shape = tuple(trained.config.model.data_shape)
+    name, chosen = "", None
+    if _is_index(start) or _is_index(end):
+        name, chosen = _choose_split(_load_data(trained.config, dataset, data_dir), split)
     if _is_index(start):
-        start_index = _index(start, chosen)
+        start_index = _index(start, name, chosen)
         x_a = chosen.x[start_index]
     else:
         start_index, x_a = 0, load_image_file(start, shape)
     if end is None:
         x_b = chosen.x[_default_end(chosen, start_index)]
+    elif _is_index(end):
+        x_b = chosen.x[_index(end, name, chosen)]
     else:
-        x_b = chosen.x[_index(end, chosen)] if _is_index(end) else load_image_file(end, shape)
-    return _save(_interpolation(model, x_a, x_b, steps, spherical), path)
+        x_b = load_image_file(end, shape)
+    frames = _interpolation(trained.model, x_a, x_b, steps, spherical)
+    return _save(frames, path, trained.value_range)
 
 
 # --- info -----------------------------------------------------------------------------------
 
 
-def _info_report(run: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Info:
+    """`vaelab info`'s report, and the error to exit with after printing it (or None)."""
+
+    text: str
+    error: str | None
+
+
+def _other_checkpoint(run: Path, checkpoint: Path) -> str:
+    """How to ask for the run's other checkpoint, or "" when it has none."""
+    other = {BEST: LAST, LAST: BEST}.get(checkpoint.name)
+    if other is None or not (checkpoint.parent / other).is_dir():
+        return ""
+    if run.resolve() == checkpoint.resolve():  # given a checkpoint folder: name the other
+        return f"; {checkpoint.parent / other} might work"
+    return f"; --checkpoint {other} might work"
+
+
+def _info_report(run: Path, prefer: str) -> dict[str, Any]:
+    """The report; with unreadable weights, "weights_error" says why and the parameters are
+    counted on a model built from config.json."""
     _check_run(run)
-    checkpoint = resolve_checkpoint(run)
-    meta = read_meta(checkpoint)
-    model, config, _ = load_checkpoint(checkpoint)
+    checkpoint = resolve_checkpoint(run, prefer=prefer)
+    meta, config = read_meta(checkpoint), read_config(checkpoint)
+    weights_error = None
+    try:
+        model, _, _ = load_checkpoint(checkpoint)
+    except VaelabError as error:  # meta and config are fine, so it is the weights
+        model = build_model(config.model)
+        weights_error = (f"the weights of checkpoint {checkpoint} are unreadable: {error}"
+                         f"{_other_checkpoint(run, checkpoint)}")  # fmt: skip
     history = read_metrics(checkpoint.parent)
     return {
         "run": str(checkpoint.parent),
@@ -316,27 +443,38 @@ def _info_report(run: Path) -> dict[str, Any]:
         "checkpoint_epoch": meta.get("epoch"),
         "epochs_done": history[-1].get("epoch") if history else meta.get("epoch"),
         "parameters": count_parameters(model),
+        "weights_error": weights_error,
         "config": config.to_dict(),
         "last_metrics": history[-1] if history else meta.get("metrics", {}),
     }
 
 
-def info(run: Path, *, as_json: bool = False) -> str:
-    """A run's (or checkpoint's) configuration, size and last metrics, as text or JSON."""
-    report = _info_report(run)
+def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
+    """A run's (or checkpoint's) configuration, size and last metrics, as text or JSON; the
+    report is made even when the checkpoint's weights are unreadable, with `error` set."""
+    report = _info_report(run, checkpoint)
+    error = report["weights_error"]
     if as_json:
-        return json.dumps(report, indent=2)
+        return Info(json.dumps(report, indent=2), error)
     epochs = report["config"]["train"]["epochs"]
+    counted = " (counted from config.json)" if error else ""
     lines = [
         f"run         {report['run']}",
         f"epochs      {report['epochs_done']} of {epochs}",
         f"checkpoint  {report['checkpoint']} (epoch {report['checkpoint_epoch']})",
-        f"parameters  {report['parameters']:,}",
+        f"parameters  {report['parameters']:,}{counted}",
     ]
+    if error:
+        lines.append(f"weights     UNREADABLE{_other_checkpoint(run, Path(report['checkpoint']))}")
     for section, values in report["config"].items():
         lines.append(f"[{section}]")
         lines += [f"  {key} = {json.dumps(value)}" for key, value in values.items()]
     lines.append("last metrics")
     lines += [f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}"
               for key, value in report["last_metrics"].items()]  # fmt: skip
-    return "\n".join(lines)
+    return Info("\n".join(lines), error)
+
+
+def _plural(count: int, noun: str) -> str:
+    """'1 image', '2 images'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -14,15 +14,25 @@ from vaelab.errors import VaelabError
 from vaelab.files import make_private_temp_public
 
 MIN_CELL_PIXELS = 56  # small images (8x8 digits) are enlarged so a grid is readable
+# Pillow refuses to open larger images (a decompression-bomb guard), so nothing bigger is written.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-def to_display(images: torch.Tensor) -> torch.Tensor:
+def to_display(
+    images: torch.Tensor, *, value_range: tuple[float, float] | None = None
+) -> torch.Tensor:
     """Images (N, C, H, W) as values in [0, 1].
 
-    [0, 1] data is clamped, so a Gaussian decoder's few overshooting pixels do not change the
-    contrast of the whole grid; other data (e.g. standardised arrays) is min-max scaled.
+    With `value_range` (low, high), e.g. the range of the training data, low maps to 0 and high
+    to 1, clamped: a background at the data's minimum stays black whatever the model draws.
+    Without it, [0, 1] data is clamped, so a Gaussian decoder's few overshooting pixels do not
+    change the contrast of the whole grid; other data (e.g. standardised arrays) is min-max
+    scaled.
     """
     images = torch.nan_to_num(images.detach().float().cpu())  # a diverged model's NaN -> 0
+    if value_range is not None:
+        low, high = value_range
+        return ((images - low) / max(high - low, 1e-12)).clamp(0.0, 1.0)
     in_unit_range = ((images >= -0.05) & (images <= 1.05)).float().mean()
     if in_unit_range >= 0.99:
         return images.clamp(0.0, 1.0)
@@ -30,41 +40,124 @@ def to_display(images: torch.Tensor) -> torch.Tensor:
     return (images - low) / max(high - low, 1e-12)
 
 
-def image_grid(images: torch.Tensor, *, columns: int, padding: int = 2) -> np.ndarray:
-    """Tile (N, C, H, W) images row by row into one uint8 array (rows*H, columns*W, C)."""
-    images = to_display(images)
+def paired_slots(n: int, *, columns: int) -> torch.Tensor:
+    """Grid cells for n (top, bottom) pairs shown as row pairs of `columns` cells: (2n,) indices.
+
+    The first n slots are the top images (rows 0, 2, 4, ...), the last n the bottom ones right
+    below them (rows 1, 3, 5, ...), so pair i stays in one column however many pairs there are.
+    """
+    i = torch.arange(n)
+    top = (i // columns) * 2 * columns + i % columns
+    return torch.cat([top, top + columns])
+
+
+def _grid_shape(
+    n: int, columns: int, slots: torch.Tensor | None, image_hw: tuple[int, int], padding: int
+) -> tuple[int, int]:
+    """(height, width) in pixels of the grid before enlarging."""
+    cells = n if slots is None or n == 0 else int(slots.max()) + 1
+    rows = max(1, -(-cells // columns))
+    height, width = image_hw
+    return rows * (height + padding) + padding, columns * (width + padding) + padding
+
+
+def image_grid(
+    images: torch.Tensor,
+    *,
+    columns: int,
+    padding: int = 2,
+    value_range: tuple[float, float] | None = None,
+    slots: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Tile (N, C, H, W) images into one uint8 array (rows*H, columns*W, C).
+
+    Image i goes into cell `slots[i]` (counted row by row; default i); cells without an image
+    stay white. `value_range` is passed to `to_display`.
+    """
+    images = to_display(images, value_range=value_range)
     n, channels, height, width = images.shape
-    rows = max(1, -(-n // columns))
-    grid = torch.ones(channels, rows * (height + padding) + padding,
-                      columns * (width + padding) + padding)  # fmt: skip
-    for i in range(n):
-        top = padding + (i // columns) * (height + padding)
-        left = padding + (i % columns) * (width + padding)
+    grid_h, grid_w = _grid_shape(n, columns, slots, (height, width), padding)
+    grid = torch.ones(channels, grid_h, grid_w)
+    cells = range(n) if slots is None else slots.tolist()
+    for i, cell in enumerate(cells):
+        top = padding + (cell // columns) * (height + padding)
+        left = padding + (cell % columns) * (width + padding)
         grid[:, top : top + height, left : left + width] = images[i]
     array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return array[:, :, 0] if channels == 1 else array
 
 
+def _scale(images: torch.Tensor) -> int:
+    return max(1, MIN_CELL_PIXELS // max(images.shape[-2], images.shape[-1]))
+
+
 def save_image_grid(
-    images: torch.Tensor, path: str | Path, *, columns: int, padding: int = 2
+    images: torch.Tensor,
+    path: str | Path,
+    *,
+    columns: int,
+    padding: int = 2,
+    value_range: tuple[float, float] | None = None,
+    slots: torch.Tensor | None = None,
 ) -> Path:
-    """Write images (N, C, H, W) as a PNG grid at `path` (atomically); return the path."""
+    """Write images (N, C, H, W) as a PNG grid at `path` (atomically); return the path.
+
+    See `image_grid` for `value_range` and `slots`. Raises VaelabError, naming `path`, when the
+    picture would be too large to open or the file cannot be written.
+    """
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise VaelabError(f"output {path} must be a .png file")
     if not path.parent.is_dir():
         raise VaelabError(f"output folder {path.parent} does not exist")
-    picture = Image.fromarray(image_grid(images, columns=columns, padding=padding))
-    scale = max(1, MIN_CELL_PIXELS // max(images.shape[-2], images.shape[-1]))
+    scale = _scale(images)
+    grid_h, grid_w = _grid_shape(len(images), columns, slots, tuple(images.shape[-2:]), padding)
+    if grid_h * grid_w * scale * scale > MAX_PIXELS:
+        raise VaelabError(
+            f"a grid of {len(images)} images of {images.shape[-2]}x{images.shape[-1]} would be "
+            f"{grid_w * scale}x{grid_h * scale} pixels, too large for image viewers; "
+            "ask for fewer images"
+        )
+    array = image_grid(images, columns=columns, padding=padding, value_range=value_range,
+                       slots=slots)  # fmt: skip
+    picture = Image.fromarray(array)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    _write_png(picture, path)
+    return path
+
+
+def save_image_pairs(
+    top: torch.Tensor,
+    bottom: torch.Tensor,
+    path: str | Path,
+    *,
+    columns: int = 10,
+    value_range: tuple[float, float] | None = None,
+) -> Path:
+    """Write n (top, bottom) image pairs, e.g. originals above their reconstructions, as row
+    pairs that wrap after `columns` pairs (fewer for fewer pairs); return the path."""
+    if len(top) != len(bottom):
+        raise ValueError(f"top has {len(top)} images but bottom has {len(bottom)}")
+    columns = max(1, min(columns, len(top)))
+    slots = paired_slots(len(top), columns=columns)
+    images = torch.cat([top, bottom])
+    return save_image_grid(images, path, columns=columns, value_range=value_range, slots=slots)
+
+
+def _write_png(picture: Image.Image, path: Path) -> None:
+    """Save through a temporary file beside `path`; an OSError names `path`, not the temp."""
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+        os.close(fd)
         picture.save(tmp, format="PNG")
         make_private_temp_public(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # permissions, a full disk, a read-only file system
+            reason = error.strerror or " ".join(str(error).split())
+            raise VaelabError(f"cannot write {path}: {reason}") from None
         raise
-    return path

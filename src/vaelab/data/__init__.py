@@ -3,8 +3,9 @@
 from vaelab.data.batches import batch_indices, iterate_batches
 from vaelab.data.config import DataConfig
 from vaelab.data.images import load_image_file
-from vaelab.data.loading import DATASETS, load_data
+from vaelab.data.loading import DATASETS, load_data, registered_name
 from vaelab.data.splits import DataSplits, Split
+from vaelab.data.tensors import looks_like_0_255
 
 __all__ = [
     "DATASETS",
@@ -15,4 +16,6 @@ __all__ = [
     "iterate_batches",
     "load_data",
     "load_image_file",
+    "looks_like_0_255",
+    "registered_name",
 ]

@@ -92,8 +92,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 "numeric arrays with np.save / np.savez"
             ) from None
         raise VaelabError(
-            f"could not read {path} as a NumPy file ({reason}); save plain numeric arrays with "
-            "np.save / np.savez (object or pickled arrays are refused)"
+            f"could not read {path} as a NumPy file ({reason}); re-save the arrays with np.save "
+            "/ np.savez"
         ) from None
 
 
@@ -113,7 +113,7 @@ def _to_float(images: np.ndarray, path: Path) -> np.ndarray:
     if kind in "iu" and images.size and images.min() >= 0 and images.max() <= 1:
         return images.astype(np.float32)  # binary data stored as integers
     raise VaelabError(
-        f"{path} has images of dtype {images.dtype}; use uint8 (0..255), bool, or floats in [0, 1]"
+        f"{path} has images of dtype {images.dtype}; use uint8 (0..255), uint16, bool or floats"
     )
 
 
@@ -131,7 +131,10 @@ def _images_to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
         x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
     elif x.shape[1] not in (1, 3):
         if x.shape[3] not in (1, 3):
-            raise VaelabError(f"{path} has images of shape {images.shape}; need 1 or 3 channels")
+            raise VaelabError(
+                f"{path} has images of shape {images.shape}: neither axis 1 nor axis 3 holds 1 or "
+                "3 channels; save them as (N, C, H, W) or (N, H, W, C) with C = 1 or 3"
+            )
         x = x.transpose(0, 3, 1, 2)  # channels-last (N, H, W, C) -> (N, C, H, W)
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:

@@ -29,7 +29,10 @@ def batch_indices(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise VaelabError(f"batch_size must be a positive integer, got {batch_size!r}")
     if generator is not None and generator.device.type != "cpu":
-        raise VaelabError("batch_indices needs a CPU torch.Generator for the permutation")
+        raise VaelabError(
+            f"batch_indices got a torch.Generator on {generator.device}; pass a CPU generator "
+            "(the permutation is drawn on the CPU)"
+        )
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(device)
     stop = n - n % batch_size if drop_last else n

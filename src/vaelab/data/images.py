@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from vaelab.data.config import DataConfig
@@ -18,13 +19,17 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
 GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+ALPHA_MODES = frozenset({"LA", "La", "RGBA", "RGBa", "PA"})
 # Modes with more than 8 bits per pixel, read as float and divided by their full scale.
 WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
               "I": 65535.0, "F": 1.0}  # fmt: skip
 
 
 def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
-    """One PNG/JPEG/... image as (C, H, W) float32 in [0, 1] matching `shape` = (C, H, W)."""
+    """One PNG/JPEG/... image as (C, H, W) float32 in [0, 1] matching `shape` = (C, H, W).
+
+    Transparent pixels are composited onto white, as a browser shows them (see `read_image`).
+    """
     channels, height, width = shape
     if channels not in (1, 3):
         raise VaelabError(f"images must have 1 or 3 channels, asked for {channels}")
@@ -32,40 +37,69 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tens
     if not path.is_file():
         problem = "is not a file" if path.exists() else "does not exist"
         raise VaelabError(f"image file {path} {problem}; pass a PNG or JPEG file")
-    array = read_image(path, size=(height, width))
+    array = read_image(path, size=(height, width), fix="pass a PNG or JPEG file")
     return torch.from_numpy(_to_channels(array, channels))
 
 
-def read_image(path: Path, *, size: tuple[int, int] | None) -> np.ndarray:
+def read_image(
+    path: Path, *, size: tuple[int, int] | None, fix: str = "remove or replace it"
+) -> np.ndarray:
     """(1 or 3, H, W) float32 in [0, 1]: grayscale images keep one channel, others become RGB.
 
-    `size` (H, W) resizes with Lanczos; None keeps the file's size.
+    Images with transparency (an alpha channel, or a transparent palette entry or colour) are
+    composited onto a white background first, as a browser shows them: a black glyph on a
+    transparent background reads as black on white. `size` (H, W) resizes with Lanczos; None
+    keeps the file's size. `fix` ends the error message for an unreadable file.
     """
     try:
         with Image.open(path) as image:
             image.load()
             return _decode(image, size)
+    except UnidentifiedImageError:
+        raise VaelabError(
+            f"{path} is not an image file PIL can read (PNG, JPEG, BMP, GIF, ...); {fix}"
+        ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         reason = " ".join(str(e).split())  # keep the message on one line
-        raise VaelabError(f"could not read image {path}: {reason}; remove or replace it") from None
+        raise VaelabError(f"could not read image {path}: {reason}; {fix}") from None
 
 
 def _decode(image: Image.Image, size: tuple[int, int] | None) -> np.ndarray:
     if image.mode in WIDE_MODES:
-        scale = WIDE_MODES[image.mode]
-        image = Image.fromarray(np.asarray(image, dtype=np.float32) / scale)  # mode "F"
-    elif image.mode in GRAY_MODES:
-        image = image.convert("L")
-    elif image.mode != "RGB":
-        was_palette = image.mode in ("P", "PA")
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB").convert("RGB")
-        if was_palette and _is_gray(image):  # e.g. a GIF with a gray palette
-            image = image.convert("L")
+        image = _wide_to_float(image)
+    else:
+        gray = image.mode in GRAY_MODES
+        palette = image.mode in ("P", "PA")
+        if image.mode in ALPHA_MODES or "transparency" in image.info:
+            image = _on_white(image)
+        elif image.mode not in ("L", "RGB"):
+            image = image.convert("L" if gray else "RGB")
+        if image.mode == "RGB" and (gray or (palette and _is_gray(image))):
+            image = image.convert("L")  # exact for R = G = B; e.g. a GIF with a gray palette
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
     scale = 1.0 if image.mode == "F" else 255.0
     array = np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)  # Lanczos overshoots
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy()
+
+
+def _wide_to_float(image: Image.Image) -> Image.Image:
+    """16/32-bit and float images as mode "F" in [0, 1]; a transparent value becomes white."""
+    scale = WIDE_MODES[image.mode]
+    array = np.asarray(image, dtype=np.float32) / scale
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, (int, float)):
+        array[np.asarray(image) == transparent] = 1.0
+    return Image.fromarray(array)  # mode "F"
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """RGB of `image` composited over an opaque white background by its alpha."""
+    if image.mode in ("La", "RGBa"):  # premultiplied: PIL converts these only to their plain mode
+        image = image.convert(image.mode.replace("a", "A"))
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def _is_gray(image: Image.Image) -> bool:
@@ -83,31 +117,49 @@ def _to_channels(array: np.ndarray, channels: int) -> np.ndarray:
     return np.tensordot(luma, array, axes=1)[None].astype(np.float32)
 
 
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def _list_images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )  # fmt: skip
+    """Images directly inside `folder`, sorted."""
+    return sorted(p for p in folder.iterdir() if _is_image(p) and p.is_file())
 
 
-def _find_files(folder: Path) -> tuple[list[Path], list[int] | None, tuple[str, ...] | None]:
-    """(files, labels, class names): sub-folders with images are classes, else it is flat."""
+def _list_images_recursively(folder: Path) -> list[Path]:
+    """Images in `folder` and all its sub-folders, skipping hidden ones; sorted by path."""
+    found = []
+    for root, dirs, files in os.walk(folder):  # symlinked folders are not entered: no loops
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root, name) for name in files if _is_image(Path(name))]
+    return sorted(p for p in found if p.is_file())
+
+
+def _find_files(folder: Path) -> tuple[list[Path], list[int] | None, tuple[str, ...] | None, int]:
+    """(files, labels, class names, images ignored at the top level).
+
+    Each top-level sub-folder holding images, at any depth, is a class; without such
+    sub-folders, the images directly in `folder` are an unlabelled, flat dataset.
+    """
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    classes = [(d.name, _list_images(d)) for d in subfolders]
+    classes = [(d.name, _list_images_recursively(d)) for d in subfolders]
     classes = [(name, files) for name, files in classes if files]
     if not classes:
-        return _list_images(folder), None, None
-    if _list_images(folder):
-        log.warning("%s has class sub-folders; ignoring the images directly inside it", folder)
+        return _list_images(folder), None, None, 0
     files = [f for _, files in classes for f in files]
     labels = [k for k, (_, files) in enumerate(classes) for _ in files]
-    return files, labels, tuple(name for name, _ in classes)
+    return files, labels, tuple(name for name, _ in classes), len(_list_images(folder))
 
 
 def load_image_folder(config: DataConfig, *, progress: bool = True) -> SourceData:
-    """Every image in the folder `config.dataset` as one (N, C, H, W) tensor."""
+    """Every image in the folder `config.dataset` as one (N, C, H, W) tensor.
+
+    Layouts: one sub-folder per class (label = the top-level sub-folder, images found at any
+    depth below it), or a flat folder of images without labels. Files are in sorted path order,
+    so a class-folder dataset is sorted by class.
+    """
     folder = Path(config.dataset).expanduser()
-    files, labels, class_names = _find_files(folder)
+    files, labels, class_names, ignored = _find_files(folder)
     if not files:
         raise VaelabError(
             f"no images in {folder}: expected {', '.join(sorted(IMAGE_SUFFIXES))} files, "
@@ -121,14 +173,18 @@ def load_image_folder(config: DataConfig, *, progress: bool = True) -> SourceDat
             first = (path, array.shape[1:])
         elif config.image_size is None and array.shape[1:] != first[1]:
             (h0, w0), (h1, w1) = first[1], array.shape[1:]
+            name0, name1 = first[0].relative_to(folder), path.relative_to(folder)
             raise VaelabError(
-                f"images in {folder} have different sizes (e.g. {h0}x{w0} in {first[0].name} and "
-                f"{h1}x{w1} in {path.name}); pass --image-size H W (or --image-size N) to resize "
-                "them"
+                f"images in {folder} have different sizes ({name0} is {w0} wide × {h0} high, "
+                f"{name1} is {w1} wide × {h1} high); resize them all with --image-size H W "
+                "(image_size in a config)"
             )
         arrays.append(array)
     channels = config.channels or max(a.shape[0] for a in arrays)  # gray only if all are gray
     x = torch.from_numpy(np.stack([_to_channels(a, channels) for a in arrays]))
     y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
     log.info("loaded %d images of shape %s from %s", len(x), tuple(x.shape[1:]), folder)
+    if ignored:  # after loading, so that a failing load does not warn before its error
+        log.warning("ignored %d images directly inside %s: it has class sub-folders", ignored,
+                    folder)  # fmt: skip
     return SourceData(pool=Split(x=x, y=y), test=None, class_names=class_names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,13 +43,31 @@ DATASETS: dict[str, Source] = {
 FILE_SOURCES: dict[str, Source] = {".npy": load_array_file, ".npz": load_array_file}
 
 
-def resolve_source(dataset: str) -> Source:
-    """The loader for a registered name, an image folder, or a file with a known suffix."""
+def registered_name(dataset: str) -> str | None:
+    """The registered name `dataset` stands for, or None when it is (meant as) a path.
+
+    An exact name wins over a path of that name; otherwise an existing path wins over a name
+    spelled with another case or "_" for "-" ("MNIST", "Fashion_MNIST").
+    """
     if dataset in DATASETS:
-        return DATASETS[dataset]
+        return dataset
+    if Path(dataset).expanduser().exists():
+        return None
+    key = dataset.strip().lower().replace("_", "-")
+    return key if key in DATASETS else None
+
+
+def resolve_source(dataset: str) -> tuple[str, Source]:
+    """(name, loader) for a registered name, an image folder, or a file with a known suffix.
+
+    `name` is the registered name (see `registered_name`), or `dataset` itself for a path.
+    """
+    name = registered_name(dataset)
+    if name is not None:
+        return name, DATASETS[name]
     path = Path(dataset).expanduser()
     if path.is_dir():
-        return load_image_folder
+        return dataset, load_image_folder
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix not in FILE_SOURCES:
@@ -56,18 +75,38 @@ def resolve_source(dataset: str) -> Source:
                 f"cannot load {dataset}: unsupported file type '{suffix or path.name}'; "
                 "use an image folder, .npy or .npz file"
             )
-        return FILE_SOURCES[suffix]
-    if path.suffix or len(path.parts) > 1:  # meant as a path, not a name
-        raise VaelabError(f"dataset path {dataset} does not exist")
+        return dataset, FILE_SOURCES[suffix]
+    known = ", ".join(DATASETS)
+    if _looks_like_path(dataset):
+        raise VaelabError(
+            f"dataset path {dataset} does not exist; pass an existing image folder, .npy or .npz "
+            f"file, or one of {known}"
+        )
     raise VaelabError(
-        f"unknown dataset '{dataset}': use one of {', '.join(DATASETS)}, "
+        f"unknown dataset '{dataset}': use one of {known}, "
         "or a path to an image folder, .npy or .npz file"
     )
 
 
+def _looks_like_path(dataset: str) -> bool:
+    """Meant as a path, not a name: a separator, a suffix, or a leading "." or "~"."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    return (
+        any(sep in dataset for sep in separators)
+        or dataset.startswith((".", "~"))
+        or bool(Path(dataset).suffix)
+    )
+
+
 def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
-    """Load `config.dataset`, bring it to the requested size / channels, and split it by seed."""
-    source = resolve_source(config.dataset)(config, progress=progress)
+    """Load `config.dataset`, bring it to the requested size / channels, and split it by seed.
+
+    See `split_source` for how the splits are drawn; each keeps the source's order.
+    """
+    name, load = resolve_source(config.dataset)
+    source = load(config, progress=progress)
+    if len(source.pool) == 0:
+        raise VaelabError(f"dataset {config.dataset} has no samples to train on")
     shape_options = {"image_size": config.image_size, "channels": config.channels}
     source = SourceData(
         pool=conform(source.pool, **shape_options),
@@ -80,9 +119,7 @@ def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
         test_fraction=config.test_fraction,
         seed=config.seed,
     )
-    splits = DataSplits(
-        name=config.dataset, train=train, val=val, test=test, class_names=source.class_names
-    )
+    splits = DataSplits(name=name, train=train, val=val, test=test, class_names=source.class_names)
     log.info("data %s %s: %d train, %d val, %d test", splits.name, splits.shape,
              len(train), len(val), len(test))  # fmt: skip
     return splits

@@ -148,13 +148,10 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _data_dir(config: DataConfig) -> tuple[Path, str] | None:
-    """(folder, what set it) from `config.data_dir`, else $VAELAB_DATA, else None."""
-    if config.data_dir:
-        return Path(config.data_dir).expanduser(), "data_dir"
-    if os.environ.get("VAELAB_DATA"):
-        return Path(os.environ["VAELAB_DATA"]).expanduser(), "VAELAB_DATA"
-    return None
+def _data_dir(config: DataConfig) -> Path | None:
+    """`config.data_dir`, else $VAELAB_DATA, else None."""
+    base = config.data_dir or os.environ.get("VAELAB_DATA")
+    return Path(base).expanduser() if base else None
 
 
 def _locate(dataset: IdxDataset, config: DataConfig, progress: bool) -> list[Path]:
@@ -164,17 +161,17 @@ def _locate(dataset: IdxDataset, config: DataConfig, progress: bool) -> list[Pat
     """
     data_dir = _data_dir(config)
     cache = cache_root() / dataset.name
-    folders = [data_dir[0] / dataset.name, data_dir[0]] if data_dir else []
+    folders = [data_dir / dataset.name, data_dir] if data_dir else []
     for folder in [*folders, cache]:
         found = [_find(folder, stem) for stem in IDX_STEMS]
         if all(found):
             return found
     files = f"the four IDX files ({', '.join(IDX_STEMS)}, optionally .gz)"
     if data_dir:
-        looked = f"{folders[0]} and {folders[1]} ({data_dir[1]}), then the cache {cache}"
+        looked = f"{folders[0]}, {folders[1]} and the cache {cache}"
         hint = f"put {files} in {folders[0]}"
     else:
-        looked = f"the cache {cache} (no data_dir or VAELAB_DATA set)"
+        looked = f"the cache {cache}, as neither data_dir nor VAELAB_DATA is set"
         hint = f"put {files} in {cache}, or in DIR/{dataset.name} and set VAELAB_DATA=DIR"
     if not config.download:
         raise VaelabError(f"{dataset.title} files not found (looked in {looked}); {hint}")
@@ -186,8 +183,9 @@ def _locate(dataset: IdxDataset, config: DataConfig, progress: bool) -> list[Pat
         try:
             download(resource, cache, progress=progress)
         except DownloadFailed as e:
+            reason = " ".join(e.reason.split())  # keep the message on one line
             raise VaelabError(
-                f"could not download {dataset.title} file {resource.filename} ({e.reason}) "
+                f"could not download {dataset.title} file {resource.filename} ({reason}) "
                 f"after looking in {looked}; with no network, {hint}"
             ) from None
         except OSError as e:

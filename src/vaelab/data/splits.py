@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from vaelab.errors import VaelabError
 
+log = logging.getLogger(__name__)
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class Split:
-    """Images `x` (N, C, H, W) float32 and optional int64 labels `y` (N,)."""
+    """Images `x` (N, C, H, W) float32 and optional int64 labels `y` (N,).
+
+    Samples are in the source's order, not shuffled: a folder with one sub-folder per class
+    gives a split sorted by class. Pick spread-out or random examples yourself.
+    """
 
     x: torch.Tensor
     y: torch.Tensor | None
@@ -30,7 +37,10 @@ class Split:
 
 @dataclass(frozen=True)
 class DataSplits:
-    """A loaded dataset: its name, three splits and optional class names."""
+    """A loaded dataset: its name, three splits and optional class names.
+
+    `name` is the registered name (e.g. "mnist" for `dataset="MNIST"`) or the path as given.
+    """
 
     name: str
     train: Split
@@ -45,7 +55,7 @@ class DataSplits:
         return (c, h, w)
 
     def split(self, name: str) -> Split:
-        """The split called "train", "val" or "test"."""
+        """The split called "train", "val" or "test", in the source's order (see `Split`)."""
         if name not in SPLIT_NAMES:
             raise VaelabError(f"unknown split {name!r}: use one of {', '.join(SPLIT_NAMES)}")
         return getattr(self, name)
@@ -75,12 +85,19 @@ def split_source(
 
     Without an official test split, test takes `test_fraction` of the pool first and val
     takes `val_fraction` of the whole pool; otherwise val is `val_fraction` of the pool.
+    Counts are rounded, and a positive fraction gets at least one sample. When that would leave
+    train empty (pools of 1 or 2 samples, or fractions close to 1), every sample of the pool
+    trains and nothing is held out from it (3 samples: one each). Only an empty pool is an
+    error. Each split keeps the pool's order (the permutation only chooses the members).
     """
     n = len(source.pool)
+    if n == 0:
+        raise VaelabError("the dataset has no samples to split; add some data")
     n_test = _count(test_fraction, n) if source.test is None else 0
     n_val = _count(val_fraction, n)
     if n - n_test - n_val < 1:
-        raise VaelabError(f"dataset has only {n} samples; too few for the requested splits")
+        log.info("only %d samples to split: all of them train, none are held out", n)
+        n_test = n_val = 0
     generator = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=generator)
     # Sorting within each split keeps the source's order, so e.g. a class-sorted pool stays sorted.

@@ -44,3 +44,15 @@ def conform(split: Split, *, image_size: tuple[int, int] | None, channels: int |
     if image_size is not None:
         x = resize(x, image_size)
     return Split(x=x.contiguous(), y=split.y)
+
+
+def looks_like_0_255(x: torch.Tensor) -> bool:
+    """Whether float images `x` look like unscaled 8-bit pixels: min >= 0 and max > 2.
+
+    Data in [0, 1] never exceeds 1 and standardised data goes below 0, so this flags values
+    that were probably meant to be divided by 255. Non-float or empty tensors give False.
+    """
+    if not x.is_floating_point() or x.numel() == 0:
+        return False
+    low, high = torch.aminmax(x.detach())
+    return bool(low >= 0) and bool(high > 2)  # NaN compares False: not flagged

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vaelab.data import DATASETS, DataConfig
+from vaelab.data import DataConfig, registered_name
 from vaelab.errors import VaelabError
 from vaelab.files import atomic_write_text
 from vaelab.models import ModelConfig
@@ -225,8 +225,7 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     the saved run finds its data again from any working directory or shell."""
     data = config.data
     dataset, data_dir = data.dataset, data.data_dir or os.environ.get("VAELAB_DATA") or None
-    registered = dataset.lower().replace("_", "-") in DATASETS  # names win over paths
-    if not registered and Path(dataset).expanduser().exists():
+    if registered_name(dataset) is None and Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
     if data_dir is not None:
         data_dir = str(Path(data_dir).expanduser().resolve())

@@ -1,0 +1,1 @@
+"""Looking at a trained model: its latent codes, figures, reports and comparisons."""

@@ -1,0 +1,81 @@
+"""Latent codes of a dataset, and their projection to a plane for drawing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vaelab.data import iterate_batches
+from vaelab.errors import VaelabError
+from vaelab.models import Autoencoder
+
+PROJECTIONS = ("pca", "tsne")
+
+
+def encode_dataset(model: Autoencoder, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """The code of every example: the posterior mean (mu for a VAE). x (N, C, H, W) -> (N, D),
+    on the CPU; batched under inference mode, on the model's device."""
+    codes = []
+    with torch.inference_mode():
+        for batch in iterate_batches(x, batch_size, shuffle=False):
+            codes.append(model.encode(batch.to(model.device)).mean.float().cpu())
+    if not codes:
+        return torch.zeros(0, model.config.latent_dim)
+    return torch.cat(codes)
+
+
+@dataclass(frozen=True)
+class Plane:
+    """An affine map from the latent space to a plane and back: z ≈ center + p @ axes.
+
+    For a 2-D latent space it is the identity; otherwise the first two principal axes of
+    the codes it was fitted on (the other directions held at the mean on the way back).
+    """
+
+    center: torch.Tensor  # (D,)
+    axes: torch.Tensor  # (2, D), orthonormal rows
+    scales: torch.Tensor  # (2,) standard deviation of the codes along each axis
+
+    @classmethod
+    def fit(cls, codes: torch.Tensor) -> Plane:
+        """Fit to codes (N, D), D >= 2."""
+        if codes.ndim != 2 or codes.shape[1] < 2:
+            raise VaelabError("a latent plane needs codes with at least 2 dimensions")
+        codes = codes.double()
+        dim = codes.shape[1]
+        if dim == 2:
+            center = torch.zeros(2, dtype=torch.float64)
+            axes = torch.eye(2, dtype=torch.float64)
+        else:
+            center = codes.mean(dim=0)
+            # Principal axes from the SVD of the centred codes (Pearson 1901).
+            _, _, vh = torch.linalg.svd(codes - center, full_matrices=False)
+            axes = vh[:2]
+        projected = (codes - center) @ axes.T
+        scales = projected.std(dim=0) if len(codes) > 1 else torch.ones(2, dtype=torch.float64)
+        return cls(center.float(), axes.float(), scales.float())
+
+    def project(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, 2)."""
+        return (codes.float() - self.center) @ self.axes.T
+
+    def lift(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 2) -> (N, D): points of the plane back in the latent space."""
+        return self.center + points.float() @ self.axes
+
+
+def project_2d(codes: torch.Tensor, method: str = "pca", *, seed: int = 0) -> torch.Tensor:
+    """Codes (N, D) as (N, 2) points to draw: the codes themselves when D == 2, else PCA or
+    t-SNE (van der Maaten & Hinton 2008, via scikit-learn)."""
+    if method not in PROJECTIONS:
+        raise VaelabError(f"unknown projection '{method}': use one of {', '.join(PROJECTIONS)}")
+    if codes.shape[1] == 1:
+        return torch.cat([codes.float(), torch.zeros_like(codes, dtype=torch.float32)], dim=1)
+    if codes.shape[1] == 2 or method == "pca":
+        return Plane.fit(codes).project(codes)
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, max(2.0, (len(codes) - 1) / 3))
+    points = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca")
+    return torch.from_numpy(points.fit_transform(codes.double().numpy())).float()

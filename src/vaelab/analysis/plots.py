@@ -1,0 +1,336 @@
+"""Figures of a trained model: one small function per figure, each returning a matplotlib Figure.
+
+They take tensors (and the model where they must decode) and touch no files and no pyplot
+state; `vaelab.analysis.run_plots.plot_run` draws them all for a run folder. Images are tiled
+into one mosaic per panel (one `imshow`), so a 15x15 grid is one image, not 225 axes.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from vaelab.analysis.grids import SPAN, manifold_latents, most_active, traversal_latents
+from vaelab.models import VAE, Autoencoder
+
+DPI = 120
+CELL_INCHES = 0.55  # one image tile: 8x8 digits become 66-pixel tiles at DPI
+DECODE_BATCH = 256
+
+ValueRange = tuple[float, float]
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+def to_unit_range(images: Tensor, value_range: ValueRange | None = None) -> Tensor:
+    """Images (N, C, H, W) in [0, 1] for display: `value_range` (low, high), the training
+    data's, maps linearly to [0, 1]; without it [0, 1] is assumed. Outside values are clamped."""
+    low, high = value_range if value_range is not None else (0.0, 1.0)
+    images = torch.nan_to_num(images.detach().float().cpu())  # a diverged model's NaN -> 0
+    return ((images - low) / max(high - low, 1e-12)).clamp(0.0, 1.0)
+
+
+def mosaic(images: Tensor, rows: int, cols: int, *, pad: int = 1) -> np.ndarray:
+    """Tile images (N, C, H, W) in [0, 1], N <= rows * cols, row by row on a white background.
+
+    Returns (rows * (H + pad) + pad, cols * (W + pad) + pad), with a last axis of 3 for RGB.
+    """
+    n, channels, height, width = images.shape
+    if n > rows * cols:
+        raise ValueError(f"{n} images do not fit a {rows}x{cols} mosaic")
+    canvas = torch.ones(channels, rows * (height + pad) + pad, cols * (width + pad) + pad)
+    for i, image in enumerate(images):
+        top = pad + (i // cols) * (height + pad)
+        left = pad + (i % cols) * (width + pad)
+        canvas[:, top : top + height, left : left + width] = image
+    array = canvas.permute(1, 2, 0).numpy()
+    return array[:, :, 0] if channels == 1 else array
+
+
+def _tile_centers(count: int, size: int, pad: int = 1) -> list[float]:
+    """Pixel coordinates of the centres of `count` tiles of `size` pixels along one axis."""
+    return [pad + i * (size + pad) + (size - 1) / 2 for i in range(count)]
+
+
+def _show(ax: Any, images: Tensor, rows: int, cols: int, value_range: ValueRange | None) -> None:
+    """Draw images (N, C, H, W) as one mosaic on `ax`, gray for one channel, RGB for three."""
+    array = mosaic(to_unit_range(images, value_range), rows, cols)
+    ax.imshow(
+        array, cmap="gray" if array.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest"
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _image_figure(rows: int, cols: int, *, extra: tuple[float, float] = (0.6, 0.9)) -> Figure:
+    """A figure sized for a rows x cols mosaic plus margins `extra` (width, height) in inches."""
+    width = min(16.0, max(4.0, cols * CELL_INCHES + extra[0]))
+    height = min(20.0, max(2.0, rows * CELL_INCHES + extra[1]))
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _decode(model: Autoencoder, z: Tensor) -> Tensor:
+    """model.decode over z (N, D) in batches, under inference mode; (N, C, H, W) on the CPU."""
+    parts = []
+    with torch.inference_mode():
+        for chunk in z.split(DECODE_BATCH):
+            parts.append(model.decode(chunk.to(model.device, model.dtype)).float().cpu())
+    return torch.cat(parts)
+
+
+def _kind(model: Autoencoder) -> str:
+    names = {"vae": "VAE", "ae": "Autoencoder", "dae": "Denoising autoencoder"}
+    return names.get(model.config.model, model.config.model)
+
+
+def _title(fig: Figure, ax: Any, text: str) -> None:
+    """A title wrapped to the figure's width, so a small figure's long title stays whole."""
+    width = max(20, int(fig.get_figwidth() * 12))  # characters at 10 pt per line, roughly
+    lines = [textwrap.fill(line, width) for line in text.splitlines()]
+    ax.set_title("\n".join(lines), fontsize=10)
+
+
+# --- the latent map -----------------------------------------------------------------------
+
+
+def latent_map(
+    points: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    *,
+    title: str,
+    xlabel: str = "$z_1$",
+    ylabel: str = "$z_2$",
+) -> Figure:
+    """A scatter of 2-D points (N, 2), coloured by integer class `labels` (N,) with a legend."""
+    points = np.asarray(points, dtype=np.float64)
+    fig = Figure(figsize=(7.5, 6.0), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    size = 6 if len(points) > 2000 else 12
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6, linewidths=0)
+    else:
+        labels = np.asarray(labels)
+        classes = np.unique(labels)
+        palette = _palette(len(classes))
+        for colour, label in zip(palette, classes, strict=True):
+            chosen = labels == label
+            name = class_names[label] if class_names and 0 <= label < len(class_names) else label
+            ax.scatter(
+                points[chosen, 0],
+                points[chosen, 1],
+                s=size,
+                alpha=0.7,
+                linewidths=0,
+                color=colour,
+                label=str(name),
+            )
+        legend = ax.legend(
+            title="class",
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            markerscale=2.5,
+            frameon=False,
+            ncols=1 if len(classes) <= 20 else 2,
+        )
+        for handle in legend.legend_handles:
+            handle.set_alpha(1.0)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.25)
+    return fig
+
+
+def _palette(n: int) -> list[Any]:
+    """n distinct colours: tab10 up to 10 classes, tab20 up to 20, then a continuous map."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](i / max(n - 1, 1)) for i in range(n)]
+
+
+# --- the manifold grid --------------------------------------------------------------------
+
+
+def manifold_grid(
+    model: Autoencoder,
+    codes: Tensor | None = None,
+    *,
+    n: int = 15,
+    value_range: ValueRange | None = None,
+) -> Figure:
+    """Images decoded on a regular grid of the latent space (see `manifold_latents`); `codes`
+    (N, D) of a dataset are needed unless the model is a VAE with D <= 2."""
+    grid = manifold_latents(model.config.latent_dim, codes, prior=isinstance(model, VAE), n=n)
+    images = _decode(model, grid.z)
+    fig = _image_figure(grid.rows, grid.cols, extra=(1.2, 1.4))
+    ax = fig.add_subplot()
+    _show(ax, images, grid.rows, grid.cols, value_range)
+    _, _, height, width = images.shape
+    every = max(1, grid.cols // 8)  # at most ~8 tick labels per axis stay readable
+    xs = _tile_centers(grid.cols, width)
+    ax.set_xticks(xs[::every], [f"{v:.2g}" for v in grid.x_values.tolist()[::every]])
+    if grid.rows > 1:
+        ys = _tile_centers(grid.rows, height)
+        ax.set_yticks(ys[::every], [f"{v:.2g}" for v in grid.y_values.tolist()[::every]])
+    ax.set_xlabel(grid.xlabel)
+    ax.set_ylabel(grid.ylabel)
+    _title(fig, ax, f"{_kind(model)} manifold: {grid.rows}x{grid.cols} decoded codes\n{grid.note}")
+    return fig
+
+
+# --- samples, reconstructions, interpolations, traversals ---------------------------------
+
+
+def samples_grid(
+    images: Tensor, *, title: str, cols: int | None = None, value_range: ValueRange | None = None
+) -> Figure:
+    """Images (N, C, H, W), e.g. decoded prior samples, as one grid (square by default)."""
+    cols = cols or max(1, int(np.ceil(np.sqrt(len(images)))))
+    rows = max(1, -(-len(images) // cols))
+    fig = _image_figure(rows, cols)
+    ax = fig.add_subplot()
+    _show(ax, images, rows, cols, value_range)
+    _title(fig, ax, title)
+    return fig
+
+
+def reconstructions_figure(
+    x: Tensor,
+    x_hat: Tensor,
+    *,
+    cols: int = 10,
+    title: str = "Reconstructions",
+    value_range: ValueRange | None = None,
+) -> Figure:
+    """Originals x (N, C, H, W) with their reconstructions x_hat right below, `cols` per row."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} differ in shape")
+    cols = max(1, min(cols, len(x)))
+    row_pairs = -(-len(x) // cols)
+    x, x_hat = to_unit_range(x, value_range), to_unit_range(x_hat, value_range)
+    tiles = torch.ones(row_pairs * 2 * cols, *x.shape[1:])  # cells left over stay white
+    for i in range(len(x)):
+        top = (i // cols) * 2 * cols + i % cols  # pair i: one column, two adjacent rows
+        tiles[top], tiles[top + cols] = x[i], x_hat[i]
+    fig = _image_figure(2 * row_pairs, cols, extra=(1.6, 0.6))
+    ax = fig.add_subplot()
+    _show(ax, tiles, 2 * row_pairs, cols, (0.0, 1.0))
+    ax.set_yticks(
+        _tile_centers(2 * row_pairs, x.shape[-2]), ["original", "reconstruction"] * row_pairs
+    )
+    _title(fig, ax, title)
+    return fig
+
+
+def interpolation_strips(
+    model: Autoencoder,
+    pairs: Sequence[tuple[Tensor, Tensor]],
+    *,
+    steps: int = 10,
+    spherical: bool | None = None,
+    pair_names: Sequence[str] | None = None,
+    value_range: ValueRange | None = None,
+) -> Figure:
+    """One strip per pair (x_a, x_b), each (C, H, W): x_a, `steps` decodings along the path
+    between their codes, x_b. Paths are linear, plus spherical (slerp, White 2016) when
+    `spherical` is True or, by default, for a VAE, whose codes live near the prior's shell."""
+    spherical = isinstance(model, VAE) if spherical is None else spherical
+    modes = [False, True] if spherical else [False]
+    strips, names = [], []
+    with torch.inference_mode():
+        for k, (x_a, x_b) in enumerate(pairs):
+            x_a, x_b = x_a.to(model.device, model.dtype), x_b.to(model.device, model.dtype)
+            for slerp in modes:
+                path = model.interpolate(x_a, x_b, steps, spherical=slerp)
+                strips.append(torch.cat([x_a[None], path, x_b[None]]).float().cpu())
+                pair = pair_names[k] if pair_names else f"pair {k + 1}"
+                names.append(f"{pair}\n{'spherical' if slerp else 'linear'}")
+    rows, cols = len(strips), steps + 2
+    fig = _image_figure(rows, cols, extra=(1.6, 1.1))
+    ax = fig.add_subplot()
+    _show(ax, torch.cat(strips), rows, cols, value_range)
+    height, width = strips[0].shape[-2:]
+    t = [f"{v:.2g}" for v in torch.linspace(0, 1, steps).tolist()]
+    ax.set_xticks(_tile_centers(cols, width), ["$x_a$", *t, "$x_b$"], fontsize=8)
+    ax.set_yticks(_tile_centers(rows, height), names, fontsize=8)
+    ax.set_xlabel("t along the path from code($x_a$) to code($x_b$)")
+    _title(fig, ax, f"{_kind(model)} interpolations between {len(pairs)} pairs of images")
+    return fig
+
+
+def latent_traversals(
+    model: Autoencoder,
+    codes: Tensor,
+    *,
+    steps: int = 9,
+    max_dims: int = 16,
+    value_range: ValueRange | None = None,
+) -> Figure:
+    """One row per latent dimension: decoded codes moved along it from -2 to +2 standard
+    deviations of `codes` (N, D), the other dimensions at their mean. Past `max_dims`
+    dimensions, only the most active (largest variance over the data) are shown."""
+    center, scales = codes.float().mean(dim=0), codes.float().std(dim=0).nan_to_num(0.0)
+    dims = most_active(codes, max_dims)
+    images = _decode(model, traversal_latents(center, scales, dims, steps))
+    rows, dim = len(dims), codes.shape[1]
+    fig = _image_figure(rows, steps, extra=(1.8, 1.1))
+    ax = fig.add_subplot()
+    _show(ax, images, rows, steps, value_range)
+    height, width = images.shape[-2:]
+    names = [f"$z_{{{d + 1}}}$ (std {scales[d]:.2g})" for d in dims.tolist()]
+    ax.set_yticks(_tile_centers(rows, height), names, fontsize=8)
+    t = [f"{v:+.2g}" for v in torch.linspace(-SPAN, SPAN, steps).tolist()]
+    ax.set_xticks(_tile_centers(steps, width), t, fontsize=8)
+    ax.set_xlabel("offset from the mean code, in standard deviations of that dimension")
+    shown = f"the {rows} most active of {dim} dimensions" if rows < dim else f"all {dim} dimensions"
+    _title(fig, ax, f"{_kind(model)} latent traversals: {shown}")
+    return fig
+
+
+# --- training curves ----------------------------------------------------------------------
+
+CURVES = (("loss", "loss (negative ELBO for a VAE)"), ("recon", "reconstruction"), ("kl", "KL"))
+
+
+def training_curves(records: Sequence[Mapping[str, Any]], *, title: str = "Training") -> Figure:
+    """Loss, reconstruction and KL per epoch, train and validation, from metrics records
+    (dicts with "epoch" and "train/loss", "val/loss", ...; the last record of an epoch wins)."""
+    by_epoch = {r["epoch"]: r for r in records if isinstance(r.get("epoch"), int | float)}
+    epochs = sorted(by_epoch)
+    fig = Figure(figsize=(12.0, 3.8), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(CURVES))
+    for ax, (term, name) in zip(axes, CURVES, strict=True):
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}/{term}"
+            xs = [e for e in epochs if isinstance(by_epoch[e].get(key), int | float)]
+            if xs:
+                ax.plot(
+                    xs,
+                    [by_epoch[e][key] for e in xs],
+                    style,
+                    marker="o",
+                    markersize=3,
+                    label="validation" if split == "val" else "train",
+                )
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per example")
+        ax.grid(alpha=0.25)
+        if ax.has_data():
+            ax.legend(frameon=False)
+        else:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title)
+    return fig
