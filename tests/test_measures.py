@@ -108,7 +108,7 @@ def test_a_linear_decoder_along_a_line_changes_evenly(steps):
     z_a, z_b = _pairs()
     weight = torch.randn(3, 12, generator=torch.Generator().manual_seed(1))
     jumps = interpolation_smoothness(lambda z: (z @ weight).view(-1, 3, 2, 2), z_a, z_b, steps)
-    assert jumps.tolist() == pytest.approx([1 / (steps - 1)] * 5, rel=1e-6)
+    assert jumps.tolist() == pytest.approx([1 / (steps - 1)] * 5, rel=1e-5)  # float32 frames
 
 
 def test_a_step_decoder_puts_the_whole_path_in_one_jump():
@@ -143,6 +143,7 @@ def test_a_mean_shift_adds_its_squared_length():
 def test_a_scaled_set_matches_the_closed_form():
     # S_b = 4 S_a: Tr(S_a + 4 S_a - 2 (4 S_a^2)^(1/2)) = Tr(S_a).
     feats = torch.randn(400, 6, generator=torch.Generator().manual_seed(0)).double()
+    feats = feats - feats.mean(dim=0)  # so that scaling leaves the mean alone
     expected = float(torch.cov(feats.T).trace())
     assert frechet_distance(feats, 2 * feats) == pytest.approx(expected, rel=1e-8)
 

@@ -17,6 +17,9 @@ from tqdm import tqdm
 
 from vaelab import commands
 from vaelab._version import __version__
+from vaelab.analysis.latents import PROJECTIONS
+from vaelab.analysis.report import write_report
+from vaelab.analysis.run_plots import plot_run
 from vaelab.commands import MAX_FIGURE_IMAGES
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
@@ -323,7 +326,54 @@ def build_parser() -> argparse.ArgumentParser:
                       help="which checkpoint of a run folder (default: best)")  # fmt: skip
     info.add_argument("--json", action="store_true", help="print JSON instead")
     _add_quiet(info)
+    _add_figure_commands(subparsers)
     return parser
+
+
+def _add_figure_commands(subparsers: Any) -> None:
+    """`plot` (every figure of a run as PNGs) and `report` (one self-contained HTML page)."""
+    plot = subparsers.add_parser(
+        "plot", help="every figure of a run as PNGs",
+        description="Latent map, manifold grid, prior samples, reconstructions, interpolations, "
+        "latent traversals and training curves of a run, as PNG files.",
+    )  # fmt: skip
+    report = subparsers.add_parser(
+        "report", help="one self-contained HTML report of a run",
+        description="The figures of `vaelab plot` embedded in one HTML file, with the run's "
+        "config, metrics and eval.json results (when present).",
+    )  # fmt: skip
+    plot.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: RUN/plots)")
+    report.add_argument("--out", metavar="FILE",
+                        help="the HTML file, or a folder for report.html (default: "
+                        "RUN/report.html); the PNGs go into plots/ beside it")  # fmt: skip
+    for parser in (plot, report):
+        parser.add_argument("run", metavar="RUN", help="run folder, or a checkpoint folder")
+        parser.add_argument("--projection", choices=PROJECTIONS, default="pca",
+                            help="how the latent map flattens more than two latent dimensions "
+                            "(default: pca; tsne is slower)")  # fmt: skip
+        parser.add_argument("--max-points", type=int, default=5000, metavar="N",
+                            help="codes drawn in the latent map, a seeded random subset "
+                            "(default: 5000)")  # fmt: skip
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="seed of the subset, samples and interpolation pairs",
+        )
+        parser.add_argument(
+            "--checkpoint",
+            choices=("best", "last"),
+            default="best",
+            help="which checkpoint of a run folder (default: best)",
+        )
+        parser.add_argument(
+            "--device",
+            choices=DEVICES,
+            default="auto",
+            help="where to run the model; auto picks CUDA when available",
+        )
+        _add_data_arguments(parser)
+        _add_quiet(parser)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -409,12 +459,28 @@ def _info(args: argparse.Namespace) -> Iterator[str]:
         raise VaelabError(report.error)
 
 
+def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"projection": args.projection, "split": args.split, "checkpoint": args.checkpoint,
+            "max_points": args.max_points, "dataset": args.dataset, "data_dir": args.data_dir,
+            "device": args.device, "seed": args.seed}  # fmt: skip
+
+
+def _plot(args: argparse.Namespace) -> list[Path]:
+    return plot_run(Path(args.run), args.out, **_figure_options(args))
+
+
+def _report(args: argparse.Namespace) -> list[Path]:
+    return [write_report(Path(args.run), args.out, **_figure_options(args))]
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
     "train": _train,
     "sample": _sample,
     "reconstruct": _reconstruct,
     "interpolate": _interpolate,
     "info": _info,
+    "plot": _plot,
+    "report": _report,
 }
 
 
