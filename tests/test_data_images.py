@@ -155,7 +155,7 @@ def test_images_directly_beside_class_folders_warned_after_loading(tmp_path, cap
     save(tmp_path / "cats" / "0.png", gray(10))
     save(tmp_path / "stray.png", gray(10))
     assert len(load(tmp_path).train) == 1
-    assert any("ignored 1 images" in r.getMessage() for r in caplog.records)
+    assert any("ignored 1 image " in r.getMessage() for r in caplog.records)
 
 
 def test_class_folders_collected_recursively(tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from vaelab.data.config import DataConfig
 from vaelab.data.splits import SourceData, Split
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, plural
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def load_array_file(config: DataConfig, *, progress: bool = True) -> SourceData:
     images, labels = _read(path)
     x = torch.from_numpy(_images_to_nchw(images, path))
     y = None if labels is None else torch.from_numpy(_check_labels(labels, len(x), path))
-    log.info("loaded %d arrays of shape %s from %s", len(x), tuple(x.shape[1:]), path)
+    log.info("loaded %s of shape %s from %s", plural(len(x), "array"), tuple(x.shape[1:]), path)
     return SourceData(pool=Split(x=x, y=y), test=None, class_names=None)
 
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from vaelab.data.config import DataConfig
 from vaelab.data.splits import SourceData, Split
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, plural
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def load_image_folder(config: DataConfig, *, progress: bool = True) -> SourceDat
     channels = config.channels or max(a.shape[0] for a in arrays)  # gray only if all are gray
     x = torch.from_numpy(np.stack([_to_channels(a, channels) for a in arrays]))
     y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
-    log.info("loaded %d images of shape %s from %s", len(x), tuple(x.shape[1:]), folder)
+    log.info("loaded %s of shape %s from %s", plural(len(x), "image"), tuple(x.shape[1:]), folder)
     if ignored:  # after loading, so that a failing load does not warn before its error
-        log.warning("ignored %d images directly inside %s: it has class sub-folders", ignored,
-                    folder)  # fmt: skip
+        log.warning("ignored %s directly inside %s: it has class sub-folders",
+                    plural(ignored, "image"), folder)  # fmt: skip
     return SourceData(pool=Split(x=x, y=y), test=None, class_names=class_names)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from vaelab.data import DataSplits, batch_indices, load_data
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, plural
 from vaelab.models import Autoencoder, LossTerms, build_model
 from vaelab.training.config import RunConfig, with_absolute_paths, with_data_shape
 from vaelab.training.distributed import Distributed, distributed, shard
@@ -78,7 +78,10 @@ def train(
                 _finish_epoch(session, epoch, sums, seen)
                 patience = session.config.train.early_stopping
                 if patience is not None and session.state.since_best >= patience:
-                    logger.info("early stopping: no better validation loss for %d epochs", patience)
+                    logger.info(
+                        "early stopping: no better validation loss for %s",
+                        plural(patience, "epoch"),
+                    )
                     stopped_early = True
                     break
         finally:
