@@ -48,3 +48,34 @@ def test_report_is_one_self_contained_html_file(run5: Path, capsys) -> None:
 def test_plot_of_a_missing_run_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(capsys, "plot", tmp_path / "nothing")
     assert_one_line_error(code, err, "does not exist")
+
+
+def test_sample_from_a_mixture_fitted_to_the_codes(run5: Path, tmp_path: Path, capsys) -> None:
+    outs = []
+    for sampler in ("prior", "gmm"):
+        out = tmp_path / f"{sampler}.png"
+        code, _, _ = run_cli(capsys, "sample", run5, "--sampler", sampler, "--n", "16",
+                             "--out", out, "-q")  # fmt: skip
+        assert code == 0
+        outs.append(out.read_bytes())
+    assert outs[0] != outs[1]  # different codes, different pictures
+
+
+def test_compare_writes_figure_json_and_table(
+    run5: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from vaelab.cli import main
+
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
+    ae = tmp_path / "ae"
+    assert main(["-q", "train", "--model", "ae", "--latent-dim", "5", "--epochs", "2",
+                 "--hidden-dims", "32", "--out", str(ae), *FAST]) == 0  # fmt: skip
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "compare", run5, ae, "--out", tmp_path / "cmp", "--samples",
+                           "200", "--pairs", "10", "-q")  # fmt: skip
+    assert code == 0
+    assert [Path(p).name for p in out.splitlines()] == [
+        "comparison.png", "comparison.json", "comparison.md",
+    ]  # fmt: skip
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "ae" in table and "vae" in table

@@ -17,9 +17,11 @@ from tqdm import tqdm
 
 from vaelab import commands
 from vaelab._version import __version__
+from vaelab.analysis.compare import compare_runs
 from vaelab.analysis.latents import PROJECTIONS
 from vaelab.analysis.report import write_report
 from vaelab.analysis.run_plots import plot_run
+from vaelab.analysis.samplers import SAMPLERS
 from vaelab.commands import MAX_FIGURE_IMAGES
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
@@ -287,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"number of samples, at most {MAX_FIGURE_IMAGES} "
                         "(default: 64)")  # fmt: skip
     sample.add_argument("--seed", type=int, default=0, help="seed of the codes (default: 0)")
+    sample.add_argument(
+        "--sampler",
+        choices=tuple(SAMPLERS),
+        default="prior",
+        help="prior: z ~ N(0, I); gmm: a Gaussian mixture fitted to the run's "
+        "training codes, an autoencoder's fairest chance (default: prior)",
+    )
+    sample.add_argument(
+        "--dataset", metavar="PATH", help="with --sampler gmm: the run's data, if it moved"
+    )
+    sample.add_argument(
+        "--data-dir", metavar="DIR", help="with --sampler gmm: folder with the MNIST IDX files"
+    )
 
     recon = subparsers.add_parser(
         "reconstruct", help="images above their reconstructions",
@@ -327,7 +342,43 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead")
     _add_quiet(info)
     _add_figure_commands(subparsers)
+    _add_compare_command(subparsers)
     return parser
+
+
+def _add_compare_command(subparsers: Any) -> None:
+    compare = subparsers.add_parser(
+        "compare", help="runs on the same data side by side: figure and table of measures",
+        description="Latent maps, sample grids and measures (decodability of random codes, "
+        "gaps, interpolation smoothness, a Frechet distance in a classifier's feature space) for "
+        "runs trained on the same data; writes comparison.png, comparison.json and comparison.md.",
+    )  # fmt: skip
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders on the same data")
+    compare.add_argument("--sampler", choices=tuple(SAMPLERS), default="gmm",
+                         help="gmm also samples from a Gaussian mixture fitted to each run's "
+                         "training codes (default: gmm)")  # fmt: skip
+    compare.add_argument(
+        "--out",
+        metavar="DIR",
+        default="comparison",
+        help="folder for comparison.png/.json/.md (default: ./comparison)",
+    )
+    compare.add_argument(
+        "--samples", type=int, default=2000, help="random codes per measure (default: 2000)"
+    )
+    compare.add_argument(
+        "--pairs", type=int, default=100, help="test pairs to interpolate between (default: 100)"
+    )
+    compare.add_argument("--seed", type=int, default=0, help="seed of codes and pairs")
+    compare.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where to run the models; auto picks CUDA when available",
+    )
+    compare.add_argument("--dataset", metavar="PATH", help="the runs' data, if it moved")
+    compare.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST IDX files")
+    _add_quiet(compare)
 
 
 def _add_figure_commands(subparsers: Any) -> None:
@@ -435,7 +486,17 @@ def _train(args: argparse.Namespace) -> list[Path]:
 
 def _sample(args: argparse.Namespace) -> list[Path]:
     return [commands.sample(Path(args.run), n=args.n, seed=args.seed, out=args.out,
-                            checkpoint=args.checkpoint, device=args.device)]  # fmt: skip
+                            checkpoint=args.checkpoint, device=args.device,
+                            sampler=args.sampler, dataset=args.dataset,
+                            data_dir=args.data_dir)]  # fmt: skip
+
+
+def _compare(args: argparse.Namespace) -> list[Path]:
+    result = compare_runs([Path(p) for p in args.runs], Path(args.out), sampler=args.sampler,
+                          n_samples=args.samples, n_pairs=args.pairs, seed=args.seed,
+                          device=args.device, dataset=args.dataset,
+                          data_dir=args.data_dir)  # fmt: skip
+    return [result.figure, result.json, result.table]
 
 
 def _reconstruct(args: argparse.Namespace) -> list[Path]:
@@ -481,6 +542,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
     "info": _info,
     "plot": _plot,
     "report": _report,
+    "compare": _compare,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vaelab.analysis.samplers import fit_sampler
 from vaelab.data import DataSplits, Split, load_data, load_image_file, registered_name
 from vaelab.errors import VaelabError
 from vaelab.figures import save_image_grid, save_image_pairs
@@ -296,14 +297,23 @@ def _interpolation(
 
 def sample(
     run: Path, *, n: int = 64, seed: int = 0, out: str | None = None,
-    checkpoint: str = "best", device: str = "auto",
+    checkpoint: str = "best", device: str = "auto", sampler: str = "prior",
+    dataset: str | None = None, data_dir: str | None = None,
 ) -> Path:  # fmt: skip
-    """A grid of n images decoded from codes drawn from the prior N(0, I)."""
+    """A grid of n images decoded from codes drawn from the prior N(0, I), or (sampler="gmm")
+    from a Gaussian mixture fitted to the run's training codes."""
     _check_run(run)
     path = _output(run, out, SAMPLES_PNG)
     _check_count(n, "--n")
     trained = _load(run, checkpoint, device)
-    return _save(_samples(trained.model, n, seed), path, trained.value_range)
+    if sampler == "prior":
+        return _save(_samples(trained.model, n, seed), path, trained.value_range)
+    train_x = _load_data(trained.config, dataset, data_dir).train.x
+    fitted = fit_sampler(sampler, trained.model, train_x, seed=seed)
+    z = fitted.sample(n, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        images = trained.model.sample(n, z=z.to(trained.model.device, trained.model.dtype))
+    return _save(images, path, trained.value_range)
 
 
 def reconstruct(

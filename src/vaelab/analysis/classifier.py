@@ -90,6 +90,8 @@ class Classifier:
         return self
 
     def _batched(self, fn: Any, x: Tensor, batch_size: int) -> Tensor:
+        if len(x) == 0:
+            raise VaelabError("no images to classify: pass a non-empty (N, C, H, W) batch")
         outputs = []
         with torch.inference_mode():
             for batch in iterate_batches(x, batch_size, shuffle=False):

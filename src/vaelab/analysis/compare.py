@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,16 @@ from torch import Tensor
 from vaelab.analysis import measures
 from vaelab.analysis.classifier import Classifier, ClassifierUnavailable, classifier_for
 from vaelab.analysis.compare_figure import FigureColumn, draw_comparison
+from vaelab.analysis.compare_report import (
+    MEASURES,
+    NEEDS_CLASSIFIER,
+    ComparisonResult,
+    RunMeasures,
+    Settings,
+    markdown_table,
+    result_json,
+    run_name,
+)
 from vaelab.analysis.latents import encode_dataset, project_2d
 from vaelab.analysis.samplers import SAMPLERS, BoxSampler, Sampler, make_sampler
 from vaelab.data import DataSplits, load_data
@@ -34,75 +44,17 @@ log = logging.getLogger(__name__)
 FIGURE_FILE, JSON_FILE, TABLE_FILE = "comparison.png", "comparison.json", "comparison.md"
 GRID = 64  # samples drawn per sampler in the figure
 
-# measure key -> (row title, key in measures.DEFINITIONS); the table's rows, in order
-MEASURES: dict[str, tuple[str, str]] = {
-    "decodable_prior": ("decodable, z ~ N(0, I)", "decodable"),
-    "decodable_box": ("decodable, z ~ U(code box)", "decodable"),
-    "confidence_prior": ("confidence, z ~ N(0, I)", "confidence"),
-    "confidence_box": ("confidence, z ~ U(code box)", "confidence"),
-    "entropy_prior": ("entropy, z ~ N(0, I)", "entropy"),
-    "entropy_box": ("entropy, z ~ U(code box)", "entropy"),
-    "gap_fraction": ("gap fraction of the code box", "gap_fraction"),
-    "jump_mean": ("interpolation jump, mean over pairs", "jump"),
-    "jump_max": ("interpolation jump, max over pairs", "jump"),
-    "midpoint_confidence": ("confidence at path midpoints", "midpoint_confidence"),
-    "frechet_prior": ("Frechet distance, z ~ N(0, I)", "frechet"),
-    "frechet_gmm": ("Frechet distance, z ~ GMM", "frechet"),
-}
-NEEDS_CLASSIFIER = {"decodable", "confidence", "entropy", "midpoint_confidence", "frechet"}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Sample sizes and randomness of a comparison."""
-
-    samplers: tuple[str, ...] = ("prior",)  # "prior" always; "gmm" adds a fitted mixture
-    n_samples: int = 2000  # random codes per decodability measure and per Frechet distance
-    n_pairs: int = 100  # test pairs for interpolation smoothness
-    steps: int = 16  # frames per interpolation path
-    n_box: int = 10000  # box points for the gap fraction
-    max_codes: int = 10000  # training codes the gap fraction compares against (subsampled)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_samples", "n_pairs", "n_box", "max_codes"):
-            if getattr(self, name) < 2:
-                raise VaelabError(f"{name} must be at least 2, got {getattr(self, name)}")
-        if self.steps < 2:
-            raise VaelabError(f"an interpolation needs at least 2 steps, got {self.steps}")
-
-
-@dataclass(frozen=True)
-class RunMeasures:
-    """One run's measures (None where unavailable; see `ComparisonResult.unavailable`)."""
-
-    run: Path
-    model: str  # "vae", "ae" or "dae"
-    latent_dim: int
-    measures: dict[str, float | None]
-
-
-@dataclass(frozen=True)
-class ComparisonResult:
-    dataset: str
-    runs: list[RunMeasures]
-    settings: Settings
-    classifier: dict[str, Any]  # test accuracy, the split it was measured on, cache folder
-    reference_frechet: float | None  # training vs test images: the floor at this sample size
-    unavailable: dict[str, str]  # measure key -> why it is missing
-    figure: Path
-    json: Path
-    table: Path
-
 
 def compare_runs(
     runs: list[Path], out_dir: Path, *, sampler: str = "prior", n_samples: int = 2000,
-    n_pairs: int = 100, seed: int = 0, device: str = "cpu", data_dir: str | None = None,
+    n_pairs: int = 100, seed: int = 0, device: str = "cpu", dataset: str | None = None,
+    data_dir: str | None = None,
 ) -> ComparisonResult:  # fmt: skip
     """Measure `runs` (trained on the same data) and write comparison.png/.json/.md to out_dir.
 
     Measures use the prior N(0, I); `sampler="gmm"` adds samples from a Gaussian mixture fitted
-    to each run's training codes (figure and Frechet distance).
+    to each run's training codes (figure and Frechet distance). `dataset` and `data_dir`
+    override where the runs' data is read from, if it moved since training.
     """
     if sampler not in SAMPLERS:
         raise VaelabError(f"unknown sampler '{sampler}': use one of {', '.join(SAMPLERS)}")
@@ -112,7 +64,7 @@ def compare_runs(
     settings = Settings(samplers=samplers, n_samples=n_samples, n_pairs=n_pairs, seed=seed)
     target = resolve_device(device)
     models = [load_checkpoint(run, device=target)[:2] for run in runs]
-    data = _shared_data([config for _, config in models], runs, data_dir)
+    data = _shared_data([config for _, config in models], runs, dataset, data_dir)
     classifier, unavailable = _classifier(data, target)
     for name in SAMPLERS:
         if name not in samplers:
@@ -137,7 +89,8 @@ def compare_runs(
         runs=results,
         settings=settings,
         classifier=_classifier_summary(classifier, unavailable),
-        reference_frechet=_reference_frechet(classifier, data, test_features, settings),
+        test_images=len(data.test),
+        **_reference(classifier, data, test_features, settings),
         unavailable=unavailable,
         figure=figure,
         json=out_dir / JSON_FILE,
@@ -149,14 +102,12 @@ def compare_runs(
 
 
 def _title(run: Path, model: Autoencoder) -> str:
-    return f"{_name(run)} ({model.config.model}, D={model.config.latent_dim})"
+    return f"{run_name(run)} ({model.config.model}, D={model.config.latent_dim})"
 
 
-def _name(run: Path) -> str:
-    return Path(run).resolve().name
-
-
-def _shared_data(configs: list[RunConfig], runs: list[Path], data_dir: str | None) -> DataSplits:
+def _shared_data(
+    configs: list[RunConfig], runs: list[Path], dataset: str | None, data_dir: str | None
+) -> DataSplits:
     """The data every run was trained on, loaded once; VaelabError when the runs differ."""
     first = configs[0]
     for run, config in zip(runs, configs, strict=True):
@@ -173,7 +124,8 @@ def _shared_data(configs: list[RunConfig], runs: list[Path], data_dir: str | Non
         if split != (first.data.seed, first.data.val_fraction, first.data.test_fraction):
             log.warning("%s split its data differently from %s; using the split of %s",
                         run, runs[0], runs[0])  # fmt: skip
-    data_config = first.data if data_dir is None else replace(first.data, data_dir=data_dir)
+    data_config = replace(first.data, dataset=dataset or first.data.dataset,
+                          data_dir=data_dir or first.data.data_dir)  # fmt: skip
     data = load_data(data_config, progress=False)
     if tuple(data.shape) != tuple(first.model.data_shape):
         raise VaelabError(f"dataset {data.name} now has shape {data.shape} but the runs were "
@@ -273,76 +225,15 @@ def _midpoint_confidence(
     return measures.decodability(classifier.probabilities(midpoints)).confidence
 
 
-def _reference_frechet(
+def _reference(
     classifier: Classifier | None, data: DataSplits, test_features: Tensor | None,
     settings: Settings,
-) -> float | None:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """Training images against test images, at the samples' size: what real images score."""
     if classifier is None:
-        return None
+        return {"reference_frechet": None, "reference_samples": 0}
     generator = _generator(settings, 5)
     index = torch.randperm(len(data.train), generator=generator)[: settings.n_samples]
-    return measures.frechet_distance(classifier.features(data.train.x[index]), test_features)
-
-
-def result_json(result: ComparisonResult) -> dict[str, Any]:
-    """The result as JSON-able values (NaN as null)."""
-
-    def number(value: float | None) -> float | None:
-        return None if value is None or not math.isfinite(value) else value
-
-    return {
-        "dataset": result.dataset,
-        "settings": {**result.settings.__dict__, "samplers": list(result.settings.samplers)},
-        "classifier": result.classifier,
-        "reference_frechet": number(result.reference_frechet),
-        "runs": [
-            {
-                "run": str(r.run),
-                "model": r.model,
-                "latent_dim": r.latent_dim,
-                "measures": {k: number(v) for k, v in r.measures.items()},
-            }
-            for r in result.runs
-        ],  # fmt: skip
-        "unavailable": result.unavailable,
-        "definitions": measures.DEFINITIONS,
-    }
-
-
-def markdown_table(result: ComparisonResult) -> str:
-    """The comparison as markdown: settings, a table (a row per measure), the definitions."""
-    s = result.settings
-    lines = [f"# Comparison on {result.dataset}", ""]
-    c = result.classifier
-    if c["available"]:
-        lines.append(f"Classifier: accuracy {c['accuracy']:.4f} on the {c['accuracy_split']} "
-                     f"split (cached in `{c['cache']}`).")  # fmt: skip
-    else:
-        lines.append(f"Classifier: unavailable — {c['reason']}.")
-    lines += [
-        f"Samples: {s.n_samples} per sampler and per decodability measure; {len(result.runs)} "
-        f"runs; interpolation over up to {s.n_pairs} test pairs x {s.steps} frames; gap fraction "
-        f"from {s.n_box} box points against at most {s.max_codes} training codes; seed {s.seed}.",
-    ]
-    if result.reference_frechet is not None:
-        lines.append(f"Frechet distance of {s.n_samples} training images to the test images "
-                     f"(the floor at this size): {result.reference_frechet:.3f}.")  # fmt: skip
-    names = [f"{_name(r.run)} ({r.model}, D={r.latent_dim})" for r in result.runs]
-    lines += ["", "| measure | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for key, (title, _) in MEASURES.items():
-        cells = [_cell(r.measures.get(key)) for r in result.runs]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    reasons: dict[str, list[str]] = {}
-    for key, why in result.unavailable.items():
-        reasons.setdefault(why, []).append(MEASURES[key][0])
-    if reasons:
-        lines += ["", "Not measured:"]
-        lines += [f"- {', '.join(titles)}: {why}" for why, titles in reasons.items()]
-    lines += ["", "## Definitions", ""]
-    lines += [f"- **{name}**: {text}." for name, text in measures.DEFINITIONS.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+    features = classifier.features(data.train.x[index])
+    distance = measures.frechet_distance(features, test_features)
+    return {"reference_frechet": distance, "reference_samples": len(index)}

@@ -73,7 +73,7 @@ def decodability(probs: Tensor, *, threshold: float = CONFIDENT) -> Decodability
 
 
 def nearest_distances(
-    points: Tensor, codes: Tensor, *, exclude_self: bool = False, chunk: int = 2048
+    points: Tensor, codes: Tensor, *, exclude_self: bool = False, chunk: int = 1024
 ) -> Tensor:
     """For each of `points` (M, D), the Euclidean distance to its nearest row of `codes` (N, D):
     (M,). With `exclude_self`, points are the codes themselves and each skips its own row."""
