@@ -98,6 +98,10 @@ def wait_for_new_checkpoint(process: subprocess.Popen[str], run: Path, after: in
         time.sleep(0.005)
 
 
+def temporaries(run: Path) -> list[str]:
+    return sorted(p.name for p in run.iterdir() if ".tmp-" in p.name)
+
+
 def assert_every_checkpoint_loads(run: Path) -> list[str]:
     """Each checkpoint folder in the run loads, with finite weights; `last` ones resume."""
     present = [name for name in CHECKPOINTS if (run / name).is_dir()]
@@ -175,6 +179,9 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(
     assert len(mid_training) >= 3, kills
     assert_every_checkpoint_loads(run)
     assert_same_run(run, reference_run)
+    # Half-written folders of killed saves are cleared when a run resumes (and a completed save
+    # leaves none), so after a final resume nothing is left.
+    assert temporaries(run) == [], kills
 
 
 @pytest.mark.slow
@@ -321,7 +328,7 @@ def test_a_crash_while_deleting_the_old_copy_leaves_no_half_checkpoint(
 
     def crash_midway(path, *args, **kwargs):
         weights_file = Path(path) / "model.safetensors"
-        if Path(path).name.startswith(".last.old") and weights_file.is_file():
+        if Path(path).name.startswith(".last") and weights_file.is_file():  # the old copy
             weights_file.unlink()
             raise RuntimeError("simulated crash")
         rmtree(path, *args, **kwargs)
@@ -334,6 +341,7 @@ def test_a_crash_while_deleting_the_old_copy_leaves_no_half_checkpoint(
     assert_every_checkpoint_loads(tmp_path / "run")
     train(tiny_run(epochs=3), tmp_path / "run", resume=True, progress=False)
     assert_identical(weights(tmp_path / "run"), weights(tmp_path / "straight"))
+    assert temporaries(tmp_path / "run") == []  # what the crash left was cleared on resume
 
 
 # --- NaN and Inf ---------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def _discard(folder: Path) -> None:
     then leaves a stray temporary folder, never a half-deleted one under a checkpoint's name."""
     if not folder.exists():
         return
-    trash = folder.with_name(f".{folder.name.lstrip('.')}.tmp-{uuid.uuid4().hex}")
+    name = folder.name.lstrip(".").removesuffix(".old")  # `.last.old` -> `.last.tmp-old-...`,
+    trash = folder.with_name(f".{name}.tmp-old-{uuid.uuid4().hex}")  # which a resume clears
     try:
         os.rename(folder, trash)
     except OSError:
