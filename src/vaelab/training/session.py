@@ -92,7 +92,7 @@ class Session:
     state: LoopState = field(default_factory=LoopState)
     metrics: MetricsLog | None = None  # rank 0 only
     record: dict[str, Any] = field(default_factory=dict)  # the last epoch's metrics
-    has_checkpoint: bool = False
+    saved_at: str | None = None  # where last/ stands, in words: "epoch 3" or "step 250 ..."
     data_range: tuple[float, float] = (0.0, 1.0)  # of the training data; figures map it to [0, 1]
     epoch_started: float = field(default_factory=time.perf_counter)
 
@@ -138,9 +138,9 @@ class Session:
         return torch.autocast(self.group.device.type, dtype=torch.bfloat16)
 
     def kept_note(self) -> str:
-        if not self.has_checkpoint:
+        if self.saved_at is None:
             return "before any checkpoint was saved"
-        return f"and the last good checkpoint (epoch {self.state.epoch}) is kept"
+        return f"and the last good checkpoint ({self.saved_at}) is kept"
 
     def close(self) -> None:
         self.bar.close()
@@ -172,6 +172,12 @@ def _meta(session: Session) -> dict[str, Any]:
             "data_range": session.data_range}  # fmt: skip
 
 
+def _position(state: LoopState) -> str:
+    if state.batch == 0:
+        return f"epoch {state.epoch}"
+    return f"step {state.step}, batch {state.batch} of epoch {state.epoch + 1}"
+
+
 def save_last(session: Session) -> None:
     """Save `last/` with everything resuming needs. Called on every rank (each contributes
     its noise state and partial sums); only rank 0 writes."""
@@ -194,7 +200,7 @@ def save_last(session: Session) -> None:
         training_state = TrainingState(session.optimizer.state_dict(), tensors, values)
         save_checkpoint(session.run_dir / LAST, session.model, session.config, _meta(session),
                         training_state)  # fmt: skip
-    session.has_checkpoint = True
+    session.saved_at = _position(state)
     group.barrier()
 
 
@@ -239,7 +245,7 @@ def restore(session: Session) -> None:
         logger.warning("resuming with a different number of processes: training goes on, but "
                        "not bit for bit as the original run would have")  # fmt: skip
     session.record = saved_meta.get("metrics", {})
-    session.has_checkpoint = True
+    session.saved_at = _position(session.state)
     session.bar.update(session.state.step)
     logger.info("resuming %s after epoch %d, step %d", session.run_dir, session.state.epoch,
                 session.state.step)  # fmt: skip

@@ -182,9 +182,12 @@ def _train_epoch(
 
 def _save_mid_epoch(session: Session, sums: torch.Tensor, seen: int, epoch: int) -> None:
     """Save `last/` at the current step, after checking that nothing has turned NaN."""
-    finite_sums = bool(sums.isfinite().all())
-    if session.group.any(not finite_sums):
-        _check_finite([math.nan], session, epoch)
+    if session.group.any(not bool(sums.isfinite().all())):  # on any rank: all stop together
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite in epoch {epoch} (step {session.state.step}); "
+            f"training stopped {session.kept_note()}. Try a lower --lr, --grad-clip or "
+            "--on-nan skip"
+        )
     check_finite_weights(session, epoch)
     session.state.sums, session.state.seen = sums.tolist(), seen
     save_last(session)
