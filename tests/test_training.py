@@ -655,3 +655,76 @@ def test_unknown_options_get_a_suggestion() -> None:
 def test_seeds_beyond_64_bits_are_refused() -> None:
     with pytest.raises(VaelabError, match="seed must be between 0 and 2\\*\\*63 - 1"):
         RunConfig.from_dict({"train": {"seed": 2**64}})
+
+
+# --- review findings: never touch what vaelab did not write; resume what can be resumed -------
+
+
+def test_a_users_own_files_with_run_names_are_never_deleted(tmp_path, tiny_run):
+    folder = tmp_path / "mine"
+    (folder / "best").mkdir(parents=True)
+    (folder / "best" / "notes.txt").write_text("mine")
+    (folder / "config.json").write_text('{"not": "vaelab"}')
+    (folder / "samples.png").write_bytes(b"my picture")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for force in (False, True):
+        with pytest.raises(VaelabError, match="vaelab did not write"):
+            train(tiny_run(epochs=1), folder, force=force, progress=False)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_force_writes_beside_unrelated_files(tmp_path, tiny_run):
+    (tmp_path / "readme.txt").write_text("keep me")
+    with pytest.raises(VaelabError, match="other files"):
+        train(tiny_run(epochs=1), tmp_path, progress=False)
+    train(tiny_run(epochs=1), tmp_path, force=True, progress=False)
+    assert (tmp_path / "readme.txt").read_text() == "keep me"
+    assert (tmp_path / "last" / "meta.json").is_file()
+
+
+def test_resume_after_vaelab_data_changes(tmp_path, tiny_run, monkeypatch):
+    monkeypatch.delenv("VAELAB_DATA", raising=False)
+    train(tiny_run(epochs=1), tmp_path, progress=False)
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path))  # where data lives may change
+    assert train(tiny_run(epochs=2), tmp_path, resume=True, progress=False).epochs == 2
+
+
+def test_a_mid_epoch_checkpoint_resumes_only_with_its_batch_size(tmp_path, tiny_run):
+    config = tiny_run(epochs=2, train={"checkpoint_every": 3})
+    with pytest.raises(VaelabError, match="loss became"):
+        original = VAE.loss
+        calls = {"n": 0}
+
+        def fail_late(self, x, **kwargs):
+            calls["n"] += 1 if self.training else 0
+            terms = original(self, x, **kwargs)
+            if calls["n"] == 5:
+                return type(terms)(terms.total * math.nan, terms.recon, terms.kl)
+            return terms
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(VAE, "loss", fail_late)
+            train(config, tmp_path, progress=False)
+    assert meta(tmp_path, "last")["batch"] == 3
+    other = tiny_run(epochs=2, train={"checkpoint_every": 3, "batch_size": 64})
+    with pytest.raises(VaelabError, match="same --batch-size"):
+        train(other, tmp_path, resume=True, progress=False)
+    assert train(config, tmp_path, resume=True, progress=False).epochs == 2
+
+
+def test_a_corrupt_training_state_is_a_one_line_error(tmp_path, tiny_run):
+    train(tiny_run(epochs=1), tmp_path, progress=False)
+    state = tmp_path / "last" / "training_state.json"
+    values = json.loads(state.read_text())
+    del values["loop"]["step"]
+    values["loop"]["bogus"] = 1
+    state.write_text(json.dumps(values))
+    with pytest.raises(VaelabError, match="training state .* is corrupt"):
+        train(tiny_run(epochs=2), tmp_path, resume=True, progress=False)
+
+
+def test_a_nan_validation_loss_stops_training(tmp_path, tiny_run, monkeypatch):
+    nan = {"loss": math.nan, "recon": math.nan, "kl": 0.0}
+    monkeypatch.setattr(trainer_module, "evaluate_loss", lambda *args, **kwargs: dict(nan))
+    with pytest.raises(TrainingDiverged, match="validation loss became nan"):
+        train(tiny_run(epochs=2), tmp_path, progress=False)

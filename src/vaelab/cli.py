@@ -68,6 +68,19 @@ def _off_or(kind: Callable[[str], Any], word: str) -> Callable[[str], Any]:
     return parse
 
 
+def _seed(text: str) -> int:
+    """A seed every consumer accepts (torch, numpy and scikit-learn): 0 <= seed < 2**32."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 0 to 2**32 - 1, got '{text}'"
+        )
+    return value
+
+
 def _image_size(text: str) -> int:
     try:
         return int(text)
@@ -149,7 +162,7 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
                float, "EPOCHS"),
         Option("--binarize", "binarize", "dynamic binarisation: a fresh Bernoulli draw of "
                "each batch", switch=True),
-        Option("--seed", "seed", "seed of the weights, batch order and noise", int, "N"),
+        Option("--seed", "seed", "seed of the weights, batch order and noise", _seed, "N"),
         Option("--device", "device", "auto picks CUDA when available", choices=DEVICES),
         Option("--amp", "amp", "bfloat16 mixed precision (CUDA only)", switch=True),
         Option("--early-stopping", "early_stopping",
@@ -288,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64,
                         help=f"number of samples, at most {MAX_FIGURE_IMAGES} "
                         "(default: 64)")  # fmt: skip
-    sample.add_argument("--seed", type=int, default=0, help="seed of the codes (default: 0)")
+    sample.add_argument("--seed", type=_seed, default=0, help="seed of the codes (default: 0)")
     sample.add_argument(
         "--sampler",
         choices=tuple(SAMPLERS),
@@ -343,7 +356,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(info)
     _add_figure_commands(subparsers)
     _add_compare_command(subparsers)
+    _add_serve_command(subparsers)
     return parser
+
+
+def _add_serve_command(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="the latent-space explorer in the browser",
+        description="A local web page to move through the latent space of one or more runs "
+        "(two side by side, moving in step). Needs the explorer extra: "
+        "pip install 'vaelab[explorer]'.",
+    )  # fmt: skip
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two: side by side)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where to run the models; auto picks CUDA when available",
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="refuse request bodies larger than this (default: 1000000)",
+    )
+    _add_quiet(serve)
 
 
 def _add_compare_command(subparsers: Any) -> None:
@@ -369,7 +413,7 @@ def _add_compare_command(subparsers: Any) -> None:
     compare.add_argument(
         "--pairs", type=int, default=100, help="test pairs to interpolate between (default: 100)"
     )
-    compare.add_argument("--seed", type=int, default=0, help="seed of codes and pairs")
+    compare.add_argument("--seed", type=_seed, default=0, help="seed of codes and pairs")
     compare.add_argument(
         "--device",
         choices=DEVICES,
@@ -407,7 +451,7 @@ def _add_figure_commands(subparsers: Any) -> None:
                             "(default: 5000)")  # fmt: skip
         parser.add_argument(
             "--seed",
-            type=int,
+            type=_seed,
             default=0,
             help="seed of the subset, samples and interpolation pairs",
         )
@@ -534,6 +578,23 @@ def _report(args: argparse.Namespace) -> list[Path]:
     return [write_report(Path(args.run), args.out, **_figure_options(args))]
 
 
+def _serve(args: argparse.Namespace) -> list[Path]:
+    try:
+        from vaelab.explorer import serve
+    except ImportError as error:
+        raise VaelabError(
+            f"vaelab serve needs the explorer extra ({error.name} is missing): "
+            "pip install 'vaelab[explorer]'"
+        ) from None
+    if not 0 < args.port < 65536:
+        raise VaelabError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_request_bytes <= 0:
+        raise VaelabError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
+    serve([Path(p) for p in args.runs], host=args.host, port=args.port, device=args.device,
+          max_request_bytes=args.max_request_bytes)  # fmt: skip
+    return []
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
     "train": _train,
     "sample": _sample,
@@ -543,6 +604,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
     "plot": _plot,
     "report": _report,
     "compare": _compare,
+    "serve": _serve,
 }
 
 
@@ -584,7 +646,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    main_process = process_rank() == 0  # under torchrun, only rank 0 talks
+    try:
+        main_process = process_rank() == 0  # under torchrun, only rank 0 talks
+    except VaelabError as error:
+        _error(str(error))
+        return 1
     _configure_logging(quiet=args.quiet or not main_process)
     try:
         for output in COMMANDS[args.command](args):
@@ -594,10 +660,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except VaelabError as error:
-        _error(str(error))
+        if main_process:  # every rank fails alike under torchrun; one message is enough
+            _error(str(error))
         return 1
     except OSError as error:  # permissions, a full disk: name the file, skip the traceback
         _error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        return 1
+    except torch.cuda.OutOfMemoryError:
+        _error("out of GPU memory; try a smaller --batch-size, --n or --samples")
         return 1
     except KeyboardInterrupt as interrupt:
         _error(f"interrupted{f'; {interrupt}' if str(interrupt) else ''}")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vaelab.analysis.samplers import fit_sampler
 from vaelab.data import DataSplits, Split, load_data, load_image_file, registered_name
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, plural
 from vaelab.figures import save_image_grid, save_image_pairs
 from vaelab.models import VAE, Autoencoder, build_model
 from vaelab.models.networks import count_parameters
@@ -78,7 +78,7 @@ def _check_more_epochs(run_dir: Path, config: RunConfig) -> None:
     done = _epochs_done(run_dir)
     if done is not None and done >= config.train.epochs:
         raise VaelabError(
-            f"{run_dir} has already trained {_plural(done, 'epoch')}; pass --epochs N with "
+            f"{run_dir} has already trained {plural(done, 'epoch')}; pass --epochs N with "
             f"N > {done} to train it longer"
         )
 
@@ -93,12 +93,13 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _remove_unfinished(run_dir: Path, created: Path | None) -> None:
-    """After a failure before the first checkpoint, remove what the attempt wrote: it holds
-    nothing worth keeping, and it would block the next `vaelab train --out` there."""
+def _remove_unfinished(run_dir: Path, created: Path | None, before: set[str]) -> None:
+    """After a failure before the first checkpoint, remove what the attempt wrote (the run
+    entries that did not exist before it): they hold nothing worth keeping, and they would
+    block the next `vaelab train --out` there. Nothing that was there before is touched."""
     if not run_dir.is_dir() or _epochs_done(run_dir) is not None:
         return
-    for entry in RUN_ENTRIES:
+    for entry in set(RUN_ENTRIES) - before:
         target = run_dir / entry
         if target.is_dir():
             shutil.rmtree(target, ignore_errors=True)
@@ -117,16 +118,17 @@ def train_run(
     verb = "resuming" if resume else "training"
     logger.info("%s a %s on %s into %s", verb, config.model.model, config.data.dataset, run_dir)
     created = _first_missing(run_dir)
+    before = {entry for entry in RUN_ENTRIES if (run_dir / entry).exists()}
     fresh = not resume and not is_run_folder(run_dir)  # never tidy away an older run
     try:
         result = train(config, run_dir, resume=resume, force=force, progress=progress)
     except BaseException:  # including Ctrl-C: tidy up, then let the CLI report it
         if fresh:
-            _remove_unfinished(run_dir, created)
+            _remove_unfinished(run_dir, created, before)
         raise
     watched = "validation" if any(k.startswith("val/") for k in result.metrics) else "training"
     logger.info("done: %s, best %s loss %.3f nats per example%s",
-                _plural(result.epochs, "epoch"), watched, result.best_loss,
+                plural(result.epochs, "epoch"), watched, result.best_loss,
                 " (stopped early)" if result.stopped_early else "")  # fmt: skip
     paths = [run_dir]
     if figures and process_rank() == 0:  # under torchrun, one process draws them
@@ -235,7 +237,7 @@ def _choose_split(data: DataSplits, split: str | None) -> tuple[str, Split]:
     if split is not None:
         chosen = data.split(split)
         if len(chosen) == 0:
-            sizes = ", ".join(f"{name} has {_plural(len(data.split(name)), 'image')}"
+            sizes = ", ".join(f"{name} has {plural(len(data.split(name)), 'image')}"
                               for name in SPLIT_ORDER if name != split)  # fmt: skip
             raise VaelabError(f"the {split} split of {data.name} is empty ({sizes}); choose "
                               "another --split")  # fmt: skip
@@ -246,7 +248,7 @@ def _choose_split(data: DataSplits, split: str | None) -> tuple[str, Split]:
             if empty:
                 logger.info("the %s split%s empty; using the %s split (%s)", " and ".join(empty),
                             " is" if len(empty) == 1 else "s are", name,
-                            _plural(len(data.split(name)), "image"))  # fmt: skip
+                            plural(len(data.split(name)), "image"))  # fmt: skip
             return name, data.split(name)
         empty.append(name)
     raise VaelabError(f"dataset {data.name} has no images")  # split_source never allows this
@@ -333,14 +335,14 @@ def reconstruct(
         n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
     elif n > len(chosen):
         raise VaelabError(
-            f"--n {n} is more than the {name} split holds ({_plural(len(chosen), 'image')}); "
+            f"--n {n} is more than the {name} split holds ({plural(len(chosen), 'image')}); "
             f"pass --n {len(chosen)} or less"
         )
     return _save_reconstructions(trained, chosen, n, path)
 
 
 def _is_index(value: str | None) -> bool:
-    return value is None or value.lstrip("-").isdigit()
+    return value is None or value.removeprefix("-").isascii() and value.lstrip("-").isdigit()
 
 
 def _check_image_end(flag: str, value: str | None) -> None:
@@ -361,7 +363,7 @@ def _index(value: str | None, name: str, chosen: Split) -> int:
     if not -len(chosen) <= index < len(chosen):
         raise VaelabError(
             f"index {index} is out of range: the {name} split has "
-            f"{_plural(len(chosen), 'image')} (0 to {len(chosen) - 1})"
+            f"{plural(len(chosen), 'image')} (0 to {len(chosen) - 1})"
         )
     return index % len(chosen)
 
@@ -483,8 +485,3 @@ def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
     lines += [f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}"
               for key, value in report["last_metrics"].items()]  # fmt: skip
     return Info("\n".join(lines), error)
-
-
-def _plural(count: int, noun: str) -> str:
-    """'1 image', '2 images'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

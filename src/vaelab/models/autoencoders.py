@@ -33,7 +33,7 @@ def slerp(z_a: Tensor, z_b: Tensor, t: Tensor) -> Tensor:
     """Spherical interpolation (Shoemake 1985; White 2016 for latent spaces). z: (D,), t: (T,)."""
     cos = torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm()).clamp_min(1e-12)
     omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    if omega.abs() < 1e-6:  # (nearly) parallel: slerp degenerates to lerp
+    if torch.sin(omega).abs() < 1e-6:  # (anti)parallel: the great circle is undefined; use lerp
         return torch.lerp(z_a, z_b, t[:, None])
     t = t[:, None]
     return (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / torch.sin(omega)

@@ -26,6 +26,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def check_tensorboard() -> None:
+    """Raise a one-line error when --tensorboard cannot work here."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise VaelabError(
+            "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'"
+        ) from None
+
+
 class MetricsLog:
     """Appends one JSON object per epoch; optionally mirrors scalars to TensorBoard."""
 
@@ -33,12 +43,9 @@ class MetricsLog:
         self.path = Path(run_dir) / METRICS_FILE
         self.writer = None
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise VaelabError(
-                    "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'"
-                ) from None
+            check_tensorboard()
+            from torch.utils.tensorboard import SummaryWriter
+
             self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def keep_until(self, epoch: int) -> None:

@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.training.checkpoint import CONFIG_FILE
+from vaelab.training.checkpoint import CONFIG_FILE, read_meta
+from vaelab.training.config import RunConfig
 from vaelab.training.metrics import METRICS_FILE
 
 LAST = "last"
 BEST = "best"
-FIGURES = ("samples.png", "reconstructions.png", "interpolation.png")
-RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, LAST, BEST, f".{LAST}.old", f".{BEST}.old")
-RUN_ENTRIES = (*RUN_MARKERS, "tensorboard", *FIGURES)  # what --force clears; nothing else
+FIGURES = ("samples.png", "reconstructions.png", "interpolation.png", "plots", "report.html")
+CHECKPOINTS = (LAST, BEST, f".{LAST}.old", f".{BEST}.old")
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, *CHECKPOINTS, "tensorboard", *FIGURES)  # what --force
+# clears in a vaelab run folder; nothing else is ever deleted
 STALE_TEMPORARIES = (f".{LAST}.tmp-*", f".{BEST}.tmp-*")  # left by a kill during a save
 
 
-def is_run_folder(path: Path) -> bool:
-    return any((path / entry).exists() for entry in RUN_MARKERS)
-
-
 def has_checkpoint(path: Path) -> bool:
-    """Whether a run folder holds a checkpoint (possibly only the `.old` copy of one)."""
-    return any((path / name / "meta.json").is_file() for name in (LAST, BEST, f".{LAST}.old"))
+    """Whether a folder holds a vaelab checkpoint (possibly only the `.old` copy of one)."""
+    for name in CHECKPOINTS:
+        try:
+            read_meta(path / name)
+            return True
+        except VaelabError:
+            continue
+    return False
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether vaelab wrote this folder: a vaelab checkpoint, or a config.json it can read.
+    File names alone prove nothing: a user's own `config.json` or `best/` is not a run."""
+    if has_checkpoint(path):
+        return True
+    try:
+        RunConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+        return True
+    except (OSError, ValueError, TypeError, AttributeError, VaelabError):
+        return False
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -50,11 +67,25 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
         return
     if is_run_folder(run_dir) and not has_checkpoint(run_dir):
         return  # a run that stopped before saving anything: nothing to lose by starting over
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
-        what = "another run" if is_run_folder(run_dir) else "other files"
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if is_run_folder(run_dir):
+        if not force:
+            raise VaelabError(
+                f"output folder {run_dir} already holds another run; pass --resume to continue "
+                "it, --force to start over, or choose another --out"
+            )
+        return
+    clashes = [entry for entry in RUN_ENTRIES if (run_dir / entry).exists()]
+    if clashes:
         raise VaelabError(
-            f"output folder {run_dir} already holds {what}; pass --resume to continue it, "
-            "--force to start over, or choose another --out"
+            f"output folder {run_dir} holds {clashes[0]}, which vaelab did not write; move it "
+            "or choose another --out (--force only replaces vaelab's own runs)"
+        )
+    if not force:
+        raise VaelabError(
+            f"output folder {run_dir} already holds other files; pass --force to write the run "
+            "beside them, or choose another --out"
         )
 
 
@@ -64,7 +95,7 @@ def prepare_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
     if resume:
         remove_stale_temporaries(run_dir)
         return
-    if run_dir.is_dir():  # with --force, or a run without checkpoints: clear the old run
+    if run_dir.is_dir() and is_run_folder(run_dir):  # --force, or a run without checkpoints
         remove_stale_temporaries(run_dir)
         for entry in RUN_ENTRIES:  # only the run's own files; anything else is left alone
             target = run_dir / entry

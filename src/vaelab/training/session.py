@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,10 @@ def save_best(session: Session) -> None:
 
 
 def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
+    # Where the data lives and whether it may be downloaded can change; what it is cannot.
+    movable = {"data_dir": None, "download": True}
+    saved = replace(saved, data=replace(saved.data, **movable))
+    requested = replace(requested, data=replace(requested.data, **movable))
     for section in ("model", "data", "optim"):
         if getattr(saved, section) != getattr(requested, section):
             raise VaelabError(
@@ -226,11 +230,22 @@ def restore(session: Session) -> None:
     _check_resumable(saved_config, session.config)
     session.model.load_state_dict(saved_model.state_dict())
     saved = load_training_state(checkpoint)
-    session.optimizer.load_state_dict(saved.optimizer)
-    session.epoch_order = saved.tensors["batch_order"]
-    session.batch_order.set_state(session.epoch_order)
-    torch.set_rng_state(saved.tensors["torch"])
-    session.state = LoopState(**saved.values["loop"])
+    try:
+        session.optimizer.load_state_dict(saved.optimizer)
+        session.epoch_order = saved.tensors["batch_order"]
+        session.batch_order.set_state(session.epoch_order)
+        torch.set_rng_state(saved.tensors["torch"])
+        session.state = LoopState(**saved.values["loop"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise VaelabError(
+            f"the training state in {checkpoint} is corrupt ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'missing entry'})"
+        ) from None
+    if session.state.batch and saved_config.train.batch_size != session.config.train.batch_size:
+        raise VaelabError(
+            f"{checkpoint} was saved mid-epoch with batch size {saved_config.train.batch_size}; "
+            "resume it with the same --batch-size (it may change at an epoch's end)"
+        )
     noise_key = f"noise.rank{group.rank}"
     if saved.values.get("world_size") == group.world_size and noise_key in saved.tensors:
         session.noise.set_state(saved.tensors[noise_key])

@@ -27,7 +27,7 @@ from vaelab.training.config import RunConfig, with_absolute_paths, with_data_sha
 from vaelab.training.distributed import Distributed, distributed, shard
 from vaelab.training.evaluation import evaluate_loss
 from vaelab.training.interrupts import graceful_interrupt
-from vaelab.training.metrics import MetricsLog
+from vaelab.training.metrics import MetricsLog, check_tensorboard
 from vaelab.training.runs import check_run_folder, prepare_run_folder
 from vaelab.training.schedules import kl_scale, learning_rate
 from vaelab.training.session import (
@@ -69,26 +69,29 @@ def train(
     run_dir = Path(run_dir)
     config = with_absolute_paths(config)
     check_run_folder(run_dir, resume=resume, force=force)  # fail early, but change nothing yet
-    with distributed(config.train.device) as group, graceful_interrupt() as interrupted:
+    with distributed(config.train.device) as group:
         session = _start(config, run_dir, group, resume=resume, force=force, progress=progress)
-        stopped_early = False
         try:
-            for epoch in range(session.state.epoch + 1, session.config.train.epochs + 1):
-                sums, seen = _train_epoch(session, epoch, interrupted)
-                _finish_epoch(session, epoch, sums, seen)
-                patience = session.config.train.early_stopping
-                if patience is not None and session.state.since_best >= patience:
-                    logger.info(
-                        "early stopping: no better validation loss for %s",
-                        plural(patience, "epoch"),
-                    )
-                    stopped_early = True
-                    break
+            with graceful_interrupt() as interrupted:  # only now: Ctrl-C in loading stops at once
+                stopped_early = _run_epochs(session, interrupted)
         finally:
             session.close()
     state = session.state
     model = session.model.eval()
     return TrainResult(run_dir, state.epoch, state.best_loss, session.record, stopped_early, model)
+
+
+def _run_epochs(session: Session, interrupted: threading.Event) -> bool:
+    """Train the remaining epochs; True when early stopping ended the run."""
+    for epoch in range(session.state.epoch + 1, session.config.train.epochs + 1):
+        sums, seen = _train_epoch(session, epoch, interrupted)
+        _finish_epoch(session, epoch, sums, seen)
+        patience = session.config.train.early_stopping
+        if patience is not None and session.state.since_best >= patience:
+            logger.info("early stopping: no better validation loss for %s",
+                        plural(patience, "epoch"))  # fmt: skip
+            return True
+    return False
 
 
 def _start(
@@ -110,6 +113,8 @@ def _start(
     if len(data.val):  # the validation loss picks the best checkpoint: it must be finite too
         model.check_data(data.val.x, where=f"validation data of {data.name}")
     _check_data_scale(data, config)
+    if config.train.tensorboard:
+        check_tensorboard()  # before --force clears anything
     if group.is_main:
         prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears only now
     group.barrier()
@@ -267,7 +272,9 @@ def _finish_epoch(session: Session, epoch: int, sums: torch.Tensor, seen: int) -
     record: dict[str, Any] = {"epoch": epoch, "step": state.step}
     record |= dict(zip(("train/loss", "train/recon", "train/kl"), train_means, strict=True))
     if session.val_x is not None:
-        record |= {f"val/{k}": v for k, v in _validation_means(session).items()}
+        val_means = _validation_means(session)
+        _check_finite(list(val_means.values()), session, epoch, what="validation loss")
+        record |= {f"val/{k}": v for k, v in val_means.items()}
     record |= {
         "lr": session.optimizer.param_groups[0]["lr"],
         "epoch_seconds": seconds,
@@ -305,10 +312,12 @@ def _validation_means(session: Session) -> dict[str, float]:
     return {"loss": total, "recon": recon, "kl": kl}
 
 
-def _check_finite(means: list[float], session: Session, epoch: int) -> list[float]:
+def _check_finite(
+    means: list[float], session: Session, epoch: int, *, what: str = "loss"
+) -> list[float]:
     if not all(math.isfinite(v) for v in means):
         raise TrainingDiverged(
-            f"loss became {means[0]} in epoch {epoch} (step {session.state.step}); training "
+            f"{what} became {means[0]} in epoch {epoch} (step {session.state.step}); training "
             f"stopped {session.kept_note()}. Try a lower --lr, --grad-clip or --on-nan skip"
         )
     return means

@@ -1,0 +1,139 @@
+"""The explorer's JSON endpoints over loaded runs: runs, map, decode, encode, sample,
+interpolate and test images. Plain `def` endpoints: FastAPI runs them in its threadpool, and
+each run's lock keeps one model call at a time."""
+
+from __future__ import annotations
+
+import torch
+from fastapi import FastAPI, HTTPException
+from fastapi import Path as PathParam
+
+from vaelab.explorer import schemas as s
+from vaelab.explorer.runs import LoadedRun, read_data_url, to_data_urls
+from vaelab.models import slerp
+
+MAP_MARGIN = 0.05  # the map's bounds leave this share of each side's range around the points
+
+
+def _rows(values: list[list[float]], what: str, length: int, max_batch: int) -> torch.Tensor:
+    """A validated (B, length) float32 tensor from JSON rows, or a 422 saying what is wrong."""
+    if not values or len(values) > max_batch:
+        raise HTTPException(422, f"{what} must have 1 to {max_batch} rows, got {len(values)}")
+    for k, row in enumerate(values):
+        if len(row) != length:
+            raise HTTPException(422, f"{what}[{k}] has {len(row)} values; this run needs {length}")
+    return torch.tensor(values, dtype=torch.float32).reshape(len(values), length)
+
+
+def _opposite(z_a: torch.Tensor, z_b: torch.Tensor) -> bool:
+    """Whether z_a and z_b point in (nearly) opposite directions, where slerp has no one path."""
+    norms = z_a.double().norm() * z_b.double().norm()
+    return bool(norms > 0) and bool(torch.dot(z_a.double(), z_b.double()) / norms < -1 + 1e-6)
+
+
+def _bounds(points: torch.Tensor) -> s.Bounds:
+    if len(points) == 0:
+        return s.Bounds(xmin=-1.0, xmax=1.0, ymin=-1.0, ymax=1.0)
+    low, high = points.min(dim=0).values, points.max(dim=0).values
+    pad = ((high - low) * MAP_MARGIN).clamp(min=1e-3)
+    (xmin, ymin), (xmax, ymax) = (low - pad).tolist(), (high + pad).tolist()
+    return s.Bounds(xmin=xmin, xmax=xmax, ymin=ymin, ymax=ymax)
+
+
+def add_routes(app: FastAPI, runs: dict[str, LoadedRun], *, max_batch: int) -> None:
+    """Attach the /api endpoints for `runs` (by name, in command-line order) to `app`."""
+
+    def find(name: str) -> LoadedRun:
+        if name not in runs:
+            known = ", ".join(runs)
+            raise HTTPException(404, f"no run named {name[:100]!r}; this server has: {known}")
+        return runs[name]
+
+    def test_index(run: LoadedRun, index: int, what: str) -> int:
+        if not 0 <= index < len(run.test):
+            last = len(run.test) - 1
+            raise HTTPException(422, f"{what} {index} is out of range: use 0 to {last}")
+        return index
+
+    def images(run: LoadedRun, z: torch.Tensor) -> list[str]:
+        return to_data_urls(run.decode(z), run.data_range)
+
+    @app.get("/api/runs", response_model=s.RunList)
+    def list_runs() -> s.RunList:
+        infos = []
+        for run in runs.values():
+            channels, height, width = run.config.model.data_shape
+            names = list(run.class_names) if run.class_names is not None else None
+            infos.append(s.RunInfo(
+                name=run.name, model=run.config.model.model, latent_dim=run.latent_dim,
+                channels=channels, height=height, width=width, class_names=names,
+                has_prior=run.config.model.model == "vae",
+            ))  # fmt: skip
+        return s.RunList(runs=infos)
+
+    @app.get("/api/runs/{name}/map", response_model=s.MapResponse)
+    def latent_map(name: str) -> s.MapResponse:
+        run = find(name)
+        points = run.plane.project(run.codes[run.map_indices])  # (M, 2)
+        labels = None if run.test.y is None else run.test.y[run.map_indices].tolist()
+        plane = s.PlaneInfo(center=run.plane.center.tolist(), axes=run.plane.axes.tolist())
+        return s.MapResponse(points=points.tolist(), labels=labels,
+                             indices=run.map_indices.tolist(), bounds=_bounds(points),
+                             plane=plane, projection=run.projection)  # fmt: skip
+
+    @app.post("/api/runs/{name}/decode", response_model=s.ImagesResponse)
+    def decode(name: str, body: s.DecodeRequest) -> s.ImagesResponse:
+        run = find(name)
+        if body.z is not None:
+            z = _rows(body.z, "z", run.latent_dim, max_batch)
+        else:
+            z = run.plane.lift(_rows(body.points or [], "points", 2, max_batch))
+        return s.ImagesResponse(images=images(run, z), z=z.tolist())
+
+    @app.post("/api/runs/{name}/encode", response_model=s.EncodeResponse)
+    def encode(name: str, body: s.EncodeRequest) -> s.EncodeResponse:
+        run = find(name)
+        x = read_data_url(body.image, run.config.model.data_shape)  # (C, H, W) in [0, 1]
+        low, high = run.data_range
+        z = run.encode((low + x * (high - low))[None])  # (1, D)
+        return s.EncodeResponse(z=z[0].tolist(), point=run.plane.project(z)[0].tolist(),
+                                reconstruction=images(run, z)[0])  # fmt: skip
+
+    @app.post("/api/runs/{name}/sample", response_model=s.ImagesResponse)
+    def sample(name: str, body: s.SampleRequest) -> s.ImagesResponse:
+        run = find(name)
+        generator = torch.Generator().manual_seed(body.seed)
+        z = torch.randn(body.n, run.latent_dim, generator=generator)  # z ~ N(0, I), (n, D)
+        return s.ImagesResponse(images=images(run, z), z=z.tolist())
+
+    @app.post("/api/runs/{name}/interpolate", response_model=s.InterpolateResponse)
+    def interpolate(name: str, body: s.InterpolateRequest) -> s.InterpolateResponse:
+        run = find(name)
+        if body.from_index is not None and body.to_index is not None:
+            ends = run.codes[[test_index(run, body.from_index, "from_index"),
+                              test_index(run, body.to_index, "to_index")]]  # fmt: skip
+        else:
+            ends = _rows([body.z_a or [], body.z_b or []], "z_a/z_b", run.latent_dim, 2)
+        t = torch.linspace(0.0, 1.0, body.steps)
+        if body.spherical:
+            if _opposite(ends[0], ends[1]):
+                raise HTTPException(422, "spherical interpolation between opposite codes is "
+                                         "undefined; use spherical=false")  # fmt: skip
+            z = slerp(ends[0], ends[1], t)
+        else:
+            z = torch.lerp(ends[0], ends[1], t[:, None])  # (steps, D)
+        return s.InterpolateResponse(images=images(run, z), z=z.tolist(),
+                                     points=run.plane.project(z).tolist())  # fmt: skip
+
+    @app.get("/api/runs/{name}/test_image/{index}", response_model=s.ExampleImageResponse)
+    def test_image(name: str, index: int = PathParam(ge=0)) -> s.ExampleImageResponse:
+        run = find(name)
+        index = test_index(run, index, "index")
+        z = run.codes[index]
+        label = None if run.test.y is None else int(run.test.y[index])
+        return s.ExampleImageResponse(
+            image=to_data_urls(run.test.x[index][None], run.data_range)[0],
+            label=label,
+            z=z.tolist(),
+            point=run.plane.project(z[None])[0].tolist(),
+        )

@@ -1,0 +1,177 @@
+"""The runs an explorer serves: each loaded once at start-up with its test codes and map plane,
+and the conversions between images and the PNG data URLs the browser page shows."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vaelab.analysis.latents import Plane, encode_dataset
+from vaelab.data import Split, load_data, registered_name
+
+# The dataset loader's own conversion (compositing onto white, resizing, channels): it has no
+# public entry point for an image already in memory.
+from vaelab.data.images import _decode, _to_channels
+from vaelab.errors import VaelabError
+from vaelab.models import Autoencoder
+from vaelab.training import RunConfig
+from vaelab.training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+MAP_POINTS = 2000  # at most this many test codes are drawn on the map
+MAP_SEED = 0  # which ones: a fixed subsample, the same on every start
+MAX_IMAGE_SIDE = 4096  # uploaded images larger than this (either side) are refused
+SPLIT_ORDER = ("test", "val", "train")
+PNG_PREFIX = "data:image/png;base64,"
+
+
+class BadInput(ValueError):
+    """A request's content is invalid: the API answers 422 with this message."""
+
+
+@dataclass
+class LoadedRun:
+    """One run, ready to serve: model (eval), config, data range and its test split's codes."""
+
+    name: str
+    model: Autoencoder
+    config: RunConfig
+    data_range: tuple[float, float]  # the training data's [min, max]; maps to [0, 255] in PNGs
+    test: Split  # the test split (val or train when empty), as in the figure commands
+    codes: torch.Tensor  # (N, D) posterior means of `test`, on the CPU
+    plane: Plane
+    map_indices: torch.Tensor  # (M,) indices into `test` drawn on the map, M <= MAP_POINTS
+    class_names: tuple[str, ...] | None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.model.latent_dim
+
+    @property
+    def projection(self) -> str:
+        return "pca" if self.latent_dim > 2 else "identity"
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D) on the CPU -> images (B, C, H, W) on the CPU, in data space."""
+        with self.lock, torch.inference_mode():
+            x = self.model.decode(z.to(self.model.device, self.model.dtype))
+        return x.float().cpu()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) in data space -> codes (B, D), the posterior means, on the CPU."""
+        with self.lock:
+            return encode_dataset(self.model, x)
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Each run's folder name; repeated names get suffixes -2, -3, ... in order."""
+    names: list[str] = []
+    for path in paths:
+        base = Path(path).resolve().name or "run"
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}-{k}"
+        names.append(name)
+    return names
+
+
+def load_run(name: str, path: Path, *, device: torch.device | str = "cpu") -> LoadedRun:
+    """Load the best checkpoint of the run folder `path`, its data and its test codes."""
+    model, config, meta = load_checkpoint(path, device=device, prefer="best")
+    data_config = config.data
+    if registered_name(data_config.dataset) is None and not Path(data_config.dataset).exists():
+        raise VaelabError(f"run {path}: its dataset {data_config.dataset} does not exist any more")
+    data = load_data(data_config, progress=False)
+    if tuple(data.shape) != tuple(config.model.data_shape):
+        raise VaelabError(f"run {path}: dataset {data.name} now has shape {data.shape}, but the "
+                          f"model was trained on {config.model.data_shape}")  # fmt: skip
+    split_name, test = next((s, data.split(s)) for s in SPLIT_ORDER if len(data.split(s)))
+    if split_name != "test":
+        log.info("run %s: the test split is empty; serving the %s split", name, split_name)
+    codes = encode_dataset(model, test.x)  # (N, D)
+    generator = torch.Generator().manual_seed(MAP_SEED)
+    map_indices = torch.randperm(len(test), generator=generator)[:MAP_POINTS].sort().values
+    return LoadedRun(
+        name=name, model=model, config=config, data_range=_data_range(meta), test=test,
+        codes=codes, plane=_fit_plane(codes), map_indices=map_indices,
+        class_names=data.class_names,
+    )  # fmt: skip
+
+
+def _data_range(meta: dict) -> tuple[float, float]:
+    """meta.json's "data_range", or [0, 1] when absent or unusable (a constant dataset)."""
+    try:
+        low, high = (float(v) for v in meta["data_range"])
+    except (KeyError, TypeError, ValueError):
+        return (0.0, 1.0)
+    return (low, high) if np.isfinite(low) and np.isfinite(high) and low < high else (0.0, 1.0)
+
+
+def _fit_plane(codes: torch.Tensor) -> Plane:
+    """The map's plane: identity for D = 2, PCA for D > 2, the line (z, 0) for D = 1."""
+    if codes.shape[1] >= 2:
+        return Plane.fit(codes)
+    return Plane(torch.zeros(1), torch.tensor([[1.0], [0.0]]), torch.ones(2))
+
+
+# --- images <-> PNG data URLs ----------------------------------------------------------------
+
+
+def to_data_urls(x: torch.Tensor, data_range: tuple[float, float]) -> list[str]:
+    """Images (B, C, H, W) in data space -> PNG data URLs, data_range mapped to [0, 255]."""
+    low, high = data_range
+    scaled = torch.nan_to_num((x - low) / (high - low), nan=0.0).clamp(0.0, 1.0)
+    pixels = (scaled * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+    urls = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, "PNG")
+        urls.append(PNG_PREFIX + base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return urls
+
+
+def read_data_url(text: str, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A PNG/JPEG/GIF/BMP/WebP as a data URL or bare base64 -> (C, H, W) float32 in [0, 1].
+
+    Resized to `shape` = (C, H, W); transparency is composited onto white, as a browser shows
+    it (the same conversion as `vaelab.data.load_image_file`). Raises BadInput.
+    """
+    if text.startswith("data:"):
+        header, comma, text = text.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise BadInput("image must be a base64 data URL (data:image/png;base64,...)")
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput("image is not valid base64") from None
+    if not data:
+        raise BadInput("image is empty")
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "GIF", "BMP", "WEBP"]) as image:
+            width, height = image.size
+            if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+                raise BadInput(f"image is {width}x{height}; the largest allowed is "
+                               f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}")  # fmt: skip
+            image.load()
+            array = _decode(image, shape[1:])
+    except BadInput:
+        raise
+    except Exception as error:  # noqa: BLE001 - PIL raises many types on malformed bytes,
+        # and any failure to decode an uploaded image is the client's bad input, not ours.
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise BadInput(
+            f"could not read the image as PNG, JPEG, GIF, BMP or WebP: {reason}"
+        ) from None
+    return torch.from_numpy(_to_channels(array, shape[0]))

@@ -1,0 +1,126 @@
+"""Request and response bodies of the explorer's JSON API (pydantic; they make /openapi.json).
+
+Bounds that depend on the run (the latent size D, the number of test images, max_batch) are
+checked by the endpoints; everything else is checked here, so a bad body is a 422, never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_ABS = 1e3  # larger latent values or plane coordinates are refused: they decode to noise
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed accepts
+
+Value = Annotated[float, Field(ge=-MAX_ABS, le=MAX_ABS, allow_inf_nan=False)]
+Vector = list[Value]
+Point = Annotated[list[Value], Field(min_length=2, max_length=2)]
+Index = Annotated[int, Field(ge=0)]
+Steps = Annotated[int, Field(ge=2, le=64)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecodeRequest(Body):
+    """Either latent vectors `z` (each of length D) or `points` on the map's plane."""
+
+    z: list[Vector] | None = None
+    points: list[Point] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DecodeRequest:
+        if (self.z is None) == (self.points is None):
+            raise ValueError("give exactly one of 'z' (latent vectors) or 'points' (map points)")
+        return self
+
+
+class EncodeRequest(Body):
+    image: str = Field(description="a PNG/JPEG data URL (data:image/png;base64,...) or base64")
+
+
+class SampleRequest(Body):
+    n: Annotated[int, Field(ge=1, le=64)] = 16
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+
+
+class InterpolateRequest(Body):
+    """Between two test images (`from_index`, `to_index`) or two codes (`z_a`, `z_b`)."""
+
+    from_index: Index | None = None
+    to_index: Index | None = None
+    z_a: Vector | None = None
+    z_b: Vector | None = None
+    steps: Steps = 10
+    spherical: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> InterpolateRequest:
+        by_index = self.from_index is not None and self.to_index is not None
+        by_code = self.z_a is not None and self.z_b is not None
+        given = [
+            k for k in ("from_index", "to_index", "z_a", "z_b") if getattr(self, k) is not None
+        ]
+        if not (by_index or by_code) or len(given) != 2:
+            raise ValueError("give either 'from_index' and 'to_index', or 'z_a' and 'z_b'")
+        return self
+
+
+class RunInfo(BaseModel):
+    name: str
+    model: str
+    latent_dim: int
+    channels: int
+    height: int
+    width: int
+    class_names: list[str] | None
+    has_prior: bool
+
+
+class RunList(BaseModel):
+    runs: list[RunInfo]
+
+
+class Bounds(BaseModel):
+    xmin: float
+    xmax: float
+    ymin: float
+    ymax: float
+
+
+class PlaneInfo(BaseModel):
+    center: list[float]
+    axes: list[list[float]]
+
+
+class MapResponse(BaseModel):
+    points: list[list[float]]
+    labels: list[int] | None
+    indices: list[int]
+    bounds: Bounds
+    plane: PlaneInfo
+    projection: str
+
+
+class ImagesResponse(BaseModel):
+    images: list[str]
+    z: list[list[float]]
+
+
+class InterpolateResponse(ImagesResponse):
+    points: list[list[float]]
+
+
+class EncodeResponse(BaseModel):
+    z: list[float]
+    point: list[float]
+    reconstruction: str
+
+
+class ExampleImageResponse(BaseModel):
+    image: str
+    label: int | None
+    z: list[float]
+    point: list[float]

@@ -1,0 +1,586 @@
+// vaelab explorer: one panel per run, talking to the JSON API of vaelab/explorer/app.py.
+// Plain JS, no dependencies: it must work offline. Images arrive as PNG data URLs at the
+// data's own resolution and are drawn scaled up without smoothing.
+"use strict";
+
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+  "#7f7f7f", "#bcbd22", "#17becf"];
+const MAX_SLIDERS = 16;
+const INTERP_STEPS = 16;
+const SAMPLE_N = 16;
+const MAP_PAD = 24; // canvas pixels around the plotted bounds
+
+const panels = [];
+let sampleSeed = 0;
+
+// ---------------------------------------------------------------- helpers
+
+async function api(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const response = await fetch(path, init);
+  let payload = null;
+  try { payload = await response.json(); } catch { /* not JSON: reported below */ }
+  if (!response.ok) {
+    const detail = payload && payload.detail ? payload.detail : response.statusText;
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return payload;
+}
+
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("could not read the image"));
+    img.src = src;
+  });
+}
+
+// Draw a data URL into a rectangle of `canvas`, pixelated; the whole canvas when no rect.
+async function drawImage(canvas, src, rect) {
+  const img = await loadImage(src);
+  const ctx = canvas.getContext("2d");
+  const [x, y, w, h] = rect || [0, 0, canvas.width, canvas.height];
+  ctx.imageSmoothingEnabled = false;
+  ctx.fillStyle = "#000";
+  ctx.fillRect(x, y, w, h);
+  ctx.drawImage(img, x, y, w, h);
+}
+
+async function drawGrid(canvas, sources, columns) {
+  const rows = Math.ceil(sources.length / columns);
+  const w = canvas.width / columns;
+  const h = canvas.height / rows;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  await Promise.all(sources.map((src, i) =>
+    drawImage(canvas, src, [(i % columns) * w, Math.floor(i / columns) * h, w, h])));
+}
+
+// Resize any image to the run's (width, height) on black, as a PNG data URL for /encode.
+async function toNativeSize(src, width, height) {
+  const img = await loadImage(src);
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, width, height);
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(img, 0, 0, width, height);
+  return canvas.toDataURL("image/png");
+}
+
+function setStatus(node, message, isError = false) {
+  node.textContent = message;
+  node.classList.toggle("error", isError);
+}
+
+function linked() {
+  return panels.length > 1 && document.getElementById("link").checked;
+}
+
+// The other panels, when linked; `fn` is applied to each of them.
+function forOthers(panel, fn) {
+  if (linked()) panels.filter((p) => p !== panel).forEach(fn);
+}
+
+// ---------------------------------------------------------------- a panel per run
+
+class Panel {
+  constructor(run, root) {
+    this.run = run;
+    this.root = root;
+    this.q = (sel) => root.querySelector(sel);
+    this.map = null;           // the /map response
+    this.mapImage = null;      // the scatter drawn once, offscreen
+    this.cursor = null;        // [x, y] in latent-plane coordinates
+    this.pinned = null;
+    this.ownPoint = null;      // the code of the user's own input
+    this.path = null;          // the interpolation response
+    this.frame = 0;
+    this.z = null;             // the code of the decoded image
+    this.pending = null;       // the latest decode request waiting to be sent
+    this.busy = false;
+    this.picking = [];         // test indices chosen in "click two points" mode
+  }
+
+  status(message, isError = false) {
+    setStatus(this.q(".panel-status"), message, isError);
+  }
+
+  async init() {
+    this.describe();
+    this.buildSliders();
+    this.bindMap();
+    this.bindInterpolation();
+    this.bindSample();
+    this.bindOwnInput();
+    this.map = await api(`${this.base()}/map`);
+    this.drawScatter();
+    this.drawLegend();
+    this.redraw();
+    this.q(".from").max = this.q(".to").max = Math.max(...this.map.indices);
+    this.moveTo(this.toFraction(this.meanPoint()), { propagate: false });
+    await Promise.all([this.interpolate(), this.sample(sampleSeed)]);
+  }
+
+  base() {
+    return `/api/runs/${encodeURIComponent(this.run.name)}`;
+  }
+
+  describe() {
+    const r = this.run;
+    this.root.setAttribute("aria-label", `run ${r.name}`);
+    this.q(".run-name").textContent = r.name;
+    this.q(".run-info").textContent =
+      `${r.model}, latent ${r.latent_dim}, ${r.channels}×${r.height}×${r.width}`;
+    if (!r.has_prior) this.q(".sample").title = "this model has no prior: samples may be poor";
+  }
+
+  // ---- map geometry: latent-plane (x, y) <-> canvas pixels <-> fraction of the bounds
+
+  toCanvas([x, y]) {
+    const b = this.map.bounds;
+    const c = this.q(".map");
+    const w = c.width - 2 * MAP_PAD;
+    const h = c.height - 2 * MAP_PAD;
+    return [MAP_PAD + ((x - b.xmin) / (b.xmax - b.xmin)) * w,
+      MAP_PAD + ((b.ymax - y) / (b.ymax - b.ymin)) * h];
+  }
+
+  fromFraction([fx, fy]) {
+    const b = this.map.bounds;
+    return [b.xmin + fx * (b.xmax - b.xmin), b.ymax - fy * (b.ymax - b.ymin)];
+  }
+
+  toFraction([x, y]) {
+    const b = this.map.bounds;
+    return [(x - b.xmin) / (b.xmax - b.xmin), (b.ymax - y) / (b.ymax - b.ymin)];
+  }
+
+  // The fraction of the plotted area under a mouse event (may fall outside 0..1 in the padding).
+  eventFraction(event) {
+    const c = this.q(".map");
+    const box = c.getBoundingClientRect();
+    const px = ((event.clientX - box.left) / box.width) * c.width;
+    const py = ((event.clientY - box.top) / box.height) * c.height;
+    return [(px - MAP_PAD) / (c.width - 2 * MAP_PAD), (py - MAP_PAD) / (c.height - 2 * MAP_PAD)];
+  }
+
+  // Project a code onto the map plane: ((z - center)·a0, (z - center)·a1).
+  project(z) {
+    const { center, axes } = this.map.plane;
+    return axes.map((a) => a.reduce((sum, ai, i) => sum + ai * (z[i] - center[i]), 0));
+  }
+
+  // The mean of the test codes on the map: a start that lies among the data.
+  meanPoint() {
+    const n = this.map.points.length;
+    return this.map.points.reduce(([sx, sy], [x, y]) => [sx + x / n, sy + y / n], [0, 0]);
+  }
+
+  nearestIndex(point) {
+    let best = 0;
+    let bestDist = Infinity;
+    this.map.points.forEach(([x, y], i) => {
+      const d = (x - point[0]) ** 2 + (y - point[1]) ** 2;
+      if (d < bestDist) [best, bestDist] = [i, d];
+    });
+    return this.map.indices[best];
+  }
+
+  // ---- drawing the map
+
+  colour(label) {
+    return label === null || label === undefined ? "#4a6fa5" : PALETTE[label % PALETTE.length];
+  }
+
+  drawScatter() {
+    const c = this.q(".map");
+    const off = document.createElement("canvas");
+    off.width = c.width;
+    off.height = c.height;
+    const ctx = off.getContext("2d");
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, off.width, off.height);
+    ctx.strokeStyle = "#ccc";
+    ctx.strokeRect(MAP_PAD, MAP_PAD, off.width - 2 * MAP_PAD, off.height - 2 * MAP_PAD);
+    const labels = this.map.labels;
+    ctx.globalAlpha = 0.7;
+    this.map.points.forEach((p, i) => {
+      const [x, y] = this.toCanvas(p);
+      ctx.fillStyle = this.colour(labels ? labels[i] : null);
+      ctx.fillRect(x - 2, y - 2, 4, 4);
+    });
+    ctx.globalAlpha = 1;
+    this.drawAxisLabels(ctx, off);
+    this.mapImage = off;
+  }
+
+  drawAxisLabels(ctx, canvas) {
+    const b = this.map.bounds;
+    const f = (v) => v.toFixed(1);
+    const pca = this.map.projection === "pca";
+    ctx.fillStyle = "#555";
+    ctx.font = "16px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    ctx.fillText(f(b.xmin), MAP_PAD, canvas.height - MAP_PAD / 2);
+    const right = f(b.xmax);
+    ctx.fillText(right, canvas.width - MAP_PAD - ctx.measureText(right).width,
+      canvas.height - MAP_PAD / 2);
+    ctx.fillText(`${f(b.ymax)}`, 4, MAP_PAD / 2);
+    ctx.fillText(pca ? "PC1 →" : "z1 →", canvas.width / 2 - 20, canvas.height - MAP_PAD / 2);
+    ctx.fillText(pca ? "↑ PC2" : "↑ z2", canvas.width / 2 - 20, MAP_PAD / 2);
+    this.q(".projection").textContent = pca
+      ? "(PCA plane; other directions at the mean)" : "(the 2-D latent space)";
+  }
+
+  drawLegend() {
+    const list = this.q(".legend");
+    list.textContent = "";
+    if (!this.map.labels) return;
+    const present = [...new Set(this.map.labels)].sort((a, b) => a - b);
+    for (const label of present) {
+      const item = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = this.colour(label);
+      item.append(swatch, this.run.class_names ? this.run.class_names[label] : String(label));
+      list.append(item);
+    }
+  }
+
+  redraw() {
+    const c = this.q(".map");
+    const ctx = c.getContext("2d");
+    ctx.drawImage(this.mapImage, 0, 0);
+    if (this.path) this.drawPath(ctx);
+    if (this.ownPoint) this.mark(ctx, this.ownPoint, "#000", "diamond");
+    if (this.pinned) this.mark(ctx, this.pinned, "#d62728", "cross");
+    if (this.cursor) this.mark(ctx, this.cursor, "#111", "ring");
+  }
+
+  drawPath(ctx) {
+    const pts = this.path.points.map((p) => this.toCanvas(p));
+    ctx.strokeStyle = "rgba(0, 0, 0, 0.6)";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    pts.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.stroke();
+    const [fx, fy] = pts[this.frame] || pts[0];
+    ctx.fillStyle = "#ff7f0e";
+    ctx.beginPath();
+    ctx.arc(fx, fy, 7, 0, 2 * Math.PI);
+    ctx.fill();
+    ctx.stroke();
+  }
+
+  // A marker at `point`, held at the canvas edge when the point lies off the map.
+  mark(ctx, point, colour, shape) {
+    const edge = (v, size) => Math.max(10, Math.min(v, size - 10));
+    const [px, py] = this.toCanvas(point);
+    const [x, y] = [edge(px, ctx.canvas.width), edge(py, ctx.canvas.height)];
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 3;
+    ctx.beginPath();
+    if (shape === "ring") ctx.arc(x, y, 9, 0, 2 * Math.PI);
+    if (shape === "cross") {
+      ctx.moveTo(x - 10, y);
+      ctx.lineTo(x + 10, y);
+      ctx.moveTo(x, y - 10);
+      ctx.lineTo(x, y + 10);
+    }
+    if (shape === "diamond") {
+      [[0, -10], [10, 0], [0, 10], [-10, 0]].forEach(([dx, dy]) => ctx.lineTo(x + dx, y + dy));
+      ctx.closePath();
+    }
+    ctx.stroke();
+  }
+
+  // ---- decoding, one request in flight per panel; the latest request wins
+
+  requestDecode(body) {
+    this.pending = body;
+    if (!this.busy) this.pump();
+  }
+
+  async pump() {
+    this.busy = true;
+    while (this.pending) {
+      const body = this.pending;
+      this.pending = null;
+      try {
+        const result = await api(`${this.base()}/decode`, body);
+        await drawImage(this.q(".decoded"), result.images[0]);
+        this.showCode(result.z[0]);
+        if (this.q(".panel-status").classList.contains("error")) this.status("");
+      } catch (error) {
+        this.status(`decode: ${error.message}`, true);
+      }
+    }
+    this.busy = false;
+  }
+
+  // Move the cursor to a fraction of the map bounds and decode there.
+  moveTo(fraction, { propagate = true } = {}) {
+    this.cursor = this.fromFraction(fraction);
+    this.redraw();
+    this.requestDecode({ points: [this.cursor] });
+    if (propagate) forOthers(this, (p) => p.moveTo(fraction, { propagate: false }));
+  }
+
+  pin(fraction, { propagate = true } = {}) {
+    this.pinned = this.fromFraction(fraction);
+    this.moveTo(fraction, { propagate: false });
+    if (propagate) forOthers(this, (p) => p.pin(fraction, { propagate: false }));
+  }
+
+  showCode(z) {
+    this.z = z;
+    const shown = z.slice(0, 4).map((v) => v.toFixed(2)).join(", ");
+    this.q(".readout").textContent = `z = [${shown}${z.length > 4 ? ", …" : ""}]`;
+    this.q(".sliders").querySelectorAll("input").forEach((input, i) => {
+      input.value = z[i];
+      input.nextElementSibling.textContent = z[i].toFixed(2);
+    });
+  }
+
+  bindMap() {
+    const c = this.q(".map");
+    c.addEventListener("mousemove", (e) => {
+      if (this.map) this.moveTo(this.eventFraction(e));
+    });
+    c.addEventListener("mouseleave", () => {
+      if (this.map && this.pinned) this.moveTo(this.toFraction(this.pinned));
+    });
+    c.addEventListener("click", (e) => {
+      if (!this.map) return;
+      const fraction = this.eventFraction(e);
+      if (this.q(".pick").getAttribute("aria-pressed") === "true") this.pickPoint(fraction);
+      else this.pin(fraction);
+    });
+  }
+
+  // ---- per-dimension sliders
+
+  buildSliders() {
+    const box = this.q(".sliders");
+    const shown = Math.min(this.run.latent_dim, MAX_SLIDERS);
+    if (this.run.latent_dim > MAX_SLIDERS) {
+      this.q(".sliders-note").textContent =
+        `(the first ${MAX_SLIDERS} of ${this.run.latent_dim})`;
+    }
+    for (let i = 0; i < shown; i++) {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      const value = document.createElement("output");
+      Object.assign(input, { type: "range", min: -3, max: 3, step: 0.01, value: 0 });
+      input.setAttribute("aria-label", `latent dimension ${i + 1}`);
+      input.addEventListener("input", () => this.setDimension(i, Number(input.value)));
+      label.append(`z${i + 1}`, input, value);
+      box.append(label);
+    }
+  }
+
+  setDimension(i, value) {
+    if (!this.z) return;
+    const z = this.z.slice();
+    z[i] = value;
+    this.z = z;
+    this.cursor = this.project(z);
+    this.redraw();
+    this.requestDecode({ z: [z] });
+  }
+
+  // ---- interpolation between two test images
+
+  bindInterpolation() {
+    const update = () => this.selectPair(Number(this.q(".from").value),
+      Number(this.q(".to").value));
+    this.q(".from").addEventListener("change", update);
+    this.q(".to").addEventListener("change", update);
+    this.q(".spherical").addEventListener("change", () => this.interpolate());
+    this.q(".frame-slider").addEventListener("input", (e) => {
+      const frame = Number(e.target.value);
+      this.showFrame(frame);
+      forOthers(this, (p) => p.showFrame(frame));
+    });
+    this.q(".pick").addEventListener("click", () => {
+      const on = this.q(".pick").getAttribute("aria-pressed") !== "true";
+      this.q(".pick").setAttribute("aria-pressed", String(on));
+      this.picking = [];
+      this.status(on ? "click the start point on the map" : "");
+    });
+  }
+
+  pickPoint(fraction) {
+    this.picking.push(this.nearestIndex(this.fromFraction(fraction)));
+    if (this.picking.length < 2) {
+      this.status(`from test image ${this.picking[0]}: now click the end point`);
+      return;
+    }
+    const [a, b] = this.picking;
+    this.picking = [];
+    this.q(".pick").setAttribute("aria-pressed", "false");
+    this.status("");
+    this.selectPair(a, b);
+  }
+
+  selectPair(from, to, { propagate = true } = {}) {
+    this.q(".from").value = from;
+    this.q(".to").value = to;
+    this.interpolate();
+    if (propagate) forOthers(this, (p) => p.selectPair(from, to, { propagate: false }));
+  }
+
+  async interpolate() {
+    const body = {
+      from_index: Number(this.q(".from").value),
+      to_index: Number(this.q(".to").value),
+      steps: INTERP_STEPS,
+      spherical: this.q(".spherical").checked,
+    };
+    try {
+      const path = await api(`${this.base()}/interpolate`, body);
+      this.path = path;
+      const slider = this.q(".frame-slider");
+      slider.max = path.images.length - 1;
+      this.frame = Math.min(this.frame, path.images.length - 1);
+      await Promise.all([
+        drawImage(this.q(".interp-from"), path.images[0]),
+        drawImage(this.q(".interp-to"), path.images[path.images.length - 1]),
+        drawGrid(this.q(".strip"), path.images, path.images.length),
+      ]);
+      this.showFrame(this.frame);
+    } catch (error) {
+      this.status(`interpolation: ${error.message}`, true);
+    }
+  }
+
+  showFrame(frame) {
+    if (!this.path) return;
+    this.frame = Math.max(0, Math.min(frame, this.path.images.length - 1));
+    this.q(".frame-slider").value = this.frame;
+    this.q(".frame-number").textContent = `${this.frame + 1} / ${this.path.images.length}`;
+    drawImage(this.q(".frame"), this.path.images[this.frame]);
+    this.redraw();
+  }
+
+  // ---- samples from the prior
+
+  bindSample() {
+    this.q(".sample").addEventListener("click", () => {
+      sampleSeed += 1;
+      this.sample(sampleSeed);
+      forOthers(this, (p) => p.sample(sampleSeed));
+    });
+  }
+
+  async sample(seed) {
+    try {
+      const result = await api(`${this.base()}/sample`, { n: SAMPLE_N, seed });
+      await drawGrid(this.q(".samples"), result.images, Math.ceil(Math.sqrt(SAMPLE_N)));
+      this.status(`samples with seed ${seed}`);
+    } catch (error) {
+      this.status(`sample: ${error.message}`, true);
+    }
+  }
+
+  // ---- your own input: upload or draw, then encode
+
+  bindOwnInput() {
+    const draw = this.q(".draw");
+    clearDrawing(draw);
+    bindDrawing(draw, () => this.encodeEverywhere(draw.toDataURL("image/png")));
+    this.q(".clear").addEventListener("click", () => clearDrawing(draw));
+    this.q(".encode").addEventListener("click",
+      () => this.encodeEverywhere(draw.toDataURL("image/png")));
+    this.q(".upload").addEventListener("change", (e) => {
+      const file = e.target.files[0];
+      if (file) this.encodeEverywhere(URL.createObjectURL(file)); // read by toNativeSize
+    });
+  }
+
+  encodeEverywhere(src) {
+    this.encode(src);
+    forOthers(this, (p) => p.encode(src));
+  }
+
+  async encode(src) {
+    try {
+      const image = await toNativeSize(src, this.run.width, this.run.height);
+      const result = await api(`${this.base()}/encode`, { image });
+      await drawImage(this.q(".recon"), result.reconstruction);
+      this.ownPoint = result.point;
+      this.redraw();
+      this.status(`your input: code at (${result.point.map((v) => v.toFixed(2)).join(", ")})`);
+    } catch (error) {
+      this.status(`encode: ${error.message}`, true);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the drawing canvas
+
+function clearDrawing(canvas) {
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+// White strokes about a tenth of the canvas wide, like an MNIST digit's pen.
+function bindDrawing(canvas, onStrokeEnd) {
+  const ctx = canvas.getContext("2d");
+  let last = null;
+  const at = (e) => {
+    const box = canvas.getBoundingClientRect();
+    return [((e.clientX - box.left) / box.width) * canvas.width,
+      ((e.clientY - box.top) / box.height) * canvas.height];
+  };
+  canvas.addEventListener("pointerdown", (e) => {
+    canvas.setPointerCapture(e.pointerId);
+    last = at(e);
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!last) return;
+    const next = at(e);
+    Object.assign(ctx, { strokeStyle: "#fff", lineWidth: canvas.width / 12, lineCap: "round" });
+    ctx.beginPath();
+    ctx.moveTo(...last);
+    ctx.lineTo(...next);
+    ctx.stroke();
+    last = next;
+  });
+  canvas.addEventListener("pointerup", () => {
+    if (last) onStrokeEnd();
+    last = null;
+  });
+}
+
+// ---------------------------------------------------------------- start
+
+async function main() {
+  const status = document.getElementById("status");
+  try {
+    const { runs } = await api("/api/runs");
+    const template = document.getElementById("panel-template");
+    const box = document.getElementById("panels");
+    box.classList.toggle("two", runs.length > 1);
+    document.getElementById("link-label").hidden = runs.length < 2;
+    for (const run of runs) {
+      const root = template.content.firstElementChild.cloneNode(true);
+      box.append(root);
+      panels.push(new Panel(run, root));
+    }
+    await Promise.all(panels.map((p) => p.init().catch((error) =>
+      p.status(`could not load: ${error.message}`, true))));
+    document.body.dataset.ready = "true"; // for tests: every map is drawn
+  } catch (error) {
+    setStatus(status, `could not load the runs: ${error.message}`, true);
+  }
+}
+
+main();

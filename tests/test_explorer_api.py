@@ -1,0 +1,253 @@
+"""The explorer's JSON API on two tiny runs trained here: every endpoint's happy path, every
+kind of bad input (a 4xx with a one-line message, never a 500), and serving on afterwards."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaelab import RunConfig, train
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from vaelab.explorer import create_app  # noqa: E402
+
+MAX_BYTES = 20_000
+MAX_BATCH = 8
+
+
+def _train(folder: Path, model: str, latent_dim: int) -> Path:
+    config = RunConfig.from_dict({
+        "model": {"model": model, "latent_dim": latent_dim, "hidden_dims": [32]},
+        "data": {"dataset": "digits"},
+        "optim": {"lr": 3e-3},
+        "train": {"epochs": 1, "batch_size": 128, "device": "cpu"},
+    })  # fmt: skip
+    train(config, folder, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    root = tmp_path_factory.mktemp("explorer")
+    runs = [_train(root / "vae", "vae", 2), _train(root / "ae", "ae", 5)]
+    app = create_app(runs, max_request_bytes=MAX_BYTES, max_batch=MAX_BATCH)
+    return TestClient(app)
+
+
+def _png(url: str) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert url.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
+
+
+def _data_url(image: Image.Image, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _refused(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail and "\n" not in detail
+    return detail
+
+
+# --- happy paths ----------------------------------------------------------------------------
+
+
+def test_runs_lists_both_in_order(client: TestClient) -> None:
+    runs = client.get("/api/runs").json()["runs"]
+    assert [r["name"] for r in runs] == ["vae", "ae"]
+    vae, ae = runs
+    assert (vae["model"], vae["latent_dim"], vae["has_prior"]) == ("vae", 2, True)
+    assert (ae["model"], ae["latent_dim"], ae["has_prior"]) == ("ae", 5, False)
+    assert (vae["channels"], vae["height"], vae["width"]) == (1, 8, 8)
+    assert vae["class_names"] is None or len(vae["class_names"]) == 10
+
+
+def test_equal_folder_names_get_suffixes(client: TestClient, tmp_path: Path) -> None:
+    from vaelab.explorer.runs import run_names
+
+    assert run_names([tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "run"]) == [
+        "run", "run-2", "run-3"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "dim", "projection"), [("vae", 2, "identity"), ("ae", 5, "pca")])
+def test_map(client: TestClient, name: str, dim: int, projection: str) -> None:
+    result = client.get(f"/api/runs/{name}/map").json()
+    n = len(result["points"])
+    assert n > 0 and all(len(p) == 2 for p in result["points"])
+    assert len(result["indices"]) == n and len(result["labels"]) == n
+    assert result["projection"] == projection
+    assert len(result["plane"]["center"]) == dim
+    assert np.array(result["plane"]["axes"]).shape == (2, dim)
+    b, points = result["bounds"], np.array(result["points"])
+    assert b["xmin"] <= points[:, 0].min() and points[:, 0].max() <= b["xmax"]
+    assert b["ymin"] <= points[:, 1].min() and points[:, 1].max() <= b["ymax"]
+
+
+def test_decode_z_is_deterministic_and_png_sized(client: TestClient) -> None:
+    body = {"z": [[0.0, 0.0], [1.5, -2.0]]}
+    first, second = (client.post("/api/runs/vae/decode", json=body).json() for _ in range(2))
+    assert first == second and len(first["images"]) == 2
+    assert first["z"] == body["z"]
+    image = _png(first["images"][0])
+    assert image.size == (8, 8) and image.mode == "L"
+
+
+def test_points_lift_to_z_on_the_plane(client: TestClient) -> None:
+    plane = client.get("/api/runs/ae/map").json()["plane"]
+    result = client.post("/api/runs/ae/decode", json={"points": [[0.5, -1.0]]}).json()
+    expected = np.array(plane["center"]) + np.array([0.5, -1.0]) @ np.array(plane["axes"])
+    assert np.allclose(result["z"][0], expected, atol=1e-5)
+    by_z = client.post("/api/runs/ae/decode", json={"z": result["z"]}).json()
+    assert by_z["images"] == result["images"]
+
+
+def test_encode_drawing_and_round_trip(client: TestClient) -> None:
+    drawing = Image.new("RGB", (280, 280), "black")  # white strokes on black, as a canvas sends
+    drawing.paste((255, 255, 255), (120, 40, 160, 240))
+    result = client.post("/api/runs/ae/encode", json={"image": _data_url(drawing)}).json()
+    assert len(result["z"]) == 5 and len(result["point"]) == 2
+    assert _png(result["reconstruction"]).size == (8, 8)
+    bare = _data_url(drawing, "JPEG").split(",", 1)[1]  # bare base64 and JPEG work too
+    assert client.post("/api/runs/vae/encode", json={"image": bare}).status_code == 200
+
+
+def test_encode_of_a_test_image_gives_its_code(client: TestClient) -> None:
+    shown = client.get("/api/runs/vae/test_image/3").json()
+    assert _png(shown["image"]).size == (8, 8) and isinstance(shown["label"], int)
+    encoded = client.post("/api/runs/vae/encode", json={"image": shown["image"]}).json()
+    assert np.allclose(encoded["z"], shown["z"], atol=0.05)  # PNG quantisation only
+    assert np.allclose(shown["point"], shown["z"], atol=1e-6)  # identity plane for D = 2
+
+
+def test_sample_is_seeded(client: TestClient) -> None:
+    a, b, c = (client.post("/api/runs/vae/sample", json={"n": 3, "seed": s}).json()
+               for s in (7, 7, 8))  # fmt: skip
+    assert a == b and a["z"] != c["z"]
+    assert len(a["images"]) == 3 and np.array(a["z"]).shape == (3, 2)
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_interpolate_between_test_images(client: TestClient, spherical: bool) -> None:
+    body = {"from_index": 0, "to_index": 5, "steps": 6, "spherical": spherical}
+    result = client.post("/api/runs/ae/interpolate", json=body).json()
+    assert len(result["images"]) == 6 and len(result["points"]) == 6
+    ends = [client.get(f"/api/runs/ae/test_image/{i}").json()["z"] for i in (0, 5)]
+    assert np.allclose(result["z"][0], ends[0], atol=1e-5)
+    assert np.allclose(result["z"][-1], ends[1], atol=1e-5)
+
+
+def test_interpolate_between_codes(client: TestClient) -> None:
+    body = {"z_a": [0.0, 0.0], "z_b": [1.0, 2.0], "steps": 3}
+    result = client.post("/api/runs/vae/interpolate", json=body).json()
+    assert np.allclose(result["z"], [[0, 0], [0.5, 1.0], [1, 2]])
+
+
+def test_index_page_and_openapi(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "html" in page.headers["content-type"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/runs/{name}/decode" in paths and "/api/runs/{name}/interpolate" in paths
+
+
+# --- bad inputs -----------------------------------------------------------------------------
+
+BAD_BODIES = [
+    ("decode", {"z": [[0.0, 0.0, 0.0]]}, "3 values"),  # wrong length for D = 2
+    ("decode", {"z": [[1e4, 0.0]]}, "less than or equal"),
+    ("decode", {"z": [[-1e4, 0.0]]}, "greater than or equal"),
+    ("decode", {"z": []}, "1 to 8 rows"),
+    ("decode", {"z": [[0.0, 0.0]] * (MAX_BATCH + 1)}, "1 to 8 rows"),
+    ("decode", {"points": [[0.0]]}, "at least 2"),
+    ("decode", {}, "exactly one"),
+    ("decode", {"z": [[0, 0]], "points": [[0, 0]]}, "exactly one"),
+    ("decode", {"z": [[0, 0]], "extra": 1}, "Extra inputs"),
+    ("decode", {"z": "zero"}, "valid list"),
+    ("encode", {"image": "!!not base64!!"}, "base64"),
+    ("encode", {"image": base64.b64encode(b"hello, not an image").decode()}, "could not read"),
+    ("encode", {"image": "data:image/png,rawdata"}, "data URL"),
+    ("encode", {"image": ""}, "empty"),
+    ("sample", {"n": 0}, "greater than or equal"),
+    ("sample", {"n": 65}, "less than or equal"),
+    ("sample", {"seed": -1}, "greater than or equal"),
+    ("sample", {"n": 2.5}, "integer"),
+    ("interpolate", {"from_index": 0, "to_index": 10**6}, "out of range"),
+    ("interpolate", {"from_index": -1, "to_index": 1}, "greater than or equal"),
+    ("interpolate", {"from_index": 0, "to_index": 1, "steps": 1}, "greater than or equal"),
+    ("interpolate", {"from_index": 0, "to_index": 1, "steps": 65}, "less than or equal"),
+    ("interpolate", {"from_index": 0}, "either"),
+    ("interpolate", {"from_index": 0, "to_index": 1, "z_a": [0, 0]}, "either"),
+    ("interpolate", {"z_a": [0, 0], "z_b": [0, 0, 0]}, "3 values"),
+    ("interpolate", {"z_a": [1, 1], "z_b": [-1, -1], "spherical": True}, "opposite"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "message"), BAD_BODIES)
+def test_bad_bodies_are_422(client: TestClient, endpoint: str, body: dict, message: str) -> None:
+    assert message in _refused(client.post(f"/api/runs/vae/{endpoint}", json=body), 422)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_values_are_422(client: TestClient, value: str) -> None:
+    body = '{"z": [[0.0, VALUE]]}'.replace("VALUE", value)  # json= would refuse or emit NaN
+    response = client.post("/api/runs/vae/decode", content=body,
+                           headers={"content-type": "application/json"})  # fmt: skip
+    _refused(response, 422)
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    response = client.post("/api/runs/vae/decode", content=b"{not json",
+                           headers={"content-type": "application/json"})  # fmt: skip
+    _refused(response, 422)
+
+
+def test_images_larger_than_4096_are_refused(client: TestClient) -> None:
+    huge = Image.new("1", (4097, 8))  # a tiny file declaring a too-wide image
+    detail = _refused(client.post("/api/runs/vae/encode", json={"image": _data_url(huge)}), 422)
+    assert "4097x8" in detail
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", "/api/runs/nope/map"), ("post", "/api/runs/nope/decode"),
+     ("get", "/api/runs/nope/test_image/0"), ("get", "/api/runs/..%2F..%2Fetc/map")],
+)  # fmt: skip
+def test_unknown_runs_are_404(client: TestClient, method: str, path: str) -> None:
+    body = {"json": {"z": [[0, 0]]}} if method == "post" else {}
+    response = getattr(client, method)(path, **body)
+    assert response.status_code == 404 and response.json()["detail"]
+
+
+@pytest.mark.parametrize("index", ["100000", "-1", "abc", "1.5"])
+def test_bad_test_image_indices_are_422(client: TestClient, index: str) -> None:
+    _refused(client.get(f"/api/runs/vae/test_image/{index}"), 422)
+
+
+def test_oversized_bodies_are_413(client: TestClient) -> None:
+    big = {"image": "A" * (MAX_BYTES + 10)}
+    assert "limit" in _refused(client.post("/api/runs/vae/encode", json=big), 413)
+
+    def chunks():  # no Content-Length: the streamed size must be counted
+        for _ in range(10):
+            yield b" " * (MAX_BYTES // 4)
+
+    response = client.post("/api/runs/vae/decode", content=chunks(),
+                           headers={"content-type": "application/json"})  # fmt: skip
+    _refused(response, 413)
+
+
+def test_still_serves_after_bad_inputs(client: TestClient) -> None:
+    for endpoint, body, _ in BAD_BODIES:
+        client.post(f"/api/runs/vae/{endpoint}", json=body)
+    response = client.post("/api/runs/vae/decode", json={"z": [[0.1, 0.2]]})
+    assert response.status_code == 200 and len(response.json()["images"]) == 1
