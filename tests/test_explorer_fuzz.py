@@ -75,6 +75,8 @@ def test_random_names_and_paths_never_5xx(client: TestClient, name: str, tail: s
     name, tail = quote(name, safe="/.%"), quote(tail, safe="/.%")  # as a client would send them
     for path in (f"/api/runs/{name}/map", f"/api/runs/vae/test_image/{tail}",
                  f"/api/runs/{name}/{tail}", f"/{name}/{tail}", f"/static/{tail}"):  # fmt: skip
+        if path.startswith("//"):  # a network-path reference, not a path: no client sends it
+            continue
         response = getattr(client, method)(path)
         assert response.status_code < 500, (path, response.text)
 
