@@ -21,10 +21,10 @@ from vaelab.analysis.plots import (
     mosaic,
     reconstructions_figure,
     samples_grid,
-    to_unit_range,
     training_curves,
 )
 from vaelab.analysis.run_plots import FIGURES, choose_pairs, draw_figures, load_run, plot_run
+from vaelab.figures import to_display
 
 SHAPE = (1, 8, 8)
 
@@ -129,9 +129,9 @@ def test_samples_grid_is_one_square_image_in_gray_or_rgb() -> None:
 
 def test_value_range_maps_to_black_and_white() -> None:
     images = torch.tensor([-1.0, 0.0, 1.0, 3.0]).reshape(1, 1, 2, 2)
-    shown = to_unit_range(images, (-1.0, 1.0)).flatten().tolist()
+    shown = to_display(images, value_range=(-1.0, 1.0)).flatten().tolist()
     assert shown == [0.0, 0.5, 1.0, 1.0]
-    assert to_unit_range(torch.full((1, 1, 1, 1), float("nan"))).item() == 0.0
+    assert to_display(torch.full((1, 1, 1, 1), float("nan"))).item() == 0.0
     with pytest.raises(ValueError):
         mosaic(torch.rand(5, 1, 2, 2), 2, 2)
 

@@ -7,6 +7,15 @@ import tempfile
 from pathlib import Path
 
 
+def cache_root() -> Path:
+    """vaelab's cache folder (downloads, classifiers): $VAELAB_CACHE, else
+    ${XDG_CACHE_HOME:-~/.cache}/vaelab."""
+    if os.environ.get("VAELAB_CACHE"):
+        return Path(os.environ["VAELAB_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "vaelab"
+
+
 def _default_mode(is_dir: bool) -> int:
     """The permissions a plain open()/mkdir() would give, honouring the umask."""
     umask = os.umask(0)

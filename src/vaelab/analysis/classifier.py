@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from vaelab.data import DataSplits, Split, iterate_batches
 from vaelab.errors import VaelabError
-from vaelab.files import make_private_temp_public
+from vaelab.files import cache_root, make_private_temp_public
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,6 @@ class Classifier:
     def features(self, x: Tensor, *, batch_size: int = 1024) -> Tensor:
         """Penultimate-layer features for images x (N, C, H, W): (N, 128), on the CPU."""
         return self._batched(self.network.features, x, batch_size)
-
-
-def cache_root() -> Path:
-    """$VAELAB_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/vaelab (the data cache's rule)."""
-    if os.environ.get("VAELAB_CACHE"):
-        return Path(os.environ["VAELAB_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg).expanduser() / "vaelab"
 
 
 def dataset_key(data: DataSplits) -> str:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from vaelab.analysis.grids import SPAN, manifold_latents, most_active, traversal_latents
+from vaelab.figures import to_display
 from vaelab.models import VAE, Autoencoder
 
 DPI = 120
@@ -27,14 +28,6 @@ ValueRange = tuple[float, float]
 
 
 # --- images -------------------------------------------------------------------------------
-
-
-def to_unit_range(images: Tensor, value_range: ValueRange | None = None) -> Tensor:
-    """Images (N, C, H, W) in [0, 1] for display: `value_range` (low, high), the training
-    data's, maps linearly to [0, 1]; without it [0, 1] is assumed. Outside values are clamped."""
-    low, high = value_range if value_range is not None else (0.0, 1.0)
-    images = torch.nan_to_num(images.detach().float().cpu())  # a diverged model's NaN -> 0
-    return ((images - low) / max(high - low, 1e-12)).clamp(0.0, 1.0)
 
 
 def mosaic(images: Tensor, rows: int, cols: int, *, pad: int = 1) -> np.ndarray:
@@ -61,7 +54,7 @@ def _tile_centers(count: int, size: int, pad: int = 1) -> list[float]:
 
 def _show(ax: Any, images: Tensor, rows: int, cols: int, value_range: ValueRange | None) -> None:
     """Draw images (N, C, H, W) as one mosaic on `ax`, gray for one channel, RGB for three."""
-    array = mosaic(to_unit_range(images, value_range), rows, cols)
+    array = mosaic(to_display(images, value_range=value_range), rows, cols)
     ax.imshow(
         array, cmap="gray" if array.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest"
     )
@@ -219,7 +212,9 @@ def reconstructions_figure(
         raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} differ in shape")
     cols = max(1, min(cols, len(x)))
     row_pairs = -(-len(x) // cols)
-    x, x_hat = to_unit_range(x, value_range), to_unit_range(x_hat, value_range)
+    # Scaled together, as `vaelab reconstruct` does: without a value range both share one scale.
+    shown = to_display(torch.cat([x, x_hat]), value_range=value_range)
+    x, x_hat = shown[: len(x)], shown[len(x) :]
     tiles = torch.ones(row_pairs * 2 * cols, *x.shape[1:])  # cells left over stay white
     for i in range(len(x)):
         top = (i // cols) * 2 * cols + i % cols  # pair i: one column, two adjacent rows

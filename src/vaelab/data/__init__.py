@@ -2,7 +2,7 @@
 
 from vaelab.data.batches import batch_indices, iterate_batches
 from vaelab.data.config import DataConfig
-from vaelab.data.images import load_image_file
+from vaelab.data.images import image_to_tensor, load_image_file
 from vaelab.data.loading import DATASETS, load_data, registered_name
 from vaelab.data.splits import DataSplits, Split
 from vaelab.data.tensors import looks_like_0_255
@@ -13,6 +13,7 @@ __all__ = [
     "DataSplits",
     "Split",
     "batch_indices",
+    "image_to_tensor",
     "iterate_batches",
     "load_data",
     "load_image_file",

@@ -41,6 +41,13 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tens
     return torch.from_numpy(_to_channels(array, channels))
 
 
+def image_to_tensor(image: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
+    """An opened PIL image as (C, H, W) float32 in [0, 1] matching `shape`, converted the way
+    the dataset loader converts files (transparency onto white, Lanczos resize)."""
+    channels, height, width = shape
+    return torch.from_numpy(_to_channels(_decode(image, (height, width)), channels))
+
+
 def read_image(
     path: Path, *, size: tuple[int, int] | None, fix: str = "remove or replace it"
 ) -> np.ndarray:

@@ -16,6 +16,7 @@ from vaelab.data.download import DownloadFailed, Resource, download
 from vaelab.data.idx import parse_idx, read_idx, read_idx_bytes
 from vaelab.data.splits import SourceData, Split
 from vaelab.errors import VaelabError
+from vaelab.files import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,6 @@ IDX_DATASETS: dict[str, IdxDataset] = {
         train_images_md5="f4a8712d7a061bf5bd6d2ca38dc4d50a",
     ),
 }
-
-
-def cache_root() -> Path:
-    """$VAELAB_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/vaelab."""
-    if os.environ.get("VAELAB_CACHE"):
-        return Path(os.environ["VAELAB_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg).expanduser() / "vaelab"
 
 
 def load_idx_dataset(name: str, config: DataConfig, *, progress: bool = True) -> SourceData:

@@ -16,11 +16,10 @@ import torch
 from PIL import Image
 
 from vaelab.analysis.latents import Plane, encode_dataset
-from vaelab.data import Split, load_data, registered_name
 
 # The dataset loader's own conversion (compositing onto white, resizing, channels): it has no
 # public entry point for an image already in memory.
-from vaelab.data.images import _decode, _to_channels
+from vaelab.data import Split, image_to_tensor, load_data, registered_name
 from vaelab.errors import VaelabError
 from vaelab.models import Autoencoder
 from vaelab.training import RunConfig
@@ -165,7 +164,7 @@ def read_data_url(text: str, shape: tuple[int, int, int]) -> torch.Tensor:
                 raise BadInput(f"image is {width}x{height}; the largest allowed is "
                                f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}")  # fmt: skip
             image.load()
-            array = _decode(image, shape[1:])
+            x = image_to_tensor(image, shape)
     except BadInput:
         raise
     except Exception as error:  # noqa: BLE001 - PIL raises many types on malformed bytes,
@@ -174,4 +173,4 @@ def read_data_url(text: str, shape: tuple[int, int, int]) -> torch.Tensor:
         raise BadInput(
             f"could not read the image as PNG, JPEG, GIF, BMP or WebP: {reason}"
         ) from None
-    return torch.from_numpy(_to_channels(array, shape[0]))
+    return x

@@ -74,6 +74,9 @@ def train(
         try:
             with graceful_interrupt() as interrupted:  # only now: Ctrl-C in loading stops at once
                 stopped_early = _run_epochs(session, interrupted)
+                if interrupted.is_set():  # pressed while the last epoch was being saved
+                    raise KeyboardInterrupt(f"the run had finished; continue it with: vaelab "
+                                            f"train --resume {run_dir} --epochs N")  # fmt: skip
         finally:
             session.close()
     state = session.state

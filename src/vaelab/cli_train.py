@@ -1,0 +1,240 @@
+"""`vaelab train`'s flags: one table of options, each setting a field of a RunConfig section."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaelab import commands
+from vaelab.cli_parsers import add_quiet, parse_seed
+from vaelab.data import DataConfig
+from vaelab.errors import VaelabError
+from vaelab.models import MODELS, ModelConfig
+from vaelab.models.config import ACTIVATIONS, ARCHITECTURES, LIKELIHOOD_NAMES, NOISE_KINDS
+from vaelab.training.config import (
+    DEVICES,
+    ON_NAN,
+    OPTIMIZERS,
+    SCHEDULES,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    read_config_file,
+)
+
+
+def _off_or(kind: Callable[[str], Any], word: str) -> Callable[[str], Any]:
+    """An argparse type that reads `word` (or 'none') as None and anything else with `kind`."""
+
+    def parse(text: str) -> Any:
+        if text.lower() in (word, "none"):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number or '{word}', got '{text}'"
+            ) from None
+
+    return parse
+
+
+def _image_size(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected N or H W (whole numbers), got '{text}'"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `vaelab train` flag and the config field it sets (in the group's section)."""
+
+    flag: str
+    field: str
+    help: str
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+    nargs: str | None = None
+    choices: Sequence[str] | None = None
+    switch: bool = False  # a boolean: --flag / --no-flag
+    unset: str = "none"  # how the help shows a default of None
+
+
+# The sections of RunConfig, as flag groups; the defaults shown in --help come from the dataclasses.
+OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
+    "model": (
+        Option("--model", "model", "vae, ae (plain autoencoder) or dae (denoising)",
+               choices=tuple(MODELS)),
+        Option("--latent-dim", "latent_dim", "size D of the latent code z", int, "D"),
+        Option("--arch", "architecture", "encoder/decoder network (config key: architecture)",
+               choices=ARCHITECTURES),
+        Option("--hidden-dims", "hidden_dims", "mlp hidden layer sizes", int, "N", "+"),
+        Option("--conv-channels", "conv_channels", "conv channels per stride-2 level", int, "C",
+               "+"),
+        Option("--activation", "activation", "nonlinearity", choices=ACTIVATIONS),
+        Option("--likelihood", "likelihood", "decoder p(x|z): bernoulli needs data in [0, 1]",
+               choices=LIKELIHOOD_NAMES),
+        Option("--sigma", "sigma", "gaussian decoder std: a number, or 'learned'",
+               _off_or(float, "learned"), "S", unset="learned"),
+        Option("--beta", "beta", "weight of the KL term (beta-VAE)", float, "BETA"),
+        Option("--noise", "noise", "dae corruption", choices=NOISE_KINDS),
+        Option("--noise-level", "noise_level", "dae noise std, or the masked fraction", float,
+               "LEVEL"),
+    ),
+    "data": (
+        Option("--dataset", "dataset", "digits, mnist, fashion-mnist, or a path to an image "
+               "folder, .npy or .npz file", metavar="NAME|PATH"),
+        Option("--data-dir", "data_dir", "folder holding the MNIST IDX files", metavar="DIR",
+               unset="$VAELAB_DATA, then the download cache"),
+        Option("--image-size", "image_size", "resize every image to N x N or H x W",
+               _image_size, "SIZE", "+", unset="as stored"),
+        Option("--channels", "channels", "1 (grayscale) or 3 (RGB)", int, "C", unset="as stored"),
+        Option("--val-fraction", "val_fraction", "share held out for validation", float, "F"),
+        Option("--test-fraction", "test_fraction", "test share, for data without a test split",
+               float, "F"),
+        Option("--split-seed", "seed", "seed of the train/val/test split (config key: seed)", int,
+               "N"),
+        Option("--download", "download", "fetch mnist / fashion-mnist when missing",
+               switch=True),
+    ),
+    "optim": (
+        Option("--optimizer", "optimizer", "optimiser", choices=OPTIMIZERS),
+        Option("--lr", "lr", "peak learning rate", float, "LR"),
+        Option("--weight-decay", "weight_decay", "weight decay", float, "WD"),
+        Option("--schedule", "schedule", "learning-rate decay after the warm-up",
+               choices=SCHEDULES),
+        Option("--warmup-steps", "warmup_steps", "steps of linear learning-rate warm-up", int,
+               "N"),
+        Option("--min-lr-ratio", "min_lr_ratio", "final lr as a fraction of --lr", float, "R"),
+        Option("--grad-clip", "grad_clip", "max global gradient norm, or 'off'",
+               _off_or(float, "off"), "NORM", unset="off"),
+    ),
+    "train": (
+        Option("--epochs", "epochs", "passes over the training data", int, "N"),
+        Option("--batch-size", "batch_size", "examples per step", int, "B"),
+        Option("--kl-warmup", "kl_warmup_epochs",
+               "epochs over which the KL weight rises from 0 (config key: kl_warmup_epochs)",
+               float, "EPOCHS"),
+        Option("--binarize", "binarize", "dynamic binarisation: a fresh Bernoulli draw of "
+               "each batch", switch=True),
+        Option("--seed", "seed", "seed of the weights, batch order and noise", parse_seed, "N"),
+        Option("--device", "device", "auto picks CUDA when available", choices=DEVICES),
+        Option("--amp", "amp", "bfloat16 mixed precision (CUDA only)", switch=True),
+        Option("--early-stopping", "early_stopping",
+               "stop after N epochs without a better validation loss, or 'off'",
+               _off_or(int, "off"), "N", unset="off"),
+        Option("--tensorboard", "tensorboard", "also log to RUN/tensorboard "
+               "(pip install 'vaelab[tensorboard]')", switch=True),
+        Option("--on-nan", "on_nan", "at a NaN/inf loss or gradient: stop, or skip the batch "
+               "(skip costs a device sync per step)", choices=ON_NAN),
+        Option("--checkpoint-every", "checkpoint_every",
+               "also save last/ every N steps within an epoch, or 'off'",
+               _off_or(int, "off"), "N", unset="off"),
+    ),
+}  # fmt: skip
+
+GROUP_TITLES = {
+    "model": "model ([model] in a config file)",
+    "data": "data ([data])",
+    "optim": "optimiser ([optim])",
+    "train": "training loop ([train])",
+}
+DEFAULTS = {
+    "model": ModelConfig(),
+    "data": DataConfig(),
+    "optim": OptimConfig(),
+    "train": TrainConfig(),
+}
+
+
+def _default_text(section: str, option: Option) -> str:
+    value = getattr(DEFAULTS[section], option.field)
+    if value is None:
+        return option.unset
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_train_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model into a run folder",
+        description="Train a model into a run folder: checkpoints (best/, last/), config.json, "
+        "metrics.jsonl and samples/reconstructions/interpolation PNGs. Every option has a "
+        "default; a --config file sets them too, and the flags given here win.",
+    )  # fmt: skip
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", metavar="RUN", help="run folder (default runs/<dataset>-<model>)")
+    run.add_argument("--config", metavar="FILE",
+                     help="TOML file with [model] [data] [optim] [train] tables, or a run's "
+                     "config.json (or its folder) to repeat that run")  # fmt: skip
+    run.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly "
+                     "where it stopped (raise --epochs to train longer)")  # fmt: skip
+    run.add_argument("--force", action="store_true", help="replace the run already in --out")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it only shows on a terminal anyway)")  # fmt: skip
+    run.add_argument("--no-figures", action="store_true",
+                     help="skip the samples/reconstructions/interpolation PNGs")  # fmt: skip
+    add_quiet(parser)
+    for section, options in OPTION_GROUPS.items():
+        group = parser.add_argument_group(GROUP_TITLES[section])
+        for option in options:
+            _add_option(group, section, option)
+
+
+def _add_option(group: argparse._ArgumentGroup, section: str, option: Option) -> None:
+    """A flag whose value, when given, lands in args as 'section.field' (absent otherwise)."""
+    help_text = f"{option.help} (default: {_default_text(section, option)})"
+    kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS,
+                              "dest": f"{section}.{option.field}"}  # fmt: skip
+    if option.switch:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs.update(type=option.type, nargs=option.nargs, choices=option.choices,
+                      metavar=option.metavar)  # fmt: skip
+    group.add_argument(option.flag, **kwargs)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """{section: {field: value}} for the config flags given on the command line."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, field = key.split(".", 1)
+            overrides.setdefault(section, {})[field] = value
+    size = overrides.get("data", {}).get("image_size")
+    if size is not None and len(size) not in (1, 2):
+        raise VaelabError(f"--image-size takes N or H W, got {len(size)} numbers")
+    if size is not None and len(size) == 1:
+        overrides["data"]["image_size"] = size[0]
+    return overrides
+
+
+def train_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
+    """Defaults <- --config file (or the resumed run) <- flags. Returns (config, run, resume)."""
+    overrides = _overrides(args)
+    if args.resume:
+        if args.config or args.force:
+            raise VaelabError("--resume takes the run's own config; drop --config and --force")
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise VaelabError("--out and --resume name different folders; give only --resume")
+        run_dir = Path(args.resume)
+        return commands.saved_run_config(run_dir).updated(overrides), run_dir, True
+    base = RunConfig.from_dict(read_config_file(args.config)) if args.config else RunConfig()
+    config = base.updated(overrides)
+    if args.out:
+        run_dir = Path(args.out)
+    else:
+        name = Path(config.data.dataset).stem or "data"
+        run_dir = Path("runs") / f"{name}-{config.model.model}"
+    if run_dir.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        raise VaelabError(f"--out {run_dir} names the run folder, not an image file")
+    return config, run_dir, False

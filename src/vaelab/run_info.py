@@ -1,0 +1,86 @@
+"""`vaelab info`: a run's configuration, size and last metrics, as text or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import VaelabError
+from vaelab.figure_commands import _check_run
+from vaelab.models import build_model
+from vaelab.models.networks import count_parameters
+from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta, resolve_checkpoint
+from vaelab.training.metrics import read_metrics
+from vaelab.training.runs import BEST, LAST
+
+
+@dataclass(frozen=True)
+class Info:
+    """`vaelab info`'s report, and the error to exit with after printing it (or None)."""
+
+    text: str
+    error: str | None
+
+
+def _other_checkpoint(run: Path, checkpoint: Path) -> str:
+    """How to ask for the run's other checkpoint, or "" when it has none."""
+    other = {BEST: LAST, LAST: BEST}.get(checkpoint.name)
+    if other is None or not (checkpoint.parent / other).is_dir():
+        return ""
+    if run.resolve() == checkpoint.resolve():  # given a checkpoint folder: name the other
+        return f"; {checkpoint.parent / other} might work"
+    return f"; --checkpoint {other} might work"
+
+
+def _info_report(run: Path, prefer: str) -> dict[str, Any]:
+    """The report; with unreadable weights, "weights_error" says why and the parameters are
+    counted on a model built from config.json."""
+    _check_run(run)
+    checkpoint = resolve_checkpoint(run, prefer=prefer)
+    meta, config = read_meta(checkpoint), read_config(checkpoint)
+    weights_error = None
+    try:
+        model, _, _ = load_checkpoint(checkpoint)
+    except VaelabError as error:  # meta and config are fine, so it is the weights
+        model = build_model(config.model)
+        weights_error = (f"the weights of checkpoint {checkpoint} are unreadable: {error}"
+                         f"{_other_checkpoint(run, checkpoint)}")  # fmt: skip
+    history = read_metrics(checkpoint.parent)
+    return {
+        "run": str(checkpoint.parent),
+        "checkpoint": str(checkpoint),
+        "checkpoint_epoch": meta.get("epoch"),
+        "epochs_done": history[-1].get("epoch") if history else meta.get("epoch"),
+        "parameters": count_parameters(model),
+        "weights_error": weights_error,
+        "config": config.to_dict(),
+        "last_metrics": history[-1] if history else meta.get("metrics", {}),
+    }
+
+
+def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
+    """A run's (or checkpoint's) configuration, size and last metrics, as text or JSON; the
+    report is made even when the checkpoint's weights are unreadable, with `error` set."""
+    report = _info_report(run, checkpoint)
+    error = report["weights_error"]
+    if as_json:
+        return Info(json.dumps(report, indent=2), error)
+    epochs = report["config"]["train"]["epochs"]
+    counted = " (counted from config.json)" if error else ""
+    lines = [
+        f"run         {report['run']}",
+        f"epochs      {report['epochs_done']} of {epochs}",
+        f"checkpoint  {report['checkpoint']} (epoch {report['checkpoint_epoch']})",
+        f"parameters  {report['parameters']:,}{counted}",
+    ]
+    if error:
+        lines.append(f"weights     UNREADABLE{_other_checkpoint(run, Path(report['checkpoint']))}")
+    for section, values in report["config"].items():
+        lines.append(f"[{section}]")
+        lines += [f"  {key} = {json.dumps(value)}" for key, value in values.items()]
+    lines.append("last metrics")
+    lines += [f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}"
+              for key, value in report["last_metrics"].items()]  # fmt: skip
+    return Info("\n".join(lines), error)
