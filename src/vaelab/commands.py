@@ -17,7 +17,6 @@ from vaelab.figure_commands import (
     _default_end,
     _interpolation,
     _load,
-    _load_data,
     _samples,
     _save,
     _save_reconstructions,
@@ -25,7 +24,7 @@ from vaelab.figure_commands import (
 from vaelab.training.checkpoint import read_config, read_meta, resolve_checkpoint
 from vaelab.training.config import RunConfig
 from vaelab.training.distributed import process_rank
-from vaelab.training.runs import LAST, RUN_ENTRIES, is_run_folder
+from vaelab.training.runs import LAST, RUN_ENTRIES, is_run_folder, load_run_data
 from vaelab.training.trainer import train
 
 logger = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ def standard_figures(run_dir: Path, *, seed: int = 0) -> list[Path]:
     and `vaelab interpolate` show by default.
     """
     trained = _load(run_dir, "best", "cpu")
-    _, chosen = _choose_split(_load_data(trained.config), None)
+    _, chosen = _choose_split(load_run_data(trained.config), None)
     n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
     end = _default_end(chosen, 0)
     return [

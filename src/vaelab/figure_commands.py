@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from vaelab.analysis.samplers import fit_sampler
-from vaelab.data import DataSplits, Split, load_data, load_image_file, registered_name
+from vaelab.data import DataSplits, Split, load_image_file
 from vaelab.errors import VaelabError, plural
 from vaelab.figures import save_image_grid, save_image_pairs
 from vaelab.models import VAE, Autoencoder
 from vaelab.training.checkpoint import META_FILE, load_checkpoint
 from vaelab.training.config import RunConfig
-from vaelab.training.runs import resolve_device
+from vaelab.training.runs import load_run_data, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -82,27 +82,6 @@ def _value_range(meta: dict[str, Any]) -> tuple[float, float] | None:
 def _load(run: Path, checkpoint: str, device: str) -> Trained:
     model, config, meta = load_checkpoint(run, device=resolve_device(device), prefer=checkpoint)
     return Trained(model, config, _value_range(meta))
-
-
-def _load_data(
-    config: RunConfig, dataset: str | None = None, data_dir: str | None = None
-) -> DataSplits:
-    """The run's dataset, from `dataset` / `data_dir` instead of the saved ones when given."""
-    saved = config.data.dataset
-    registered = registered_name(saved) is not None
-    if dataset is None and not registered and not Path(saved).expanduser().exists():
-        raise VaelabError(
-            f"the run's dataset {saved} does not exist any more; if it moved, pass --dataset PATH"
-        )
-    changes = {"dataset": dataset, "data_dir": data_dir}
-    data_config = replace(config.data, **{k: v for k, v in changes.items() if v is not None})
-    data = load_data(data_config, progress=False)
-    if tuple(data.shape) != tuple(config.model.data_shape):
-        raise VaelabError(
-            f"dataset {data.name} now has shape {data.shape} but the model was trained on "
-            f"{config.model.data_shape}"
-        )
-    return data
 
 
 def _choose_split(data: DataSplits, split: str | None) -> tuple[str, Split]:
@@ -184,7 +163,7 @@ def sample(
     trained = _load(run, checkpoint, device)
     if sampler == "prior":
         return _save(_samples(trained.model, n, seed), path, trained.value_range)
-    train_x = _load_data(trained.config, dataset, data_dir).train.x
+    train_x = load_run_data(trained.config, dataset, data_dir).train.x
     fitted = fit_sampler(sampler, trained.model, train_x, seed=seed)
     z = fitted.sample(n, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
@@ -204,7 +183,7 @@ def reconstruct(
     if n is not None:
         _check_count(n, "--n")
     trained = _load(run, checkpoint, device)
-    name, chosen = _choose_split(_load_data(trained.config, dataset, data_dir), split)
+    name, chosen = _choose_split(load_run_data(trained.config, dataset, data_dir), split)
     if n is None:
         n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
     elif n > len(chosen):
@@ -272,7 +251,7 @@ def interpolate(
     shape = tuple(trained.config.model.data_shape)
     name, chosen = "", None
     if _is_index(start) or _is_index(end):
-        name, chosen = _choose_split(_load_data(trained.config, dataset, data_dir), split)
+        name, chosen = _choose_split(load_run_data(trained.config, dataset, data_dir), split)
     if _is_index(start):
         start_index = _index(start, name, chosen)
         x_a = chosen.x[start_index]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,13 @@ from vaelab.analysis.plots import (
     samples_grid,
     training_curves,
 )
-from vaelab.data import load_data
 from vaelab.errors import VaelabError
 from vaelab.files import make_private_temp_public
 from vaelab.models import VAE, Autoencoder
 from vaelab.training import RunConfig
 from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.metrics import read_metrics
-from vaelab.training.runs import resolve_device
+from vaelab.training.runs import load_run_data, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +95,7 @@ def load_run(
     if not run.exists():
         raise VaelabError(f"{run} does not exist; pass a run folder such as runs/digits-vae")
     model, config, meta = load_checkpoint(run, device=resolve_device(device), prefer=checkpoint)
-    changes = {"dataset": dataset, "data_dir": None if data_dir is None else str(data_dir)}
-    data_config = replace(config.data, **{k: v for k, v in changes.items() if v is not None})
-    data = load_data(data_config, progress=False)
-    if tuple(data.shape) != tuple(config.model.data_shape):
-        raise VaelabError(
-            f"dataset {data.name} now has shape {data.shape} but the model was trained on "
-            f"{config.model.data_shape}; pass the run's data with --data-dir"
-        )
+    data = load_run_data(config, dataset, None if data_dir is None else str(data_dir))
     if split is None:  # the first non-empty split: a folder too small to hold out a test set
         split = next((name for name in SPLIT_ORDER if len(data.split(name))), "train")
         if split != "test":
