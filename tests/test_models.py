@@ -12,10 +12,11 @@ import vaelab
 from vaelab import RunConfig, VaelabError
 from vaelab.distributions import DiagonalGaussian, PointMass
 from vaelab.models import MODELS, ModelConfig, bits_per_dim, build_model, slerp
+from vaelab.models.config import MAX_CONTEXT_VALUES
 from vaelab.models.networks import conv_level_sizes
 from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
-ARCHITECTURES = ["mlp", "conv"]
+ARCHITECTURES = ["mlp", "conv", "mlp+ar"]  # +ar: with the linear autoregressive decoder term
 # name -> (likelihood, sigma); a fixed sigma of 0.1 suits [0, 1] images (1.0 would leave the
 # loss dominated by its constant log-normaliser, so a fall would be hard to see).
 LIKELIHOODS = {
@@ -32,8 +33,10 @@ every_likelihood = pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
 
 def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options) -> ModelConfig:
     name, sigma = LIKELIHOODS[likelihood]
+    architecture, _, ar = architecture.partition("+")
     values = dict(
-        model=kind, architecture=architecture, likelihood=name, sigma=sigma, data_shape=(1, 8, 8),
+        model=kind, architecture=architecture, autoregressive="linear" if ar else "none",
+        likelihood=name, sigma=sigma, data_shape=(1, 8, 8),
         latent_dim=4, hidden_dims=(64,), conv_channels=(8, 16), noise_level=0.2,
     )  # fmt: skip
     return ModelConfig(**(values | options))
@@ -55,13 +58,17 @@ def fixed_generator() -> torch.Generator:
 @every_architecture
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_output_shapes(kind, architecture, shape):
+    if architecture.endswith("+ar") and math.prod(shape) > MAX_CONTEXT_VALUES:
+        with pytest.raises(vaelab.VaelabError, match="autoregressive linear needs images of at"):
+            tiny(kind, architecture, data_shape=shape)
+        return
     model = build(tiny(kind, architecture, data_shape=shape))
     x = torch.rand(3, *shape)
     posterior = model.encode(x)
     assert posterior.mean.shape == (3, 4)
     assert posterior.sample().shape == (3, 4)
     assert model.decode(posterior.mean).shape == (3, *shape)
-    assert model.decode_logits(torch.zeros(5, 4)).shape == (5, *shape)
+    assert model.decode_logits(torch.zeros(5, 4), torch.rand(5, *shape)).shape == (5, *shape)
     assert model.sample(6).shape == (6, *shape)
     assert model.reconstruct(x).shape == (3, *shape)
     assert model(x).shape == (3, *shape)

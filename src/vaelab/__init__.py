@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from vaelab._version import __version__
+from vaelab.analysis.evaluate import EvalResult, evaluate
 from vaelab.data import DataConfig, load_data
 from vaelab.errors import VaelabError
 from vaelab.models import (
@@ -38,6 +39,7 @@ __all__ = [
     "Autoencoder",
     "DataConfig",
     "DenoisingAutoencoder",
+    "EvalResult",
     "LossTerms",
     "ModelConfig",
     "OptimConfig",
@@ -47,6 +49,7 @@ __all__ = [
     "VaelabError",
     "__version__",
     "build_model",
+    "evaluate",
     "load",
     "load_data",
     "train",

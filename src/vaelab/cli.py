@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from vaelab.analysis.run_plots import plot_run
 from vaelab.cli_parsers import add_quiet
 from vaelab.cli_train import add_train_parser, train_config_from_args
 from vaelab.errors import VaelabError
+from vaelab.eval_command import evaluate_run, format_result
 from vaelab.figure_commands import interpolate, reconstruct, sample
 from vaelab.run_info import info
 from vaelab.training.distributed import process_rank
@@ -34,6 +36,7 @@ examples:
   vaelab sample runs/mnist-vae --n 100
   vaelab interpolate runs/mnist-vae --from 3 --to 7
   vaelab info runs/mnist-vae
+  vaelab eval runs/mnist-vae --k 5000             test NLL, as papers report it
 """
 
 
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_parsers.add_reconstruct_parser(subparsers)
     cli_parsers.add_interpolate_parser(subparsers)
     cli_parsers.add_info_parser(subparsers)
+    cli_parsers.add_eval_parser(subparsers)
     cli_parsers.add_plot_and_report_parsers(subparsers)
     cli_parsers.add_compare_parser(subparsers)
     cli_parsers.add_serve_parser(subparsers)
@@ -117,6 +121,20 @@ def _info(args: argparse.Namespace) -> Iterator[str]:
         raise VaelabError(report.error)
 
 
+def _eval(args: argparse.Namespace) -> Iterator[str | Path]:
+    progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
+    result, record, path = evaluate_run(
+        Path(args.run), split=args.split, k=args.k, chunk=args.chunk, seed=args.seed,
+        checkpoint=args.checkpoint, device=args.device, binarize=args.binarize,
+        limit=args.limit, dataset=args.dataset, data_dir=args.data_dir, progress=progress,
+    )  # fmt: skip
+    if args.json:
+        yield json.dumps(record, indent=2)
+    elif not args.quiet:
+        yield format_result(result, record, Path(args.run))
+    yield path
+
+
 def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"projection": args.projection, "split": args.split, "checkpoint": args.checkpoint,
             "max_points": args.max_points, "dataset": args.dataset, "data_dir": args.data_dir,
@@ -154,6 +172,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
     "reconstruct": _reconstruct,
     "interpolate": _interpolate,
     "info": _info,
+    "eval": _eval,
     "plot": _plot,
     "report": _report,
     "compare": _compare,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vaelab.analysis.evaluate import DEFAULT_CHUNK, DEFAULT_K
 from vaelab.analysis.latents import PROJECTIONS
 from vaelab.analysis.samplers import SAMPLERS
 from vaelab.figure_commands import MAX_FIGURE_IMAGES
@@ -141,6 +142,48 @@ def add_info_parser(subparsers: Any) -> None:
     add_shared_arguments(info, checkpoint=True)
     info.add_argument("--json", action="store_true", help="print JSON instead")
     add_quiet(info)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'")
+    return value
+
+
+def add_eval_parser(subparsers: Any) -> None:
+    evaluate = subparsers.add_parser(
+        "eval", help="negative ELBO, importance-weighted NLL, active units of a run",
+        description="Measure a run the way papers report VAEs, on its test split by default: "
+        "the negative ELBO (reconstruction + KL), the importance-weighted estimate of -log p(x) "
+        "with k samples (Burda et al. 2015), active units, KL per latent dimension and the "
+        "reconstruction error. Prints a table and keeps it in RUN/eval.json.",
+    )  # fmt: skip
+    evaluate.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoints")
+    evaluate.add_argument(
+        "--k",
+        type=_positive,
+        default=DEFAULT_K,
+        help=f"importance samples per image (default: {DEFAULT_K})",
+    )
+    evaluate.add_argument("--chunk", type=_positive, default=DEFAULT_CHUNK,
+                          help="at most this many (image, sample) pairs per decoder pass; bounds "
+                          f"memory, not the result (default: {DEFAULT_CHUNK})")  # fmt: skip
+    evaluate.add_argument(
+        "--limit", type=_positive, metavar="N", help="only the first N images of the split"
+    )
+    evaluate.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
+                          help="score a fixed Bernoulli draw of the images (default: when the "
+                          "run was trained with --binarize)")  # fmt: skip
+    add_shared_arguments(evaluate, checkpoint=True, device=f"{MODEL_DEVICE} (default: auto)",
+                         seed="seed of the samples and the binarisation (default: 0)",
+                         split=True, dataset=RUN_DATASET, data_dir=RUN_DATA_DIR)  # fmt: skip
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(evaluate)
 
 
 def add_plot_and_report_parsers(subparsers: Any) -> None:

@@ -13,9 +13,16 @@ from vaelab.cli_parsers import add_quiet, parse_seed
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, ModelConfig
-from vaelab.models.config import ACTIVATIONS, ARCHITECTURES, LIKELIHOOD_NAMES, NOISE_KINDS
+from vaelab.models.config import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    AUTOREGRESSIVE_KINDS,
+    LIKELIHOOD_NAMES,
+    NOISE_KINDS,
+)
 from vaelab.training.config import (
     DEVICES,
+    OBJECTIVES,
     ON_NAN,
     OPTIMIZERS,
     SCHEDULES,
@@ -82,6 +89,9 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
                choices=LIKELIHOOD_NAMES),
         Option("--sigma", "sigma", "gaussian decoder std: a number, or 'learned'",
                _off_or(float, "learned"), "S", unset="learned"),
+        Option("--autoregressive", "autoregressive", "linear: the decoder also sees the pixels "
+               "before each one (raster order); sampling then takes a pass per pixel",
+               choices=AUTOREGRESSIVE_KINDS),
         Option("--beta", "beta", "weight of the KL term (beta-VAE)", float, "BETA"),
         Option("--noise", "noise", "dae corruption", choices=NOISE_KINDS),
         Option("--noise-level", "noise_level", "dae noise std, or the masked fraction", float,
@@ -123,6 +133,10 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
                float, "EPOCHS"),
         Option("--binarize", "binarize", "dynamic binarisation: a fresh Bernoulli draw of "
                "each batch", switch=True),
+        Option("--objective", "objective", "vae bound: elbo, or iwae (importance-weighted, "
+               "Burda et al. 2015)", choices=OBJECTIVES),
+        Option("--k", "k", "vae: samples of z per example (iwae's k; elbo averages them)", int,
+               "K"),
         Option("--seed", "seed", "seed of the weights, batch order and noise", parse_seed, "N"),
         Option("--device", "device", "auto picks CUDA when available", choices=DEVICES),
         Option("--amp", "amp", "bfloat16 mixed precision (CUDA only)", switch=True),

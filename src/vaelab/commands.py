@@ -13,13 +13,13 @@ from vaelab.figure_commands import (
     INTERPOLATION_PNG,
     RECONSTRUCTIONS_PNG,
     SAMPLES_PNG,
-    _choose_split,
     _default_end,
     _interpolation,
-    _load,
     _samples,
     _save,
     _save_reconstructions,
+    choose_split,
+    load_trained,
 )
 from vaelab.training.checkpoint import read_config, read_meta, resolve_checkpoint
 from vaelab.training.config import RunConfig
@@ -126,8 +126,8 @@ def standard_figures(run_dir: Path, *, seed: int = 0) -> list[Path]:
     They show the test split, or val, then train, when it is empty: what `vaelab reconstruct`
     and `vaelab interpolate` show by default.
     """
-    trained = _load(run_dir, "best", "cpu")
-    _, chosen = _choose_split(load_run_data(trained.config), None)
+    trained = load_trained(run_dir, "best", "cpu")
+    _, chosen = choose_split(load_run_data(trained.config), None)
     n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
     end = _default_end(chosen, 0)
     return [

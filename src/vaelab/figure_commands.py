@@ -40,16 +40,20 @@ class Trained:
     value_range: tuple[float, float] | None  # the training data's [min, max]; None if unknown
 
 
-def _check_run(run: Path) -> None:
+def check_run(run: Path) -> None:
     if not run.exists():
         raise VaelabError(f"{run} does not exist; pass a run folder such as runs/digits-vae")
+
+
+def run_folder(run: Path) -> Path:
+    """The run folder of `run`, which may also name one of its checkpoint folders."""
+    return run.parent if (run / META_FILE).is_file() else run
 
 
 def _output(run: Path, out: str | None, default_name: str) -> Path:
     """The PNG to write: --out (a file, or a folder for the default name), else in the run."""
     if out is None:
-        folder = run.parent if (run / META_FILE).is_file() else run  # a checkpoint -> its run
-        return folder / default_name
+        return run_folder(run) / default_name
     path = Path(out)
     if path.is_dir():
         path = path / default_name
@@ -79,12 +83,14 @@ def _value_range(meta: dict[str, Any]) -> tuple[float, float] | None:
     return (low, high) if math.isfinite(low) and math.isfinite(high) and low < high else None
 
 
-def _load(run: Path, checkpoint: str, device: str) -> Trained:
+def load_trained(run: Path, checkpoint: str, device: str) -> Trained:
+    """A run's (or checkpoint folder's) model in eval mode, with its config and value range."""
+    check_run(run)
     model, config, meta = load_checkpoint(run, device=resolve_device(device), prefer=checkpoint)
     return Trained(model, config, _value_range(meta))
 
 
-def _choose_split(data: DataSplits, split: str | None) -> tuple[str, Split]:
+def choose_split(data: DataSplits, split: str | None) -> tuple[str, Split]:
     """(name, split): `split` when given (an error if it is empty), else the first non-empty
     one of test, val, train, with an info line when that is not test."""
     if split is not None:
@@ -157,10 +163,10 @@ def sample(
 ) -> Path:  # fmt: skip
     """A grid of n images decoded from codes drawn from the prior N(0, I), or (sampler="gmm")
     from a Gaussian mixture fitted to the run's training codes."""
-    _check_run(run)
+    check_run(run)
     path = _output(run, out, SAMPLES_PNG)
     _check_count(n, "--n")
-    trained = _load(run, checkpoint, device)
+    trained = load_trained(run, checkpoint, device)
     if sampler == "prior":
         return _save(_samples(trained.model, n, seed), path, trained.value_range)
     train_x = load_run_data(trained.config, dataset, data_dir).train.x
@@ -177,13 +183,13 @@ def reconstruct(
     device: str = "auto",
 ) -> Path:  # fmt: skip
     """n images spread evenly over a split (default: 10, at most the split) above their
-    reconstructions. The split defaults to test, else val, else train (see `_choose_split`)."""
-    _check_run(run)
+    reconstructions. The split defaults to test, else val, else train (see `choose_split`)."""
+    check_run(run)
     path = _output(run, out, RECONSTRUCTIONS_PNG)
     if n is not None:
         _check_count(n, "--n")
-    trained = _load(run, checkpoint, device)
-    name, chosen = _choose_split(load_run_data(trained.config, dataset, data_dir), split)
+    trained = load_trained(run, checkpoint, device)
+    name, chosen = choose_split(load_run_data(trained.config, dataset, data_dir), split)
     if n is None:
         n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
     elif n > len(chosen):
@@ -242,16 +248,16 @@ def interpolate(
     Each end is an index into the split or a path to an image file (resized to the model's);
     the split defaults as in `reconstruct`.
     """
-    _check_run(run)
+    check_run(run)
     path = _output(run, out, INTERPOLATION_PNG)
     _check_count(steps, "--steps", minimum=2)
     _check_image_end("--from", start)
     _check_image_end("--to", end)
-    trained = _load(run, checkpoint, device)
+    trained = load_trained(run, checkpoint, device)
     shape = tuple(trained.config.model.data_shape)
     name, chosen = "", None
     if _is_index(start) or _is_index(end):
-        name, chosen = _choose_split(load_run_data(trained.config, dataset, data_dir), split)
+        name, chosen = choose_split(load_run_data(trained.config, dataset, data_dir), split)
     if _is_index(start):
         start_index = _index(start, name, chosen)
         x_a = chosen.x[start_index]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import VaelabError
-from vaelab.figure_commands import _check_run
+from vaelab.figure_commands import check_run
 from vaelab.models import build_model
 from vaelab.models.networks import count_parameters
 from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta, resolve_checkpoint
@@ -37,7 +37,7 @@ def _other_checkpoint(run: Path, checkpoint: Path) -> str:
 def _info_report(run: Path, prefer: str) -> dict[str, Any]:
     """The report; with unreadable weights, "weights_error" says why and the parameters are
     counted on a model built from config.json."""
-    _check_run(run)
+    check_run(run)
     checkpoint = resolve_checkpoint(run, prefer=prefer)
     meta, config = read_meta(checkpoint), read_config(checkpoint)
     weights_error = None

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vaelab.bounds import draw_noise, log_mean_exp, log_weights
 from vaelab.distributions import DiagonalGaussian, PointMass, Posterior
 from vaelab.errors import VaelabError
 from vaelab.likelihoods import build_likelihood
+from vaelab.models.autoregressive import build_context
 from vaelab.models.config import ModelConfig
 from vaelab.models.networks import build_decoder, build_encoder
 
@@ -48,6 +50,7 @@ class Autoencoder(nn.Module):
         self.encoder = build_encoder(config, self._encoder_outputs())
         self.decoder = build_decoder(config)
         self.likelihood = build_likelihood(config.likelihood, sigma=config.sigma)
+        self.context = build_context(config.autoregressive, config.data_shape)
 
     def _encoder_outputs(self) -> int:
         return self.config.latent_dim
@@ -66,13 +69,28 @@ class Autoencoder(nn.Module):
         """q(z|x) for x (B, C, H, W); `.mean` is the code (mu for a VAE), shape (B, D)."""
         return PointMass(self.encoder(x))
 
-    def decode_logits(self, z: Tensor) -> Tensor:
-        """The decoder's raw output for z (B, D): logits (Bernoulli) or means (Gaussian)."""
-        return self.decoder(z)
+    def decode_logits(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """The parameters of p(x|z) for z (B, D): logits (Bernoulli) or means (Gaussian).
+
+        x (B, C, H, W) is the data being scored: an autoregressive decoder reads the pixels
+        before each one from it (teacher forcing) and needs it; a factorised one ignores it.
+        """
+        if self.context is None:
+            return self.decoder(z)
+        if x is None:
+            raise VaelabError("an autoregressive decoder's logits depend on x: pass the data")
+        return self.decoder(z) + self.context(x).view(-1, *self.config.data_shape)
 
     def decode(self, z: Tensor) -> Tensor:
-        """The mean of p(x|z) in data space, (B, C, H, W)."""
-        return self.likelihood.mean(self.decoder(z))
+        """The mean of p(x|z) in data space, (B, C, H, W).
+
+        With an autoregressive decoder, each pixel is the mean given the means chosen for the
+        pixels before it: one pass per pixel, so decoding is slower than encoding.
+        """
+        if self.context is None:
+            return self.likelihood.mean(self.decoder(z))
+        base = self.decoder(z).flatten(1)
+        return self.context.generate(base, self.likelihood.mean).view(-1, *self.config.data_shape)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decode the posterior's mode: x (B, C, H, W) -> (B, C, H, W)."""
@@ -101,10 +119,19 @@ class Autoencoder(nn.Module):
         return self.decode(path)
 
     def loss(
-        self, x: Tensor, *, kl_scale: float = 1.0, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        *,
+        kl_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        k: int = 1,
+        objective: str = "elbo",
     ) -> LossTerms:
-        """Reconstruction NLL of x under the decoder: batch mean of per-example sums."""
-        recon = self.likelihood.nll(self.decoder(self.encoder(x)), x).mean()
+        """Reconstruction NLL of x under the decoder: batch mean of per-example sums.
+
+        `k` and `objective` only apply to a VAE; an autoencoder has one code per input.
+        """
+        recon = self.likelihood.nll(self.decode_logits(self.encoder(x), x), x).mean()
         return LossTerms(total=recon, recon=recon, kl=torch.zeros_like(recon))
 
     def check_data(self, x: Tensor, *, where: str) -> None:
@@ -129,10 +156,16 @@ class DenoisingAutoencoder(Autoencoder):
         return x + level * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     def loss(
-        self, x: Tensor, *, kl_scale: float = 1.0, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        *,
+        kl_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        k: int = 1,
+        objective: str = "elbo",
     ) -> LossTerms:
         x_noisy = self.corrupt(x, generator=generator)
-        recon = self.likelihood.nll(self.decoder(self.encoder(x_noisy)), x).mean()
+        recon = self.likelihood.nll(self.decode_logits(self.encoder(x_noisy), x), x).mean()
         return LossTerms(total=recon, recon=recon, kl=torch.zeros_like(recon))
 
 
@@ -147,18 +180,35 @@ class VAE(Autoencoder):
         return DiagonalGaussian(mu, logvar)
 
     def loss(
-        self, x: Tensor, *, kl_scale: float = 1.0, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        *,
+        kl_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        k: int = 1,
+        objective: str = "elbo",
     ) -> LossTerms:
-        """Negative ELBO (Kingma & Welling 2013, eq. 10) with the KL weighted by beta * kl_scale.
+        """The negative of a lower bound on log p(x), with the KL weighted by beta * kl_scale.
 
-        One reparameterised sample per example; `kl_scale` is the trainer's KL warm-up factor.
+        objective "elbo": the negative ELBO (Kingma & Welling 2013, eq. 10) with the KL in
+        closed form, its reconstruction term averaged over `k` reparameterised samples.
+        objective "iwae": the negative importance-weighted bound of Burda et al. (2015) with `k`
+        samples; at k = 1 it is the ELBO, and the closed-form KL is used then, as for "elbo".
+        `recon` and `kl` are always the ELBO's terms; `kl_scale` is the trainer's KL warm-up.
         """
         posterior = self.encode(x)
-        z = posterior.sample(generator=generator)  # (B, D)
-        recon = self.likelihood.nll(self.decoder(z), x).mean()
         kl = posterior.kl().mean()
-        total = recon + (self.config.beta * kl_scale) * kl
-        return LossTerms(total=total, recon=recon, kl=kl)
+        weight = self.config.beta * kl_scale
+        if k == 1:
+            z = posterior.sample(generator=generator)  # (B, D)
+            recon = self.likelihood.nll(self.decode_logits(z, x), x).mean()
+            return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
+        eps = draw_noise(len(x), k, self.config.latent_dim, like=posterior.mu, generator=generator)
+        log_w, log_px_z = log_weights(self, x, posterior, eps, prior_scale=weight)
+        recon = -log_px_z.mean()
+        if objective == "iwae":
+            return LossTerms(total=-log_mean_exp(log_w).mean(), recon=recon, kl=kl)
+        return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
 
 
 def bits_per_dim(nats_per_example: float, data_shape: tuple[int, int, int]) -> float:

@@ -12,6 +12,8 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
 NOISE_KINDS = ("gaussian", "mask")
+AUTOREGRESSIVE_KINDS = ("none", "linear")
+MAX_CONTEXT_VALUES = 4096  # linear context: a (P, P) weight; 16.8M parameters at this size
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -32,6 +34,7 @@ class ModelConfig:
     activation: str = "relu"
     likelihood: str = "bernoulli"  # "bernoulli" (data in [0, 1]) or "gaussian"
     sigma: float | None = None  # gaussian: fixed std, or None to learn one shared std
+    autoregressive: str = "none"  # "linear": the decoder also sees the preceding pixels
     beta: float = 1.0  # vae: weight of the KL term (beta-VAE, Higgins et al. 2017)
     noise: str = "gaussian"  # dae: "gaussian" (additive) or "mask" (pixels set to zero)
     noise_level: float = 0.3  # dae: noise std, or the fraction of pixels masked
@@ -45,6 +48,7 @@ class ModelConfig:
         _check_choice(self.likelihood, LIKELIHOOD_NAMES, "likelihood")
         _check_choice(self.activation, ACTIVATIONS, "activation")
         _check_choice(self.noise, NOISE_KINDS, "noise")
+        _check_choice(self.autoregressive, AUTOREGRESSIVE_KINDS, "autoregressive decoder")
         if isinstance(self.latent_dim, bool) or int(self.latent_dim) != self.latent_dim:
             raise VaelabError(f"latent size must be a whole number, got {self.latent_dim!r}")
         if self.latent_dim <= 0:
@@ -57,6 +61,12 @@ class ModelConfig:
             raise VaelabError(f"hidden sizes must be positive, got {self.hidden_dims}")
         if not self.conv_channels or any(c <= 0 for c in self.conv_channels):
             raise VaelabError(f"conv channels must be positive, got {self.conv_channels}")
+        n_values = math.prod(self.data_shape)
+        if self.autoregressive == "linear" and n_values > MAX_CONTEXT_VALUES:
+            raise VaelabError(
+                f"--autoregressive linear needs images of at most {MAX_CONTEXT_VALUES} values "
+                f"(C x H x W); this data has {n_values}: use --image-size to shrink it"
+            )
         if self.sigma is not None and not self.sigma > 0:
             raise VaelabError(f"sigma must be positive (or omitted to learn it), got {self.sigma}")
         if not self.beta >= 0:

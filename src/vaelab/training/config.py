@@ -21,6 +21,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 ON_NAN = ("stop", "skip")
+OBJECTIVES = ("elbo", "iwae")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class TrainConfig:
     batch_size: int = 128
     kl_warmup_epochs: float = 0.0  # KL weight ramps linearly 0 -> 1 (Bowman et al. 2016)
     binarize: bool = False  # dynamic binarisation of each batch drawn (Bernoulli(x) pixels)
+    objective: str = "elbo"  # vae: "elbo", or "iwae" (importance-weighted, Burda et al. 2015)
+    k: int = 1  # vae: samples of z per example (the IWAE bound's k; averaged for "elbo")
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when available
     amp: bool = False  # bfloat16 autocast on CUDA
@@ -81,6 +84,10 @@ class TrainConfig:
             raise VaelabError(f"batch size must be positive, got {self.batch_size}")
         if self.kl_warmup_epochs < 0:
             raise VaelabError(f"KL warm-up must be zero or positive, got {self.kl_warmup_epochs}")
+        if self.objective not in OBJECTIVES:
+            raise VaelabError(f"unknown objective '{self.objective}': use elbo or iwae")
+        if self.k <= 0:
+            raise VaelabError(f"k (samples per example) must be positive, got {self.k}")
         if self.on_nan not in ON_NAN:
             raise VaelabError(f"unknown --on-nan '{self.on_nan}': use stop or skip")
         if self.checkpoint_every is not None and self.checkpoint_every <= 0:
@@ -171,6 +178,14 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        uses_samples = self.train.objective != "elbo" or self.train.k != 1
+        if uses_samples and self.model.model != "vae":
+            raise VaelabError(
+                f"--objective {self.train.objective} --k {self.train.k} needs a vae: a "
+                f"{self.model.model} has one code per input, not a distribution to sample"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

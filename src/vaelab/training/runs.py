@@ -18,9 +18,10 @@ from vaelab.training.metrics import METRICS_FILE
 LAST = "last"
 BEST = "best"
 FIGURES = ("samples.png", "reconstructions.png", "interpolation.png", "plots", "report.html")
+MEASUREMENTS = ("eval.json",)  # written by `vaelab eval`
 CHECKPOINTS = (LAST, BEST, f".{LAST}.old", f".{BEST}.old")
-RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, *CHECKPOINTS, "tensorboard", *FIGURES)  # what --force
-# clears in a vaelab run folder; nothing else is ever deleted
+# What --force clears in a vaelab run folder; nothing else is ever deleted.
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, *CHECKPOINTS, "tensorboard", *FIGURES, *MEASUREMENTS)
 STALE_TEMPORARIES = (f".{LAST}.tmp-*", f".{BEST}.tmp-*")  # left by a kill during a save
 
 

@@ -41,14 +41,18 @@ class TrainingDiverged(VaelabError):
 class LossModule(nn.Module):
     """The model's loss as `forward`, so that DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: Autoencoder) -> None:
+    def __init__(self, model: Autoencoder, *, k: int = 1, objective: str = "elbo") -> None:
         super().__init__()
         self.model = model
+        self.k = k
+        self.objective = objective
 
     def forward(
         self, x: torch.Tensor, *, kl_scale: float, generator: torch.Generator | None
     ) -> LossTerms:
-        return self.model.loss(x, kl_scale=kl_scale, generator=generator)
+        return self.model.loss(
+            x, kl_scale=kl_scale, generator=generator, k=self.k, objective=self.objective
+        )
 
 
 @dataclass
@@ -102,7 +106,9 @@ class Session:
         data: DataSplits, *, progress: bool,
     ) -> Session:  # fmt: skip
         train = config.train
-        step_module: nn.Module = LossModule(model)
+        step_module: nn.Module = LossModule(
+            model, k=config.train.k, objective=config.train.objective
+        )
         if group.enabled:
             device_ids = [group.device.index] if group.device.type == "cuda" else None
             step_module = DistributedDataParallel(step_module, device_ids=device_ids)

@@ -307,7 +307,8 @@ def _validation_means(session: Session) -> dict[str, float]:
     sums = torch.zeros(4, device=group.device)
     if len(val_x):
         means = evaluate_loss(session.model, val_x, batch_size=cfg.batch_size,
-                              binarize=cfg.binarize, seed=cfg.seed)  # fmt: skip
+                              binarize=cfg.binarize, seed=cfg.seed, k=cfg.k,
+                              objective=cfg.objective)  # fmt: skip
         values = [means["loss"], means["recon"], means["kl"]]
         sums = torch.tensor([v * len(val_x) for v in values] + [len(val_x)], device=group.device)
     sums = group.sum(sums)

@@ -1,0 +1,81 @@
+"""Speed of `vaelab.evaluate`'s importance-weighted NLL against this machine's matmul throughput.
+
+For the classic MLP VAEs on MNIST's test images it prints images/s of the k-sample pass, the
+FLOP/s that achieves (the decoder's matrix products, 2 * in * out per layer and sample), and the
+fp32 matmul throughput measured in the same run: on the decoder's own shapes at the pass size,
+and on a large square product. The share is taken against the larger of the two.
+
+    VAELAB_DATA=../shared/data python benchmarks/eval_speed.py [--images 10000] [--k 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import vaelab
+from vaelab.analysis.evaluate import DEFAULT_CHUNK, evaluate
+
+MODELS = {  # name: (hidden sizes, latent size, activation)
+    "kingma": ((400,), 20, "relu"),  # Kingma & Welling (2013): 784-400-20
+    "iwae": ((200, 200), 50, "tanh"),  # Burda et al. (2015), one stochastic layer
+}
+
+
+def decoder_layers(hidden: tuple[int, ...], latent: int) -> list[tuple[int, int]]:
+    sizes = [latent, *reversed(hidden), 784]
+    return list(zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def matmul_gflops(shapes: list[tuple[int, int, int]], repeats: int) -> float:
+    """GFLOP/s of fp32 torch.mm over these (rows, in, out) products, run back to back."""
+    products = [(torch.randn(m, a), torch.randn(a, b)) for m, a, b in shapes]
+    for left, right in products:  # warm up
+        torch.mm(left, right)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for left, right in products:
+            torch.mm(left, right)
+    seconds = time.perf_counter() - start
+    return repeats * sum(2 * m * a * b for m, a, b in shapes) / seconds / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=1000, help="test images (10000: all)")
+    parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
+    parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
+    args = parser.parse_args()
+
+    data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
+    x = torch.bernoulli(data.test.x[: args.images], generator=torch.Generator().manual_seed(0))
+    square = matmul_gflops([(2048, 2048, 2048)], repeats=10)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(x)} test images, "
+          f"k = {args.k}, chunk = {args.chunk}")  # fmt: skip
+    print(f"fp32 matmul, 2048 x 2048 x 2048: {square:.1f} GFLOP/s")
+    for name in args.models:
+        hidden, latent, activation = MODELS[name]
+        torch.manual_seed(0)
+        model = vaelab.build_model(vaelab.ModelConfig(latent_dim=latent, hidden_dims=hidden,
+                                                      activation=activation)).eval()  # fmt: skip
+        layers = decoder_layers(hidden, latent)
+        rows = min(args.k, args.chunk) * max(1, args.chunk // args.k)
+        shapes = matmul_gflops([(rows, a, b) for a, b in layers], repeats=5)
+        result = evaluate(model, x, k=args.k, chunk=args.chunk, binarize=False)
+        flops_per_sample = sum(2 * a * b for a, b in layers)
+        achieved = result.images_per_second * args.k * flops_per_sample / 1e9
+        ceiling = max(square, shapes)
+        print(f"\n{name}: decoder {' -> '.join(str(a) for a, _ in layers)} -> 784")
+        print(f"  evaluate     {result.images_per_second:8.1f} images/s   "
+              f"({result.images_per_second * args.k / 1e6:.2f}M samples/s, "
+              f"{len(x) / result.images_per_second:.0f} s for {len(x)} images)")  # fmt: skip
+        print(f"  matmuls      {shapes:8.1f} GFLOP/s on the decoder's shapes ({rows} rows)")
+        print(f"  evaluate achieves {achieved:.1f} GFLOP/s = {achieved / ceiling:.0%} of "
+              f"{ceiling:.1f} GFLOP/s, this machine's measured matmul throughput")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
