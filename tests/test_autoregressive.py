@@ -1,5 +1,5 @@
-"""The linear autoregressive decoder term: causal, normalised, and consistent between scoring
-(teacher forcing) and decoding (one pixel at a time)."""
+"""The autoregressive decoder terms (linear and local): causal, normalised, and consistent
+between scoring (teacher forcing) and decoding (one pixel at a time)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,24 @@ from vaelab import ModelConfig, build_model
 from vaelab.analysis.evaluate import evaluate
 
 
-def ar_model(likelihood: str = "bernoulli", shape=(1, 3, 3), seed: int = 0) -> vaelab.VAE:
+KINDS = ["linear", "local"]
+
+
+def ar_model(
+    kind: str = "linear", likelihood: str = "bernoulli", shape=(1, 3, 3), seed: int = 0
+) -> vaelab.VAE:
     torch.manual_seed(seed)
     sigma = 0.3 if likelihood == "gaussian" else None
     model = build_model(ModelConfig(data_shape=shape, latent_dim=2, hidden_dims=(8,),
                                     likelihood=likelihood, sigma=sigma,
-                                    autoregressive="linear"))  # fmt: skip
-    with torch.no_grad():  # a context that matters (it starts at zero)
-        model.context.weight.normal_(0.0, 1.0)
+                                    autoregressive=kind))  # fmt: skip
+    with torch.no_grad():  # a context that matters (its last layer starts at zero)
+        for parameter in model.context.parameters():
+            parameter.normal_(0.0, 1.0)
     return model.eval()
 
 
-def test_each_value_sees_only_the_values_before_it() -> None:
+def test_linear_context_sees_exactly_the_values_before_each_one() -> None:
     model = ar_model(shape=(2, 3, 3))
     x = torch.rand(1, 18)
     jacobian = torch.autograd.functional.jacobian(lambda v: model.context(v)[0], x)[:, 0]
@@ -32,9 +38,24 @@ def test_each_value_sees_only_the_values_before_it() -> None:
     assert torch.count_nonzero(jacobian.tril(-1)) == 18 * 17 // 2
 
 
-def test_bernoulli_decoder_is_a_normalised_distribution() -> None:
+def test_local_context_sees_the_patch_above_and_to_the_left() -> None:
+    """Pixel (r, c) of a 9x9 image depends on the pixels before it in row order that lie in
+    its 7x7 window: rows r-3..r-1 at columns c-3..c+3, and row r at columns c-3..c-1."""
+    model = ar_model("local", shape=(2, 9, 9))
+    x = torch.rand(1, 2, 9, 9)
+    jacobian = torch.autograd.functional.jacobian(lambda v: model.context(v)[0], x)[:, 0]
+    depends = jacobian.view(2, 9, 9, 2, 9, 9).abs().sum(dim=(0, 3)) > 0  # (r, c, r', c')
+    for r, c in itertools.product(range(9), repeat=2):
+        expected = torch.zeros(9, 9, dtype=torch.bool)
+        expected[max(r - 3, 0) : r, max(c - 3, 0) : c + 4] = True
+        expected[r, max(c - 3, 0) : c] = True
+        assert torch.equal(depends[r, c], expected), (r, c)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bernoulli_decoder_is_a_normalised_distribution(kind: str) -> None:
     """Summed over all 2^9 binary images, p(x|z) is 1 for any z."""
-    model = ar_model()
+    model = ar_model(kind)
     images = torch.tensor(list(itertools.product([0.0, 1.0], repeat=9))).view(-1, 1, 3, 3)
     z = torch.randn(1, 2).expand(len(images), 2)
     with torch.no_grad():
@@ -42,11 +63,13 @@ def test_bernoulli_decoder_is_a_normalised_distribution() -> None:
     assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-def test_decoding_is_consistent_with_scoring(likelihood: str) -> None:
+@pytest.mark.parametrize("shape", [(1, 3, 3), (2, 5, 4)])
+def test_decoding_is_consistent_with_scoring(kind: str, likelihood: str, shape) -> None:
     """decode(z) chooses each value as the mean given the values chosen before it, so scoring
     its own output with teacher forcing reproduces it."""
-    model = ar_model(likelihood)
+    model = ar_model(kind, likelihood, shape)
     z = torch.randn(5, 2)
     with torch.no_grad():
         x_hat = model.decode(z)
@@ -55,9 +78,10 @@ def test_decoding_is_consistent_with_scoring(likelihood: str) -> None:
     assert not torch.allclose(x_hat, model.likelihood.mean(model.decoder(z)))  # context used
 
 
-def test_importance_weights_include_the_context() -> None:
-    """With k = 1 the bound's reconstruction term is the teacher-forced likelihood."""
-    model = ar_model()
+@pytest.mark.parametrize("kind", KINDS)
+def test_importance_weights_include_the_context(kind: str) -> None:
+    """The bound's reconstruction term is the teacher-forced likelihood."""
+    model = ar_model(kind)
     x = torch.bernoulli(torch.full((40, 1, 3, 3), 0.4), generator=torch.Generator().manual_seed(1))
     result = evaluate(model, x, k=2000)
     with torch.no_grad():

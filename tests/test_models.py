@@ -16,7 +16,7 @@ from vaelab.models.config import MAX_CONTEXT_VALUES
 from vaelab.models.networks import conv_level_sizes
 from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
-ARCHITECTURES = ["mlp", "conv", "mlp+ar"]  # +ar: with the linear autoregressive decoder term
+ARCHITECTURES = ["mlp", "conv", "mlp+linear", "conv+local"]  # +: an autoregressive decoder term
 # name -> (likelihood, sigma); a fixed sigma of 0.1 suits [0, 1] images (1.0 would leave the
 # loss dominated by its constant log-normaliser, so a fall would be hard to see).
 LIKELIHOODS = {
@@ -35,7 +35,7 @@ def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options)
     name, sigma = LIKELIHOODS[likelihood]
     architecture, _, ar = architecture.partition("+")
     values = dict(
-        model=kind, architecture=architecture, autoregressive="linear" if ar else "none",
+        model=kind, architecture=architecture, autoregressive=ar or "none",
         likelihood=name, sigma=sigma, data_shape=(1, 8, 8),
         latent_dim=4, hidden_dims=(64,), conv_channels=(8, 16), noise_level=0.2,
     )  # fmt: skip
@@ -58,7 +58,7 @@ def fixed_generator() -> torch.Generator:
 @every_architecture
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_output_shapes(kind, architecture, shape):
-    if architecture.endswith("+ar") and math.prod(shape) > MAX_CONTEXT_VALUES:
+    if architecture.endswith("+linear") and math.prod(shape) > MAX_CONTEXT_VALUES:
         with pytest.raises(vaelab.VaelabError, match="autoregressive linear needs images of at"):
             tiny(kind, architecture, data_shape=shape)
         return

@@ -89,8 +89,9 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
                choices=LIKELIHOOD_NAMES),
         Option("--sigma", "sigma", "gaussian decoder std: a number, or 'learned'",
                _off_or(float, "learned"), "S", unset="learned"),
-        Option("--autoregressive", "autoregressive", "linear: the decoder also sees the pixels "
-               "before each one (raster order); sampling then takes a pass per pixel",
+        Option("--autoregressive", "autoregressive", "the decoder also sees the pixels before "
+               "each one: local (a masked 7x7 convolution, PixelCNN-style) or linear (all of "
+               "them); decoding then takes a step per pixel",
                choices=AUTOREGRESSIVE_KINDS),
         Option("--beta", "beta", "weight of the KL term (beta-VAE)", float, "BETA"),
         Option("--noise", "noise", "dae corruption", choices=NOISE_KINDS),

@@ -12,7 +12,7 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
 NOISE_KINDS = ("gaussian", "mask")
-AUTOREGRESSIVE_KINDS = ("none", "linear")
+AUTOREGRESSIVE_KINDS = ("none", "linear", "local")
 MAX_CONTEXT_VALUES = 4096  # linear context: a (P, P) weight; 16.8M parameters at this size
 
 
@@ -34,7 +34,7 @@ class ModelConfig:
     activation: str = "relu"
     likelihood: str = "bernoulli"  # "bernoulli" (data in [0, 1]) or "gaussian"
     sigma: float | None = None  # gaussian: fixed std, or None to learn one shared std
-    autoregressive: str = "none"  # "linear": the decoder also sees the preceding pixels
+    autoregressive: str = "none"  # "local"/"linear": the decoder also sees preceding pixels
     beta: float = 1.0  # vae: weight of the KL term (beta-VAE, Higgins et al. 2017)
     noise: str = "gaussian"  # dae: "gaussian" (additive) or "mask" (pixels set to zero)
     noise_level: float = 0.3  # dae: noise std, or the fraction of pixels masked
