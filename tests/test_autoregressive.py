@@ -12,7 +12,6 @@ import vaelab
 from vaelab import ModelConfig, build_model
 from vaelab.analysis.evaluate import evaluate
 
-
 KINDS = ["linear", "local"]
 
 

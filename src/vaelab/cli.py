@@ -130,7 +130,8 @@ def _eval(args: argparse.Namespace) -> Iterator[str | Path]:
     )  # fmt: skip
     if args.json:
         yield json.dumps(record, indent=2)
-    elif not args.quiet:
+        return
+    if not args.quiet:
         yield format_result(result, record, Path(args.run))
     yield path
 
@@ -192,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VaelabError as error:
         cli_console.error(str(error))
         return 1
-    cli_console.configure_logging(quiet=args.quiet or not main_process)
+    machine_readable = getattr(args, "json", False)  # stdout holds only the JSON then
+    cli_console.configure_logging(quiet=args.quiet or machine_readable or not main_process)
     try:
         for output in COMMANDS[args.command](args):
             if main_process:

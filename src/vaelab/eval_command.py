@@ -12,11 +12,9 @@ from vaelab.analysis.evaluate import ACTIVE_THRESHOLD, EvalResult, evaluate
 from vaelab.errors import VaelabError, plural
 from vaelab.figure_commands import choose_split, load_trained, run_folder
 from vaelab.files import atomic_write_text
-from vaelab.training.runs import load_run_data
+from vaelab.training.runs import EVAL_FILE, load_run_data
 
 logger = logging.getLogger(__name__)
-
-EVAL_FILE = "eval.json"
 
 
 def evaluate_run(
@@ -41,6 +39,12 @@ def evaluate_run(
     if binarize and trained.config.model.likelihood != "bernoulli":
         raise VaelabError("--binarize applies to a bernoulli likelihood; this run's is "
                           f"{trained.config.model.likelihood}")  # fmt: skip
+    bernoulli = trained.config.model.likelihood == "bernoulli"
+    if bernoulli and not binarize and not bool(((x == 0) | (x == 1)).all()):
+        logger.warning(
+            "note: the images are not binary, so a bernoulli decoder's NLL is a cross-entropy, "
+            "not a log-likelihood; --binarize scores a binary draw"
+        )
     result = evaluate(trained.model, x, k=k, chunk=chunk, seed=seed, binarize=binarize,
                       progress=progress)  # fmt: skip
     record = {"checkpoint": checkpoint, "split": split_name, "dataset": data.name,

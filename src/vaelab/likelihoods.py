@@ -34,8 +34,10 @@ class BernoulliLikelihood(nn.Module):
         x . logits - sum softplus(logits) (= -BCE): a batched matrix product instead of a
         broadcast copy of x, since this runs over thousands of samples per image in `evaluate`.
         """
-        x = x.to(x_logits.dtype)
-        return torch.bmm(x_logits, x.unsqueeze(-1)).squeeze(-1) - F.softplus(x_logits).sum(-1)
+        dtype = torch.promote_types(x_logits.dtype, torch.float32)  # not bfloat16 under AMP
+        x_logits, x = x_logits.to(dtype), x.to(dtype)
+        with torch.autocast(x_logits.device.type, enabled=False):
+            return torch.bmm(x_logits, x.unsqueeze(-1)).squeeze(-1) - F.softplus(x_logits).sum(-1)
 
     def mean(self, x_logits: Tensor) -> Tensor:
         return torch.sigmoid(x_logits)

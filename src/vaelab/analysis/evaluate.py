@@ -18,7 +18,8 @@ from vaelab.errors import VaelabError
 from vaelab.models import VAE, Autoencoder, bits_per_dim
 
 DEFAULT_K = 5000  # Burda et al. (2015) report test NLL with k = 5000
-DEFAULT_CHUNK = 16384  # decoder evaluations (images x samples) per pass: ~50 MB of MNIST logits
+DEFAULT_CHUNK = 4096  # decoder evaluations (images x samples) per pass: 13 MB of MNIST logits,
+# which stay in cache; larger passes were slower on a 2-core CPU (benchmarks/eval_speed.py)
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2015): unit u is active when Cov_x(E_q[z_u]) > 0.01
 ENCODE_BATCH = 1024
 
@@ -73,7 +74,7 @@ def evaluate(
     For a VAE, k importance samples per example estimate log p(x); the decoder sees at most
     `chunk` (example, sample) pairs per pass, which bounds memory. `binarize` draws a fixed
     Bernoulli(x) copy of the data first (the protocol for dynamically binarised MNIST). The
-    same `seed` gives the same figures whatever `chunk` is.
+    same `seed` draws the same samples whatever `chunk` is (figures agree to rounding).
     """
     if k <= 0 or chunk <= 0:
         raise VaelabError(f"k and chunk must be positive, got k={k}, chunk={chunk}")
@@ -100,9 +101,9 @@ def _evaluate_autoencoder(model: Autoencoder, x: Tensor, *, binarize: bool) -> E
     started = time.perf_counter()
     recon, squared = 0.0, 0.0
     for batch in x.split(ENCODE_BATCH):
-        x_logits = model.decode_logits(model.encode(batch).mode(), batch)
-        recon += float(model.likelihood.nll(x_logits, batch).sum())
-        squared += float((model.likelihood.mean(x_logits) - batch).pow(2).sum())
+        code = model.encode(batch).mode()
+        recon += float(model.likelihood.nll(model.decode_logits(code, batch), batch).sum())
+        squared += float((model.decode(code) - batch).pow(2).sum())
     return EvalResult(
         model=model.config.model, examples=len(x), binarized=binarize, recon=recon / len(x),
         mse=squared / x.numel(), seconds=time.perf_counter() - started,

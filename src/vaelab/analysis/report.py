@@ -26,11 +26,12 @@ from vaelab.analysis.run_plots import (
 from vaelab.errors import VaelabError
 from vaelab.files import atomic_write_text
 from vaelab.training.metrics import read_metrics
+from vaelab.training.runs import EVAL_FILE
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-EVAL_FILE = "eval.json"
+
 
 CAPTIONS = {
     "latent_map": "Codes of the split (the posterior mean μ for a VAE), coloured by class.",

@@ -18,7 +18,8 @@ from vaelab.training.metrics import METRICS_FILE
 LAST = "last"
 BEST = "best"
 FIGURES = ("samples.png", "reconstructions.png", "interpolation.png", "plots", "report.html")
-MEASUREMENTS = ("eval.json",)  # written by `vaelab eval`
+EVAL_FILE = "eval.json"  # written by `vaelab eval`
+MEASUREMENTS = (EVAL_FILE,)
 CHECKPOINTS = (LAST, BEST, f".{LAST}.old", f".{BEST}.old")
 # What --force clears in a vaelab run folder; nothing else is ever deleted.
 RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, *CHECKPOINTS, "tensorboard", *FIGURES, *MEASUREMENTS)
