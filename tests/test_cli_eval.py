@@ -37,7 +37,7 @@ def test_eval_prints_the_table_and_writes_eval_json(runs, capsys) -> None:
                   "reconstruction MSE", "images/s", "binarised (seed 3)"):  # fmt: skip
         assert label in out, out
     assert out.strip().endswith("eval.json")
-    record = json.loads((runs["vae"] / "eval.json").read_text())["best/test"]
+    record = json.loads((runs["vae"] / "eval.json").read_text())["best/test/k=50"]
     assert record["k"] == 50 and record["seed"] == 3 and record["binarized"] is True
     assert record["examples"] == 359 and record["split"] == "test"
     assert record["nll"] <= record["neg_elbo"] + 0.05  # the k=50 bound is the tighter one
@@ -54,7 +54,7 @@ def test_eval_matches_the_library_and_keeps_other_splits(runs, capsys) -> None:
     assert printed["nll"] == pytest.approx(expected.nll, rel=1e-9)
     code, _, _ = run_cli(capsys, "eval", runs["vae"], "--k", "20", "--checkpoint", "last")
     records = json.loads((runs["vae"] / "eval.json").read_text())
-    assert {"best/val", "last/test"} <= records.keys()
+    assert {"best/val/k=20", "last/test/k=20", "best/test/k=50"} <= records.keys()
 
 
 def test_eval_of_an_autoencoder_reports_reconstruction_only(runs, capsys) -> None:
@@ -62,7 +62,7 @@ def test_eval_of_an_autoencoder_reports_reconstruction_only(runs, capsys) -> Non
     assert code == 0
     assert "not binary" in err  # digits are grey levels: a cross-entropy, not a likelihood
     assert "reconstruction NLL" in out and "40 images" in out and "NLL, k=" not in out
-    record = json.loads((runs["ae"] / "eval.json").read_text())["best/test"]
+    record = json.loads((runs["ae"] / "eval.json").read_text())["best/test/first-40"]
     assert record["nll"] is None and record["mse"] > 0
 
 
@@ -91,6 +91,45 @@ def test_eval_bad_input_is_one_line_and_changes_nothing(runs, capsys, args, frag
     code, _, err = run_cli(capsys, "eval", runs["gauss"], *args)
     assert_one_line_error(code, err, fragment)
     assert snapshot(runs["gauss"]) == before
+
+
+def test_eval_of_a_checkpoint_folder_is_recorded_under_its_name(runs, capsys) -> None:
+    code, _, _ = run_cli(capsys, "eval", runs["gauss"] / "last", "--k", "5", "--limit", "10")
+    assert code == 0
+    records = json.loads((runs["gauss"] / "eval.json").read_text())
+    assert records["last/test/k=5/first-10"]["checkpoint"] == "last"
+
+
+def test_an_unreadable_eval_json_is_moved_aside(runs, capsys) -> None:
+    path = runs["gauss"] / "eval.json"
+    path.write_text("my notes, not JSON")
+    code, _, err = run_cli(capsys, "eval", runs["gauss"], "--k", "5", "--limit", "3")
+    assert code == 0 and "moved it to" in err
+    assert (runs["gauss"] / "eval.json.bak").read_text() == "my notes, not JSON"
+    assert list(json.loads(path.read_text())) == ["best/test/k=5/first-3"]
+
+
+def test_one_image_gives_valid_json(runs, capsys) -> None:
+    code, out, _ = run_cli(capsys, "eval", runs["gauss"], "--k", "5", "--limit", "1", "--json")
+    assert code == 0 and "NaN" not in out
+    record = json.loads(out)
+    assert record["active_units"] is None and record["nll_stderr"] is None
+    assert "NaN" not in (runs["gauss"] / "eval.json").read_text()
+
+
+def test_huge_k_is_refused(runs, capsys) -> None:
+    code, _, err = run_cli(capsys, "eval", runs["gauss"], "--k", str(10**12))
+    assert_one_line_error(code, err, "k must be at most 1,000,000")
+
+
+def test_resume_with_another_objective_is_refused(tmp_path, capsys) -> None:
+    run = tmp_path / "r"
+    assert run_cli(capsys, "train", "--epochs", "1", *FAST, "--quiet", "--out", run)[0] == 0
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--objective",
+                           "iwae", "--k", "5", *FAST)  # fmt: skip
+    assert_one_line_error(code, err, "cannot resume with --objective iwae")
+    assert snapshot(run) == before
 
 
 def test_eval_of_a_missing_run(tmp_path, capsys) -> None:
@@ -123,7 +162,9 @@ def test_iwae_training_records_its_objective(tmp_path, capsys) -> None:
     ("args", "fragment"),
     [
         (("--objective", "iwae", "--k", "5", "--model", "ae"), "needs a vae"),
-        (("--k", "0"), "k (samples per example) must be positive"),
+        (("--k", "0"), "k (samples per example) must be between 1 and 5000"),
+        (("--k", "5001"), "k (samples per example) must be between 1 and 5000"),
+        (("--model", "ae", "--autoregressive", "local"), "needs a vae"),
         (("--objective", "bound"), "invalid choice"),
     ],
 )

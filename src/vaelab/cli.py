@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -181,6 +182,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
 }
 
 
+_SIZE_FLAGS = defaultdict(
+    lambda: "--batch-size, --n or --samples",
+    {"eval": "--chunk or --k", "train": "--batch-size or --k"},
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `vaelab` with `argv` (default sys.argv[1:]); returns the exit code."""
     parser = build_parser()
@@ -210,7 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli_console.error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
         return 1
     except torch.cuda.OutOfMemoryError:
-        cli_console.error("out of GPU memory; try a smaller --batch-size, --n or --samples")
+        cli_console.error(f"out of GPU memory; try a smaller {_SIZE_FLAGS[args.command]}")
+        return 1
+    except RuntimeError as error:
+        if "can't allocate memory" not in str(error):  # the CPU allocator's out-of-memory
+            raise
+        cli_console.error(f"out of memory; try a smaller {_SIZE_FLAGS[args.command]}")
         return 1
     except KeyboardInterrupt as interrupt:
         cli_console.error(f"interrupted{f'; {interrupt}' if str(interrupt) else ''}")

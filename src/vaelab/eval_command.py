@@ -12,6 +12,7 @@ from vaelab.analysis.evaluate import ACTIVE_THRESHOLD, EvalResult, evaluate
 from vaelab.errors import VaelabError, plural
 from vaelab.figure_commands import choose_split, load_trained, run_folder
 from vaelab.files import atomic_write_text
+from vaelab.training.checkpoint import resolve_checkpoint
 from vaelab.training.runs import EVAL_FILE, load_run_data
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,15 @@ def evaluate_run(
     if limit is not None and limit <= 0:
         raise VaelabError(f"--limit must be positive, got {limit}")
     trained = load_trained(run, checkpoint, device)
+    folder = resolve_checkpoint(run, prefer=checkpoint)  # a run's best/, or the folder given
+    checkpoint_name = folder.name.strip(".").removesuffix(".old")
+    path = run_folder(run) / EVAL_FILE
+    _check_writable(path)  # before the long pass, not after it
     data = load_run_data(trained.config, dataset, data_dir)
     split_name, chosen = choose_split(data, split)
+    if limit is not None and limit > len(chosen):
+        logger.info("--limit %d is more than the %s split's %s; using them all", limit,
+                    split_name, plural(len(chosen), "image"))  # fmt: skip
     x = chosen.x if limit is None else chosen.x[:limit]
     if binarize is None:
         binarize = trained.config.train.binarize
@@ -47,15 +55,29 @@ def evaluate_run(
         )
     result = evaluate(trained.model, x, k=k, chunk=chunk, seed=seed, binarize=binarize,
                       progress=progress)  # fmt: skip
-    record = {"checkpoint": checkpoint, "split": split_name, "dataset": data.name,
-              "chunk": chunk, "vaelab": __version__, **result.to_dict()}  # fmt: skip
-    path = run_folder(run) / EVAL_FILE
-    _save(path, f"{checkpoint}/{split_name}", record)
+    record = {"checkpoint": checkpoint_name, "split": split_name, "dataset": data.name,
+              "chunk": chunk, "device": str(trained.model.device), "vaelab": __version__,
+              **result.to_dict()}  # fmt: skip
+    key = f"{checkpoint_name}/{split_name}" + (f"/k={k}" if result.k is not None else "")
+    if len(x) < len(chosen):
+        key += f"/first-{len(x)}"
+    _save(path, key, record)
     return result, record, path
 
 
+def _check_writable(path: Path) -> None:
+    folder = path.parent
+    probe = folder / f".{EVAL_FILE}.probe"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise VaelabError(f"cannot write {path}: {error.strerror or error}") from None
+
+
 def _save(path: Path, key: str, record: dict[str, Any]) -> None:
-    """Add `record` under `key` to eval.json, keeping the other splits' records."""
+    """Add `record` under `key` to eval.json, keeping the other records. An eval.json that
+    cannot be read is moved aside to eval.json.bak, never overwritten."""
     records: Any = {}
     if path.exists():
         try:
@@ -63,7 +85,10 @@ def _save(path: Path, key: str, record: dict[str, Any]) -> None:
         except (OSError, ValueError):
             records = None
         if not isinstance(records, dict):
-            logger.warning("%s was unreadable; it now holds only this evaluation", path)
+            backup = path.with_name(f"{path.name}.bak")
+            path.replace(backup)
+            logger.warning("%s was not an eval.json vaelab can read; moved it to %s", path,
+                           backup)  # fmt: skip
             records = {}
     records[key] = record
     atomic_write_text(path, json.dumps(records, indent=2) + "\n")
@@ -91,7 +116,9 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
         f"  NLL, k={result.k:<13} {result.nll:10.3f} nats   (± {result.nll_stderr or 0:.3f} "
         f"standard error; {result.nll_bits_per_dim:.4f} bits/dim)",
         f"  active units         {result.active_units!s:>10} of {result.latent_dim}   "
-        f"(Cov_x E_q[z_u] > {ACTIVE_THRESHOLD})",
+        f"(Cov_x E_q[z_u] > {ACTIVE_THRESHOLD})"
+        if result.active_units is not None
+        else "  active units                n/a   (needs two images or more)",
         f"  KL per dimension     {shown}   (nats, largest first)",
         f"  reconstruction MSE   {result.mse:10.5f} per pixel (decoded posterior mean)",
         f"  throughput           {result.images_per_second:10.1f} images/s   "

@@ -22,6 +22,7 @@ DEFAULT_CHUNK = 4096  # decoder evaluations (images x samples) per pass: 13 MB o
 # which stay in cache; larger passes were slower on a 2-core CPU (benchmarks/eval_speed.py)
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2015): unit u is active when Cov_x(E_q[z_u]) > 0.01
 ENCODE_BATCH = 1024
+MAX_K = 1_000_000  # each image's k x D noise is drawn at once (200 MB at D = 50)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ def evaluate(
     """
     if k <= 0 or chunk <= 0:
         raise VaelabError(f"k and chunk must be positive, got k={k}, chunk={chunk}")
+    if k > MAX_K:
+        raise VaelabError(f"k must be at most {MAX_K:,}, got {k:,}")
     if len(x) == 0:
         raise VaelabError("there are no examples to evaluate")
     was_training = model.training
@@ -85,10 +88,10 @@ def evaluate(
     try:
         with torch.inference_mode():
             x = x.to(device=model.device, dtype=model.dtype)
+            model.check_data(x, where="the evaluation data")
             if binarize:
                 generator = torch.Generator(device=x.device).manual_seed(seed)
                 x = torch.bernoulli(x, generator=generator)
-            model.check_data(x, where="the evaluation data")
             if isinstance(model, VAE):
                 return _evaluate_vae(model, x, k=k, chunk=chunk, seed=seed, binarize=binarize,
                                      progress=progress)  # fmt: skip
@@ -129,7 +132,7 @@ def _evaluate_vae(
 
     n = len(x)
     kl = float(kl_per_dim.sum(1).mean())
-    variance = posterior.mu.var(dim=0) if n > 1 else torch.full_like(posterior.mu[0], math.nan)
+    variance = posterior.mu.var(dim=0) if n > 1 else None  # undefined for one image
     nll = float(-log_px.mean())
     return EvalResult(
         model=model.config.model, examples=n, binarized=binarize, k=k, seed=seed,
@@ -137,9 +140,10 @@ def _evaluate_vae(
         neg_elbo=float(recon.mean()) + kl, nll=nll,
         nll_stderr=float(log_px.std() / math.sqrt(n)) if n > 1 else None,
         nll_bits_per_dim=bits_per_dim(nll, model.config.data_shape),
-        active_units=int((variance > ACTIVE_THRESHOLD).sum()) if n > 1 else None,
+        active_units=None if variance is None else int((variance > ACTIVE_THRESHOLD).sum()),
         latent_dim=model.config.latent_dim, kl_per_dim=kl_per_dim.mean(0).tolist(),
-        mean_variance_per_dim=variance.tolist(), images_per_second=n / nll_seconds,
+        mean_variance_per_dim=None if variance is None else variance.tolist(),
+        images_per_second=n / nll_seconds,
         seconds=time.perf_counter() - started,
     )  # fmt: skip
 

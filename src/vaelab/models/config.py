@@ -61,6 +61,11 @@ class ModelConfig:
             raise VaelabError(f"hidden sizes must be positive, got {self.hidden_dims}")
         if not self.conv_channels or any(c <= 0 for c in self.conv_channels):
             raise VaelabError(f"conv channels must be positive, got {self.conv_channels}")
+        if self.autoregressive != "none" and self.model != "vae":
+            raise VaelabError(
+                f"--autoregressive {self.autoregressive} needs a vae: an autoencoder's decoder "
+                "could copy x through it and leave the code unused"
+            )
         n_values = math.prod(self.data_shape)
         if self.autoregressive == "linear" and n_values > MAX_CONTEXT_VALUES:
             raise VaelabError(

@@ -22,6 +22,7 @@ SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 ON_NAN = ("stop", "skip")
 OBJECTIVES = ("elbo", "iwae")
+MAX_TRAIN_K = 5000  # each step decodes batch_size * k codes; Burda et al. trained with k <= 50
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,10 @@ class TrainConfig:
             raise VaelabError(f"KL warm-up must be zero or positive, got {self.kl_warmup_epochs}")
         if self.objective not in OBJECTIVES:
             raise VaelabError(f"unknown objective '{self.objective}': use elbo or iwae")
-        if self.k <= 0:
-            raise VaelabError(f"k (samples per example) must be positive, got {self.k}")
+        if not 0 < self.k <= MAX_TRAIN_K:
+            raise VaelabError(
+                f"k (samples per example) must be between 1 and {MAX_TRAIN_K}, got {self.k}"
+            )
         if self.on_nan not in ON_NAN:
             raise VaelabError(f"unknown --on-nan '{self.on_nan}': use stop or skip")
         if self.checkpoint_every is not None and self.checkpoint_every <= 0:

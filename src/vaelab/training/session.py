@@ -226,6 +226,12 @@ def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
                 f"cannot resume with different [{section}] options than the run was started with; "
                 "only training-loop options (e.g. --epochs) may change"
             )
+    for name in ("objective", "k"):  # the loss, and so the best checkpoint, would change meaning
+        before, after = getattr(saved.train, name), getattr(requested.train, name)
+        if before != after:
+            raise VaelabError(
+                f"cannot resume with --{name} {after}: the run was trained with --{name} {before}"
+            )
 
 
 def restore(session: Session) -> None:
