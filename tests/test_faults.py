@@ -350,8 +350,8 @@ def poison_vae_loss(monkeypatch, poison) -> list[int]:
     """Training-mode VAE.loss calls pass through `poison(n, terms)` (n counts from 1)."""
     original, calls = VAE.loss, []
 
-    def loss(self, x, *, kl_scale=1.0, generator=None):
-        terms = original(self, x, kl_scale=kl_scale, generator=generator)
+    def loss(self, x, *, kl_scale=1.0, generator=None, **options):
+        terms = original(self, x, kl_scale=kl_scale, generator=generator, **options)
         if self.training:
             calls.append(len(x))
             terms = poison(len(calls), terms)

@@ -49,8 +49,8 @@ def spy_on_vae_loss(monkeypatch, on_call=None) -> list[dict]:
     original = VAE.loss
     calls: list[dict] = []
 
-    def loss(self, x, *, kl_scale=1.0, generator=None):
-        terms = original(self, x, kl_scale=kl_scale, generator=generator)
+    def loss(self, x, *, kl_scale=1.0, generator=None, **options):
+        terms = original(self, x, kl_scale=kl_scale, generator=generator, **options)
         if self.training:
             values = {name: getattr(terms, name).detach().item() for name in ("recon", "kl")}
             calls.append({"kl_scale": kl_scale, "n": len(x), **values})

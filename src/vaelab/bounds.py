@@ -32,8 +32,8 @@ def log_weights(
     batch, samples, latent = eps.shape
     z = posterior.mu.unsqueeze(1) + posterior.std.unsqueeze(1) * eps  # (B, S, D)
     x_logits = model.decoder(z.reshape(batch * samples, latent)).reshape(batch, samples, -1)
-    if model.context is not None:  # autoregressive: the same offsets for every sample of z
-        x_logits = x_logits + model.context(x).unsqueeze(1)
+    if model.context is not None:  # autoregressive: teacher-forced offsets
+        x_logits = x_logits + model.context(x, x_logits)
     log_px_z = model.likelihood.log_prob(x_logits, x.flatten(1))
     log_pz = -0.5 * (LOG_2PI * latent + z.pow(2).sum(-1))
     log_qz = -0.5 * (LOG_2PI * latent + posterior.logvar.sum(-1, keepdim=True) + eps.pow(2).sum(-1))

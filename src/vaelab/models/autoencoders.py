@@ -79,7 +79,8 @@ class Autoencoder(nn.Module):
             return self.decoder(z)
         if x is None:
             raise VaelabError("an autoregressive decoder's logits depend on x: pass the data")
-        return self.decoder(z) + self.context(x).view(-1, *self.config.data_shape)
+        base = self.decoder(z)
+        return base + self.context(x, base.flatten(1)).view_as(base)
 
     def decode(self, z: Tensor) -> Tensor:
         """The mean of p(x|z) in data space, (B, C, H, W).

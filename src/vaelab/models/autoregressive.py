@@ -33,9 +33,10 @@ class LinearContext(nn.Module):
         self.weight = nn.Parameter(torch.zeros(n_values, n_values))
         self.register_buffer("mask", torch.ones(n_values, n_values).tril(-1), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, C, H, W) or (B, P) -> (B, P) offsets to the decoder's logits."""
-        return x.flatten(1) @ (self.weight * self.mask).T
+    def forward(self, x: Tensor, base: Tensor) -> Tensor:
+        """Offsets to the decoder's logits `base`, (B, P) or (B, S, P), from x (B, C, H, W)."""
+        offsets = x.flatten(1) @ (self.weight * self.mask).T  # (B, P)
+        return offsets if base.dim() == 2 else offsets.unsqueeze(1)
 
     def generate(self, base: Tensor, choose: Callable[[Tensor], Tensor]) -> Tensor:
         """Fill x value by value: x_j = choose(base_j + context(x)_j). base (B, P) -> x (B, P).
@@ -55,16 +56,23 @@ class LocalContext(nn.Module):
     """A one-layer PixelCNN (van den Oord et al. 2016): a masked k x k convolution over the
     pixels above and to the left (mask "A": not the pixel itself), ReLU, then a 1 x 1
     convolution to one offset per channel. Pixels are visited row by row; the channels of a
-    pixel are independent given z and the pixels before it. The last layer starts at zero."""
+    pixel are independent given z and the pixels before it. The last layer starts at zero.
+
+    `conditioned` also feeds the decoder's own logits around each pixel (a 3 x 3 convolution,
+    no mask: they depend on z only) into the hidden features, so the local model can use what
+    z says about the neighbourhood, as the PixelCNN layers of PixelVAE do (Gulrajani et al.
+    2016). That convolution runs once per sample of z, the masked one once per image.
+    """
 
     def __init__(
-        self, data_shape: tuple[int, int, int], kernel: int = LOCAL_KERNEL,
-        hidden: int = LOCAL_CHANNELS,
+        self, data_shape: tuple[int, int, int], *, conditioned: bool = False,
+        kernel: int = LOCAL_KERNEL, hidden: int = LOCAL_CHANNELS,
     ) -> None:  # fmt: skip
         super().__init__()
         self.data_shape = data_shape
         channels = data_shape[0]
         self.features = nn.Conv2d(channels, hidden, kernel, padding=kernel // 2)
+        self.from_base = nn.Conv2d(channels, hidden, 1, bias=False) if conditioned else None
         self.out = nn.Conv2d(hidden, channels, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -73,12 +81,18 @@ class LocalContext(nn.Module):
         mask[kernel // 2 + 1 :] = 0  # the rows below
         self.register_buffer("mask", mask, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, C, H, W) -> (B, C*H*W) offsets to the decoder's logits."""
+    def forward(self, x: Tensor, base: Tensor) -> Tensor:
+        """Offsets to the decoder's logits `base`, (B, P) or (B, S, P), from x (B, C, H, W)."""
         x = x.view(-1, *self.data_shape)
         weight = self.features.weight * self.mask
-        hidden = F.relu(F.conv2d(x, weight, self.features.bias, padding=self.mask.shape[0] // 2))
-        return self.out(hidden).flatten(1)
+        pre = F.conv2d(x, weight, self.features.bias, padding=self.mask.shape[0] // 2)
+        if self.from_base is None:
+            offsets = self.out(F.relu(pre)).flatten(1)
+            return offsets if base.dim() == 2 else offsets.unsqueeze(1)
+        samples = base.shape[1] if base.dim() == 3 else 1
+        from_base = self.from_base(base.reshape(-1, *self.data_shape))  # (B*S, hidden, H, W)
+        hidden = F.relu(from_base.unflatten(0, (len(x), samples)) + pre.unsqueeze(1))
+        return self.out(hidden.flatten(0, 1)).flatten(1).view(base.shape)
 
     def generate(self, base: Tensor, choose: Callable[[Tensor], Tensor]) -> Tensor:
         """Fill x pixel by pixel, each from the patch above and to its left: one small
@@ -86,17 +100,20 @@ class LocalContext(nn.Module):
         channels, height, width = self.data_shape
         kernel = self.mask.shape[0]
         half = kernel // 2
+        bias = self.features.bias[:, None, None].expand(len(base), -1, height, width)
+        if self.from_base is not None:  # the logits' part of the features: no causality needed
+            bias = bias + self.from_base(base.view(-1, *self.data_shape))
+        bias = bias.flatten(2)  # (B, hidden, H*W)
         base = base.view(len(base), channels, height * width)
         weight = (self.features.weight * self.mask).flatten(1).T  # (C*k*k, hidden)
         out_weight = self.out.weight.flatten(1).T  # (hidden, C)
         padded = base.new_zeros(len(base), channels, height + 2 * half, width + 2 * half)
         for row in range(height):
             for col in range(width):
+                j = row * width + col
                 patch = padded[:, :, row : row + kernel, col : col + kernel].flatten(1)
-                hidden = F.relu(torch.addmm(self.features.bias, patch, weight))
-                logits = base[:, :, row * width + col] + torch.addmm(
-                    self.out.bias, hidden, out_weight
-                )
+                hidden = F.relu(torch.addmm(bias[:, :, j], patch, weight))
+                logits = base[:, :, j] + torch.addmm(self.out.bias, hidden, out_weight)
                 padded[:, :, row + half, col + half] = choose(logits)
         return padded[:, :, half : half + height, half : half + width].flatten(1)
 
@@ -107,6 +124,6 @@ def build_context(
     """The context term a ModelConfig's `autoregressive` names, or None for "none"."""
     if kind == "none":
         return None
-    if kind == "local":
-        return LocalContext(data_shape)
+    if kind in ("local", "local-z"):
+        return LocalContext(data_shape, conditioned=kind == "local-z")
     return LinearContext(math.prod(data_shape))

@@ -12,7 +12,7 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
 NOISE_KINDS = ("gaussian", "mask")
-AUTOREGRESSIVE_KINDS = ("none", "linear", "local")
+AUTOREGRESSIVE_KINDS = ("none", "linear", "local", "local-z")
 MAX_CONTEXT_VALUES = 4096  # linear context: a (P, P) weight; 16.8M parameters at this size
 
 
