@@ -39,3 +39,13 @@ def test_readme_toml_example_is_a_valid_config() -> None:
     for block in blocks:
         config = RunConfig.from_dict(tomllib.loads(block))
         assert config.model.architecture == "conv"
+
+
+@pytest.mark.parametrize("preset", sorted((README.parent / "presets").glob("*.toml")), ids=str)
+def test_presets_are_valid_configs(preset: Path) -> None:
+    from vaelab import build_model
+    from vaelab.training.config import RunConfig, read_config_file
+
+    config = RunConfig.from_dict(read_config_file(preset))
+    assert build_model(config.model).config == config.model
+    assert preset.name in README.read_text()  # each preset is documented

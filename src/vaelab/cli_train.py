@@ -90,8 +90,9 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
         Option("--sigma", "sigma", "gaussian decoder std: a number, or 'learned'",
                _off_or(float, "learned"), "S", unset="learned"),
         Option("--autoregressive", "autoregressive", "the decoder also sees the pixels before "
-               "each one: local (a masked 7x7 convolution, PixelCNN-style) or linear (all of "
-               "them); decoding then takes a step per pixel",
+               "each one: local (a masked 7x7 convolution, PixelCNN-style), local-z (that, also "
+               "reading the decoder's own logits) or linear (all of them); decoding then takes "
+               "a step per pixel",
                choices=AUTOREGRESSIVE_KINDS),
         Option("--beta", "beta", "weight of the KL term (beta-VAE)", float, "BETA"),
         Option("--noise", "noise", "dae corruption", choices=NOISE_KINDS),
