@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from vaelab.distributions import LOG_2PI, DiagonalGaussian
+from vaelab.distributions import LOG_2PI, DiagonalGaussian, standard_normal_log_prob
 
 
 def log_weights(
@@ -35,7 +35,8 @@ def log_weights(
     if model.context is not None:  # autoregressive: teacher-forced offsets
         x_logits = x_logits + model.context(x, x_logits)
     log_px_z = model.likelihood.log_prob(x_logits, x.flatten(1))
-    log_pz = -0.5 * (LOG_2PI * latent + z.pow(2).sum(-1))
+    log_pz = standard_normal_log_prob(z)
+    # log q(z|x) = sum of log N(z; mu, sigma^2), written with eps = (z - mu) / sigma directly.
     log_qz = -0.5 * (LOG_2PI * latent + posterior.logvar.sum(-1, keepdim=True) + eps.pow(2).sum(-1))
     return log_px_z + prior_scale * (log_pz - log_qz), log_px_z
 

@@ -38,11 +38,15 @@ class DiagonalGaussian:
         return self.mu + self.std * eps
 
     def kl(self) -> Tensor:
-        """KL(q || N(0, I)) in closed form, summed over D: (B,).
+        """KL(q || N(0, I)) in closed form, summed over D: (B,)."""
+        return self.kl_per_dim().sum(dim=-1)
 
-        Kingma & Welling 2013, appendix B: -1/2 * sum(1 + logvar - mu^2 - sigma^2).
+    def kl_per_dim(self) -> Tensor:
+        """KL(q || N(0, I)) of each latent dimension: (B, D).
+
+        Kingma & Welling 2013, appendix B: -1/2 * (1 + logvar - mu^2 - sigma^2).
         """
-        return 0.5 * torch.sum(self.mu.pow(2) + self.logvar.exp() - 1.0 - self.logvar, dim=-1)
+        return 0.5 * (self.mu.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) summed over D; z is (..., B, D), the result (..., B)."""

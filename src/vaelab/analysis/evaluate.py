@@ -120,14 +120,15 @@ def _evaluate_vae(
     mu, logvar, squared = [], [], 0.0
     for batch in x.split(ENCODE_BATCH):
         posterior = model.encode(batch)
-        mu.append(posterior.mu.float())
-        logvar.append(posterior.logvar.float())
+        mu.append(posterior.mu)
+        logvar.append(posterior.logvar)
         squared += float((model.decode(posterior.mu) - batch).pow(2).sum())
     posterior = DiagonalGaussian(torch.cat(mu), torch.cat(logvar))
-    kl_per_dim = 0.5 * (posterior.mu.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar)
+    kl_per_dim = posterior.kl_per_dim()
 
     nll_started = time.perf_counter()
-    log_px, recon = _importance_sample(model, x, k=k, chunk=chunk, seed=seed, progress=progress)
+    log_px, recon = _importance_sample(model, x, posterior, k=k, chunk=chunk, seed=seed,
+                                       progress=progress)  # fmt: skip
     nll_seconds = time.perf_counter() - nll_started
 
     n = len(x)
@@ -149,10 +150,12 @@ def _evaluate_vae(
 
 
 def _importance_sample(
-    model: VAE, x: Tensor, *, k: int, chunk: int, seed: int, progress: bool
-) -> tuple[Tensor, Tensor]:
+    model: VAE, x: Tensor, posterior: DiagonalGaussian, *, k: int, chunk: int, seed: int,
+    progress: bool,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Per example: the log p(x) estimate log (1/k) sum w_i, and E_q[-log p(x|z)] from the
-    same k samples. Each pass decodes `per_pass` examples x `samples` samples."""
+    same k samples, given q(z|x) of every example. Each pass decodes `per_pass` examples x
+    `samples` samples."""
     n, latent = len(x), model.config.latent_dim
     samples = min(k, chunk)
     per_pass = max(1, chunk // k)
@@ -163,7 +166,8 @@ def _importance_sample(
               leave=False, dynamic_ncols=True) as bar:  # fmt: skip
         for start in range(0, n, per_pass):
             batch = x[start : start + per_pass]
-            posterior = model.encode(batch)
+            part = slice(start, start + len(batch))
+            batch_posterior = DiagonalGaussian(posterior.mu[part], posterior.logvar[part])
             eps = torch.empty(len(batch), k, latent, device=x.device, dtype=x.dtype)
             for i in range(len(batch)):
                 generator.manual_seed(image_seed(seed, start + i))
@@ -172,11 +176,11 @@ def _importance_sample(
             recon_sum = torch.zeros_like(log_sum)
             for offset in range(0, k, samples):
                 log_w, log_px_z = log_weights(
-                    model, batch, posterior, eps[:, offset : offset + samples]
+                    model, batch, batch_posterior, eps[:, offset : offset + samples]
                 )
                 log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w.double(), dim=1))
                 recon_sum -= log_px_z.double().sum(1)
-            log_px[start : start + len(batch)] = log_sum - math.log(k)
-            recon[start : start + len(batch)] = recon_sum / k
+            log_px[part] = log_sum - math.log(k)
+            recon[part] = recon_sum / k
             bar.update(len(batch))
     return log_px, recon
