@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,9 @@ demo: install  ## train a VAE on the bundled digits; figures land in runs/demo
 
 test: install  ## the whole test suite, slow tests included (as CI runs it)
 	$(BIN)/python -m pytest
+
+test-fast: install  ## everyday work: the suite without the tests marked slow
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff format --check src tests benchmarks

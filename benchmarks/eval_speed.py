@@ -53,14 +53,17 @@ def main() -> None:
     data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
     x = torch.bernoulli(data.test.x[: args.images], generator=torch.Generator().manual_seed(0))
     square = matmul_gflops([(2048, 2048, 2048)], repeats=10)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(x)} test images, "
-          f"k = {args.k}, chunk = {args.chunk}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(x)} test images, "
+        f"k = {args.k}, chunk = {args.chunk}"
+    )
     print(f"fp32 matmul, 2048 x 2048 x 2048: {square:.1f} GFLOP/s")
     for name in args.models:
         hidden, latent, activation = MODELS[name]
         torch.manual_seed(0)
-        model = vaelab.build_model(vaelab.ModelConfig(latent_dim=latent, hidden_dims=hidden,
-                                                      activation=activation)).eval()  # fmt: skip
+        model = vaelab.build_model(
+            vaelab.ModelConfig(latent_dim=latent, hidden_dims=hidden, activation=activation)
+        ).eval()
         layers = decoder_layers(hidden, latent)
         rows = min(args.k, args.chunk) * max(1, args.chunk // args.k)
         shapes = matmul_gflops([(rows, a, b) for a, b in layers], repeats=5)
@@ -69,12 +72,16 @@ def main() -> None:
         achieved = result.images_per_second * args.k * flops_per_sample / 1e9
         ceiling = max(square, shapes)
         print(f"\n{name}: decoder {' -> '.join(str(a) for a, _ in layers)} -> 784")
-        print(f"  evaluate     {result.images_per_second:8.1f} images/s   "
-              f"({result.images_per_second * args.k / 1e6:.2f}M samples/s, "
-              f"{len(x) / result.images_per_second:.0f} s for {len(x)} images)")  # fmt: skip
+        print(
+            f"  evaluate     {result.images_per_second:8.1f} images/s   "
+            f"({result.images_per_second * args.k / 1e6:.2f}M samples/s, "
+            f"{len(x) / result.images_per_second:.0f} s for {len(x)} images)"
+        )
         print(f"  matmuls      {shapes:8.1f} GFLOP/s on the decoder's shapes ({rows} rows)")
-        print(f"  evaluate achieves {achieved:.1f} GFLOP/s = {achieved / ceiling:.0%} of "
-              f"{ceiling:.1f} GFLOP/s, this machine's measured matmul throughput")  # fmt: skip
+        print(
+            f"  evaluate achieves {achieved:.1f} GFLOP/s = {achieved / ceiling:.0%} of "
+            f"{ceiling:.1f} GFLOP/s, this machine's measured matmul throughput"
+        )
 
 
 if __name__ == "__main__":

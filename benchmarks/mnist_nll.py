@@ -30,14 +30,22 @@ MODELS = {"vae": ("elbo", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}
 
 
 def paper_config(objective: str, k: int, epochs: int, batch_size: int) -> vaelab.RunConfig:
-    return vaelab.RunConfig.from_dict({
-        "model": {"model": "vae", "latent_dim": 50, "hidden_dims": [200, 200],
-                  "activation": "tanh", "likelihood": "bernoulli"},
-        "data": {"dataset": "mnist", "val_fraction": 0.0},
-        "optim": {"lr": 1e-3},
-        "train": {"epochs": epochs, "batch_size": batch_size, "binarize": True,
-                  "objective": objective, "k": k, "seed": 0},
-    })  # fmt: skip
+    return vaelab.RunConfig.from_dict(
+        {
+            "model": {
+                "model": "vae",
+                "latent_dim": 50,
+                "hidden_dims": [200, 200],
+                "activation": "tanh",
+                "likelihood": "bernoulli",
+                "objective": objective,
+                "k": k,
+            },
+            "data": {"dataset": "mnist", "val_fraction": 0.0, "binarize": True},
+            "optim": {"lr": 1e-3},
+            "train": {"epochs": epochs, "batch_size": batch_size, "seed": 0},
+        }
+    )
 
 
 def train_seconds(run: Path) -> float:
@@ -58,15 +66,22 @@ def main() -> None:
     data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
     test_x = data.test.x[: args.test_images]
     out = Path(args.out)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(data.train)} "
-          f"training and {len(test_x)} test images; k = {args.k}", flush=True)  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(data.train)} "
+        f"training and {len(test_x)} test images; k = {args.k}",
+        flush=True,
+    )
     runs: list[tuple[str, Path, float]] = []
     for name in args.models:
         objective, k = MODELS[name]
         run = out / name
         started = time.perf_counter()
-        vaelab.train(paper_config(objective, k, args.epochs, args.batch_size), run, force=True,
-                     progress=False)  # fmt: skip
+        vaelab.train(
+            paper_config(objective, k, args.epochs, args.batch_size),
+            run,
+            force=True,
+            progress=False,
+        )
         runs.append((name, run, time.perf_counter() - started))
     runs += [(Path(path).name, Path(path), train_seconds(Path(path))) for path in args.runs]
 
@@ -75,29 +90,41 @@ def main() -> None:
         model = vaelab.load(run, checkpoint="last")
         if model.config.data_shape != tuple(test_x.shape[1:]):
             raise SystemExit(f"{run} was not trained on MNIST (shape {model.config.data_shape})")
-        config = json.loads((run / "config.json").read_text())
         result = evaluate(model, test_x, k=args.k, binarize=True, seed=0)
-        rows.append({"model": name, "objective": config["train"]["objective"],
-                     "train_k": config["train"]["k"], "epochs": len(read_metrics(run)),
-                     "train_minutes": seconds / 60, "neg_elbo": result.neg_elbo,
-                     "nll": result.nll, "nll_stderr": result.nll_stderr,
-                     "active_units": result.active_units, "latent_dim": result.latent_dim,
-                     "eval_images_per_second": result.images_per_second,
-                     "paper_nll": PAPER_NLL.get(name)})  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "objective": model.config.objective,
+                "train_k": model.config.k,
+                "epochs": len(read_metrics(run)),
+                "train_minutes": seconds / 60,
+                "neg_elbo": result.neg_elbo,
+                "nll": result.nll,
+                "nll_stderr": result.nll_stderr,
+                "active_units": result.active_units,
+                "latent_dim": result.latent_dim,
+                "eval_images_per_second": result.images_per_second,
+                "paper_nll": PAPER_NLL.get(name),
+            }
+        )
         print(f"evaluated {name}: NLL {result.nll:.2f}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "nll.json").write_text(json.dumps(rows, indent=2) + "\n")
 
-    print(f"\n| model | objective | epochs | training | test -ELBO | test NLL, k={args.k} | "
-          "active units | paper NLL (3,280 epochs) |")  # fmt: skip
+    print(
+        f"\n| model | objective | epochs | training | test -ELBO | test NLL, k={args.k} | "
+        "active units | paper NLL (3,280 epochs) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         objective = "ELBO" if row["objective"] == "elbo" else f"IWAE, k={row['train_k']}"
         paper = f"{row['paper_nll']:.2f}" if row["paper_nll"] else "-"
-        print(f"| {row['model']} | {objective} | {row['epochs']} | "
-              f"{row['train_minutes']:.1f} min | {row['neg_elbo']:.2f} | "
-              f"{row['nll']:.2f} ± {row['nll_stderr']:.2f} | "
-              f"{row['active_units']} of {row['latent_dim']} | {paper} |")  # fmt: skip
+        print(
+            f"| {row['model']} | {objective} | {row['epochs']} | "
+            f"{row['train_minutes']:.1f} min | {row['neg_elbo']:.2f} | "
+            f"{row['nll']:.2f} ± {row['nll_stderr']:.2f} | "
+            f"{row['active_units']} of {row['latent_dim']} | {paper} |"
+        )
 
 
 if __name__ == "__main__":

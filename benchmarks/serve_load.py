@@ -37,11 +37,18 @@ serve([sys.argv[1]], port=int(sys.argv[2]), device="cpu")
 
 def train_mlp_vae(folder: Path) -> Path:
     dataset = "mnist" if os.environ.get("VAELAB_DATA") else "digits"
-    config = vaelab.RunConfig.from_dict({
-        "model": {"model": "vae", "latent_dim": 20, "hidden_dims": [400], "architecture": "mlp"},
-        "data": {"dataset": dataset},
-        "train": {"epochs": 1, "batch_size": 128, "device": "cpu"},
-    })  # fmt: skip
+    config = vaelab.RunConfig.from_dict(
+        {
+            "model": {
+                "model": "vae",
+                "latent_dim": 20,
+                "hidden_dims": [400],
+                "architecture": "mlp",
+            },
+            "data": {"dataset": dataset},
+            "train": {"epochs": 1, "batch_size": 128, "device": "cpu"},
+        }
+    )
     print(f"training a {dataset} MLP VAE (latent 20, hidden 400) for one epoch ...", flush=True)
     vaelab.train(config, folder, progress=False)
     return folder
@@ -105,10 +112,13 @@ def main() -> None:
             latencies: list[float] = []
             errors: list[int] = []
             until = time.monotonic() + args.seconds
-            threads = [threading.Thread(target=client_loop,
-                                        args=(url, info["latent_dim"], until, k + 1, latencies,
-                                              errors))
-                       for k in range(args.clients)]  # fmt: skip
+            threads = [
+                threading.Thread(
+                    target=client_loop,
+                    args=(url, info["latent_dim"], until, k + 1, latencies, errors),
+                )
+                for k in range(args.clients)
+            ]
             started = time.monotonic()
             for thread in threads:
                 thread.start()

@@ -128,11 +128,13 @@ def tutorial_loop(
 
 
 def vaelab_loop(batch_size: int, epochs: int) -> list[float]:
-    config = vaelab.RunConfig().updated({
-        "model": {"latent_dim": 20, "hidden_dims": [400]},
-        "data": {"dataset": "mnist", "val_fraction": 0.0},
-        "train": {"epochs": epochs, "batch_size": batch_size, "device": "cpu"},
-    })  # fmt: skip
+    config = vaelab.RunConfig().updated(
+        {
+            "model": {"latent_dim": 20, "hidden_dims": [400]},
+            "data": {"dataset": "mnist", "val_fraction": 0.0},
+            "train": {"epochs": epochs, "batch_size": batch_size, "device": "cpu"},
+        }
+    )
     with tempfile.TemporaryDirectory() as run_dir:
         vaelab.train(config, run_dir, progress=False)
         return [record["samples_per_second"] for record in read_metrics(run_dir)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -12,6 +13,11 @@ from vaelab import DataConfig, RunConfig, load_data
 # The test models are tiny: with several threads, thread start-up and contention with other
 # processes on a shared runner cost far more than the arithmetic (100x slower was measured).
 torch.set_num_threads(1)
+# ...and the same for every process a test starts (`vaelab` as a command, torchrun workers),
+# which inherit the environment: a subprocess with torch's default threads once ran 100x slower
+# on a loaded 2-core runner and failed its timeout.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

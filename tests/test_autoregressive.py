@@ -20,9 +20,16 @@ def ar_model(
 ) -> vaelab.VAE:
     torch.manual_seed(seed)
     sigma = 0.3 if likelihood == "gaussian" else None
-    model = build_model(ModelConfig(data_shape=shape, latent_dim=2, hidden_dims=(8,),
-                                    likelihood=likelihood, sigma=sigma,
-                                    autoregressive=kind))  # fmt: skip
+    model = build_model(
+        ModelConfig(
+            data_shape=shape,
+            latent_dim=2,
+            hidden_dims=(8,),
+            likelihood=likelihood,
+            sigma=sigma,
+            autoregressive=kind,
+        )
+    )
     with torch.no_grad():  # a context that matters (its last layer starts at zero)
         for parameter in model.context.parameters():
             parameter.normal_(0.0, 0.3)  # large enough to matter, small enough to stay stable
@@ -44,8 +51,10 @@ def test_local_context_sees_the_patch_above_and_to_the_left(kind: str) -> None:
     its 7x7 window: rows r-3..r-1 at columns c-3..c+3, and row r at columns c-3..c-1."""
     model = ar_model(kind, shape=(2, 9, 9))
     x = torch.rand(1, 2, 9, 9)
-    base = torch.randn(1, 2 * 81)
-    jacobian = torch.autograd.functional.jacobian(lambda v: model.context(v, base)[0], x)[:, 0]
+    base = torch.randn(1, 2, 9, 9)
+    jacobian = torch.autograd.functional.jacobian(lambda v: model.context(v, base)[0].flatten(), x)[
+        :, 0
+    ]
     depends = jacobian.view(2, 9, 9, 2, 9, 9).abs().sum(dim=(0, 3)) > 0  # (r, c, r', c')
     for r, c in itertools.product(range(9), repeat=2):
         expected = torch.zeros(9, 9, dtype=torch.bool)
@@ -61,7 +70,7 @@ def test_bernoulli_decoder_is_a_normalised_distribution(kind: str) -> None:
     images = torch.tensor(list(itertools.product([0.0, 1.0], repeat=9))).view(-1, 1, 3, 3)
     z = torch.randn(1, 2).expand(len(images), 2)
     with torch.no_grad():
-        log_p = -model.likelihood.nll(model.decode_logits(z, images), images)
+        log_p = -model.likelihood.nll(model.decode_params(z, images), images)
     assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-5)
 
 
@@ -75,7 +84,7 @@ def test_decoding_is_consistent_with_scoring(kind: str, likelihood: str, shape) 
     z = torch.randn(5, 2)
     with torch.no_grad():
         x_hat = model.decode(z)
-        again = model.likelihood.mean(model.decode_logits(z, x_hat))
+        again = model.likelihood.mean(model.decode_params(z, x_hat))
     torch.testing.assert_close(again, x_hat, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(x_hat, model.likelihood.mean(model.decoder(z)))  # context used
 
@@ -89,7 +98,7 @@ def test_importance_weights_include_the_context(kind: str) -> None:
     with torch.no_grad():
         posterior = model.encode(x)
         z = posterior.mu.unsqueeze(1) + posterior.std.unsqueeze(1) * torch.randn(40, 4000, 2)
-        logits = model.decode_logits(z.flatten(0, 1), x.repeat_interleave(4000, 0))
+        logits = model.decode_params(z.flatten(0, 1), x.repeat_interleave(4000, 0))
         recon = model.likelihood.nll(logits, x.repeat_interleave(4000, 0)).mean()
     assert result.recon == pytest.approx(recon.item(), abs=0.02)
 
@@ -102,5 +111,5 @@ def test_linear_context_is_refused_for_large_images() -> None:
 
 
 def test_logits_need_the_data() -> None:
-    with pytest.raises(vaelab.VaelabError, match="depend on x"):
-        ar_model().decode_logits(torch.zeros(1, 2))
+    with pytest.raises(vaelab.VaelabError, match="depends on x"):
+        ar_model().decode_params(torch.zeros(1, 2))

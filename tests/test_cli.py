@@ -124,8 +124,10 @@ def test_resume_continues_exactly_where_the_run_stopped(
     code, out, _ = run_cli(capsys, "train", "--resume", resumed, "--epochs", "4", *FAST)
     assert code == 0 and "resuming" in out and "epoch 3/4" in out
     assert_same_weights(straight, resumed)
-    losses = [[r["train/loss"] for r in map(json.loads, (run / "metrics.jsonl").open())]
-              for run in (straight, resumed)]  # fmt: skip
+    losses = [
+        [r["train/loss"] for r in map(json.loads, (run / "metrics.jsonl").open())]
+        for run in (straight, resumed)
+    ]
     assert losses[0] == losses[1] and len(losses[0]) == 4
 
 
@@ -158,8 +160,9 @@ def test_saved_config_repeats_a_run_and_the_seed_decides_the_weights(
     assert_same_weights(trained, again)
     code = run_cli(capsys, "train", "--config", trained, "--seed", "1", *FAST, "--out", other)[0]
     assert code == 0
-    assert not torch.equal(weights(trained)["decoder.net.0.weight"],
-                           weights(other)["decoder.net.0.weight"])  # fmt: skip
+    assert not torch.equal(
+        weights(trained)["decoder.net.0.weight"], weights(other)["decoder.net.0.weight"]
+    )
 
 
 def test_toml_config_with_command_line_overrides(
@@ -172,27 +175,79 @@ def test_toml_config_with_command_line_overrides(
         "[train]\nepochs = 1\nbatch_size = 64\nbinarize = true\n"
     )
     run = tmp_path / "run"
-    code = run_cli(capsys, "train", "--config", config, "--latent-dim", "4", "--no-binarize",
-                   *FAST, "--out", run)[0]  # fmt: skip
+    code = run_cli(
+        capsys,
+        "train",
+        "--config",
+        config,
+        "--latent-dim",
+        "4",
+        "--no-binarize",
+        *FAST,
+        "--out",
+        run,
+    )[0]
     assert code == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["latent_dim"] == 4  # the flag wins over the file
     assert saved["model"]["hidden_dims"] == [32, 16] and saved["data"]["val_fraction"] == 0.2
     assert saved["optim"] == {**saved["optim"], "optimizer": "adamw", "lr": 0.002}
     assert saved["train"]["epochs"] == 1 and saved["train"]["batch_size"] == 64
-    assert saved["train"]["binarize"] is False
+    assert saved["data"]["binarize"] is False
 
 
 TRAINING_OPTIONS = {
-    "dae-conv-mask": ["--model", "dae", "--arch", "conv", "--conv-channels", "8", "16",
-                      "--noise", "mask", "--noise-level", "0.2", "--activation", "gelu"],
-    "ae-gaussian-adamw-cosine": ["--model", "ae", "--likelihood", "gaussian", "--sigma", "0.1",
-                                 "--optimizer", "adamw", "--weight-decay", "0.01", "--schedule",
-                                 "cosine", "--warmup-steps", "3", "--min-lr-ratio", "0.1"],
-    "beta-vae-warmup-clip-binarize": ["--beta", "4", "--kl-warmup", "1", "--grad-clip", "1",
-                                      "--binarize", "--early-stopping", "1", "--batch-size",
-                                      "64", "--device", "cpu", "--image-size", "6"],
-}  # fmt: skip
+    "dae-conv-mask": [
+        "--model",
+        "dae",
+        "--arch",
+        "conv",
+        "--conv-channels",
+        "8",
+        "16",
+        "--noise",
+        "mask",
+        "--noise-level",
+        "0.2",
+        "--activation",
+        "gelu",
+    ],
+    "ae-gaussian-adamw-cosine": [
+        "--model",
+        "ae",
+        "--likelihood",
+        "gaussian",
+        "--sigma",
+        "0.1",
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "0.01",
+        "--schedule",
+        "cosine",
+        "--warmup-steps",
+        "3",
+        "--min-lr-ratio",
+        "0.1",
+    ],
+    "beta-vae-warmup-clip-binarize": [
+        "--beta",
+        "4",
+        "--kl-warmup",
+        "1",
+        "--grad-clip",
+        "1",
+        "--binarize",
+        "--early-stopping",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--image-size",
+        "6",
+    ],
+}
 
 
 @pytest.mark.parametrize("options", TRAINING_OPTIONS.values(), ids=TRAINING_OPTIONS.keys())
@@ -200,8 +255,9 @@ def test_training_options_reach_the_saved_config(
     options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", *options, "--epochs", "2", "--no-progress",
-                           "--out", run)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "train", *options, "--epochs", "2", "--no-progress", "--out", run
+    )
     assert code == 0, err
     saved = json.loads((run / "config.json").read_text())
     flat = {k: v for section in saved.values() for k, v in section.items()}
@@ -227,8 +283,9 @@ def test_force_replaces_an_existing_run(trained: Path, tmp_path: Path, capsys) -
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     (run / "notes.txt").write_text("mine")
-    code = run_cli(capsys, "train", "--force", "--latent-dim", "3", "--epochs", "1", *FAST,
-                   "--out", run)[0]  # fmt: skip
+    code = run_cli(
+        capsys, "train", "--force", "--latent-dim", "3", "--epochs", "1", *FAST, "--out", run
+    )[0]
     assert code == 0
     assert json.loads((run / "config.json").read_text())["model"]["latent_dim"] == 3
     assert (run / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
@@ -252,8 +309,17 @@ def test_image_folder_dataset_trains_end_to_end(
         for i in range(12):
             _random_png(tmp_path / "pets" / label / f"{i}.png", (10, 8), seed=i)
     run = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--dataset", tmp_path / "pets", "--epochs", "1",
-                             "--no-progress", "--out", run)  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        tmp_path / "pets",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        run,
+    )
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["model"]["data_shape"] == [1, 8, 10]
     assert png_size(run / "reconstructions.png") == grid_size(2, 5, 8, 10)  # 5 test images
@@ -264,8 +330,17 @@ def test_npz_dataset_trains_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "arrays.npz", x=x, y=rng.integers(0, 3, 40))
     run = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--dataset", tmp_path / "arrays.npz", "--epochs", "1",
-                           "--no-progress", "--out", run)  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        tmp_path / "arrays.npz",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        run,
+    )
     assert code == 0, err
     assert all((run / name).is_file() for name in ("samples.png", "interpolation.png"))
 
@@ -277,17 +352,30 @@ def test_mixed_image_sizes_train_with_image_size(
     for i in range(10):
         _random_png(tmp_path / "mixed" / f"{i}.png", (8 + i % 2, 8), mode="RGB", seed=i)
     run = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--dataset", tmp_path / "mixed", "--out", run,
-                           *FAST, "--epochs", "1")  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "train", "--dataset", tmp_path / "mixed", "--out", run, *FAST, "--epochs", "1"
+    )
     assert_one_line_error(code, err, "different sizes")
     assert not run.exists()
-    code, _, err = run_cli(capsys, "train", "--dataset", tmp_path / "mixed", "--out", run,
-                           *FAST, "--epochs", "1", "--image-size", "8", "8")  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        tmp_path / "mixed",
+        "--out",
+        run,
+        *FAST,
+        "--epochs",
+        "1",
+        "--image-size",
+        "8",
+        "8",
+    )
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["model"]["data_shape"] == [3, 8, 8]
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
+def write_idx(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
     with gzip.open(path, "wb") as handle:
         handle.write(header + array.astype(np.uint8).tobytes())
@@ -302,11 +390,26 @@ def test_the_mnist_example_command_with_local_idx_files(
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 60), ("t10k", 20)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    code, out, err = run_cli(capsys, "train", "--model", "vae", "--dataset", "mnist",
-                             "--latent-dim", "2", "--epochs", "2", "--out", "runs/mnist-vae",
-                             "--data-dir", tmp_path, "--no-download", "--no-progress")  # fmt: skip
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "mnist",
+        "--latent-dim",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        "runs/mnist-vae",
+        "--data-dir",
+        tmp_path,
+        "--no-download",
+        "--no-progress",
+    )
     assert code == 0, err
     assert out.splitlines()[-4] == "runs/mnist-vae"
     assert png_size(Path("runs/mnist-vae/samples.png")) == grid_size(8, 8, 28, 28)
@@ -339,8 +442,19 @@ def test_reconstruct_puts_originals_above_reconstructions(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_png = tmp_path / "r.png"
-    code, out, _ = run_cli(capsys, "reconstruct", trained, "--n", "6", "--split", "val",
-                           "--checkpoint", "last", "--out", out_png)  # fmt: skip
+    code, out, _ = run_cli(
+        capsys,
+        "reconstruct",
+        trained,
+        "--n",
+        "6",
+        "--split",
+        "val",
+        "--checkpoint",
+        "last",
+        "--out",
+        out_png,
+    )
     assert code == 0 and out.splitlines()[-1] == str(out_png)
     assert png_size(out_png) == grid_size(2, 6)
 
@@ -349,8 +463,20 @@ def test_interpolate_between_dataset_indices(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_png = tmp_path / "i.png"
-    code, out, _ = run_cli(capsys, "interpolate", trained, "--from", "3", "--to", "-1",
-                           "--steps", "5", "--spherical", "--out", out_png)  # fmt: skip
+    code, out, _ = run_cli(
+        capsys,
+        "interpolate",
+        trained,
+        "--from",
+        "3",
+        "--to",
+        "-1",
+        "--steps",
+        "5",
+        "--spherical",
+        "--out",
+        out_png,
+    )
     assert code == 0 and out.splitlines()[-1] == str(out_png)
     assert png_size(out_png) == grid_size(1, 7)
 
@@ -361,12 +487,14 @@ def test_interpolate_between_image_files(
     start = _random_png(tmp_path / "start.png", (8, 8))
     end = _random_png(tmp_path / "end.png", (20, 16), mode="RGB", seed=1)  # resized, made gray
     out_png = tmp_path / "strip.png"
-    code, _, err = run_cli(capsys, "interpolate", trained, "--from", start, "--to", end,
-                           "--out", out_png)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "interpolate", trained, "--from", start, "--to", end, "--out", out_png
+    )
     assert code == 0, err
     assert png_size(out_png) == grid_size(1, 12)
-    code, _, err = run_cli(capsys, "interpolate", trained, "--from", start, "--to", "7",
-                           "--out", out_png)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "interpolate", trained, "--from", start, "--to", "7", "--out", out_png
+    )
     assert code == 0, err
 
 
@@ -441,17 +569,20 @@ BAD_INPUTS = {
     "zero epochs": (["train", "--epochs", "0"], "epochs must be positive"),
     "three image sizes": (["train", "--image-size", "8", "8", "8"], "N or H W"),
     "amp without cuda": pytest.param(["train", "--amp"], "needs a CUDA device", marks=NO_CUDA),
-    "cuda without a gpu": pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
-                                       marks=NO_CUDA),
+    "cuda without a gpu": pytest.param(["train", "--device", "cuda"], "no CUDA GPU", marks=NO_CUDA),
     "out is a png": (["train", "--out", "figs/run.png"], "names the run folder"),
     # run folders and resuming
     "out holds another run": (["train", "--out", "run"], "already holds another run"),
     "resume a missing folder": (["train", "--resume", "nowhere"], "no such folder"),
     "resume a folder with no run": (["train", "--resume", "empty"], "holds no vaelab run"),
-    "resume a truncated checkpoint": (["train", "--resume", "truncated", "--epochs", "5"],
-                                      "corrupt or truncated"),
-    "resume with a config": (["train", "--resume", "run", "--config", "syntax.toml"],
-                             "drop --config"),
+    "resume a truncated checkpoint": (
+        ["train", "--resume", "truncated", "--epochs", "5"],
+        "corrupt or truncated",
+    ),
+    "resume with a config": (
+        ["train", "--resume", "run", "--config", "syntax.toml"],
+        "drop --config",
+    ),
     # config files
     "missing config": (["train", "--config", "missing.toml"], "does not exist"),
     "config with a bad section": (["train", "--config", "section.toml"], "optimiser"),
@@ -471,11 +602,15 @@ BAD_INPUTS = {
     "no samples": (["sample", "run", "--n", "0"], "--n must be at least 1"),
     "no reconstructions": (["reconstruct", "run", "--n", "-1"], "--n must be at least 1"),
     "too many samples": (["sample", "run", "--n", "1025"], "--n must be at most 1024"),
-    "more than the split": (["reconstruct", "run", "--split", "val", "--n", "1000"],
-                            "more than the val split holds (180 images)"),
+    "more than the split": (
+        ["reconstruct", "run", "--split", "val", "--n", "1000"],
+        "more than the val split holds (180 images)",
+    ),
     "too many steps": (["interpolate", "run", "--steps", "5000"], "--steps must be at most 1024"),
-    "numpy file as an end": (["interpolate", "run", "--from", "bytes.npy"],
-                             "bytes.npy is not an image file or a dataset index"),
+    "numpy file as an end": (
+        ["interpolate", "run", "--from", "bytes.npy"],
+        "bytes.npy is not an image file or a dataset index",
+    ),
     "info of unreadable weights": (["info", "corrupt"], "weights of checkpoint"),
     "png in a missing folder": (["sample", "run", "--out", "new/s.png"], "new does not exist"),
     "output not a png": (["sample", "run", "--out", "s.jpg"], "must be a .png"),
@@ -485,7 +620,7 @@ BAD_INPUTS = {
     "missing image file": (["interpolate", "run", "--from", "no.png"], "no.png does not exist"),
     "image file not an image": (["interpolate", "run", "--to", "fake.png"], "fake.png"),
     "unknown split": (["reconstruct", "run", "--split", "dev"], "invalid choice: 'dev'"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("args", "fragment"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())

@@ -24,8 +24,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "gauss": ("--likelihood", "gaussian", "--latent-dim", "2"),
     }
     for name, extra in options.items():
-        code = vaelab.cli.main(["train", "--epochs", "2", "--out", str(root / name), *FAST,
-                                "--quiet", *extra])  # fmt: skip
+        code = vaelab.cli.main(
+            ["train", "--epochs", "2", "--out", str(root / name), *FAST, "--quiet", *extra]
+        )
         assert code == 0
     return {name: root / name for name in options}
 
@@ -33,8 +34,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_eval_prints_the_table_and_writes_eval_json(runs, capsys) -> None:
     code, out, err = run_cli(capsys, "eval", runs["vae"], "--k", "50", "--seed", "3")
     assert code == 0, err
-    for label in ("negative ELBO", "NLL, k=50", "active units", "of 3", "KL per dimension",
-                  "reconstruction MSE", "images/s", "binarised (seed 3)"):  # fmt: skip
+    for label in (
+        "negative ELBO",
+        "NLL, k=50",
+        "active units",
+        "of 3",
+        "KL per dimension",
+        "reconstruction MSE",
+        "images/s",
+        "binarised (seed 3)",
+    ):
         assert label in out, out
     assert out.strip().endswith("eval.json")
     record = json.loads((runs["vae"] / "eval.json").read_text())["best/test/k=50"]
@@ -69,8 +78,9 @@ def test_eval_of_an_autoencoder_reports_reconstruction_only(runs, capsys) -> Non
 def test_eval_chunk_does_not_change_the_result(runs, capsys) -> None:
     results = []
     for chunk in ("7", "100000"):
-        code, out, _ = run_cli(capsys, "eval", runs["gauss"], "--k", "30", "--chunk", chunk,
-                               "--limit", "25", "--json")  # fmt: skip
+        code, out, _ = run_cli(
+            capsys, "eval", runs["gauss"], "--k", "30", "--chunk", chunk, "--limit", "25", "--json"
+        )
         assert code == 0
         results.append(json.loads(out)["nll"])
     assert results[0] == pytest.approx(results[1], rel=1e-6)  # float32 rounding only
@@ -126,8 +136,9 @@ def test_resume_with_another_objective_is_refused(tmp_path, capsys) -> None:
     run = tmp_path / "r"
     assert run_cli(capsys, "train", "--epochs", "1", *FAST, "--quiet", "--out", run)[0] == 0
     before = snapshot(run)
-    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--objective",
-                           "iwae", "--k", "5", *FAST)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "train", "--resume", run, "--epochs", "2", "--objective", "iwae", "--k", "5", *FAST
+    )
     assert_one_line_error(code, err, "cannot resume with --objective iwae")
     assert snapshot(run) == before
 
@@ -141,17 +152,31 @@ def test_iwae_with_k1_trains_exactly_like_the_vae(tmp_path, capsys) -> None:
     """`--objective iwae --k 1` is the VAE objective: bitwise the same weights."""
     common = ("train", "--epochs", "2", *FAST, "--quiet")
     assert run_cli(capsys, *common, "--out", tmp_path / "vae")[0] == 0
-    assert run_cli(capsys, *common, "--out", tmp_path / "iwae", "--objective", "iwae",
-                   "--k", "1")[0] == 0  # fmt: skip
+    assert (
+        run_cli(capsys, *common, "--out", tmp_path / "iwae", "--objective", "iwae", "--k", "1")[0]
+        == 0
+    )
     assert_same_weights(tmp_path / "vae", tmp_path / "iwae")
 
 
 def test_iwae_training_records_its_objective(tmp_path, capsys) -> None:
-    code, _, err = run_cli(capsys, "train", "--epochs", "3", *FAST, "--quiet", "--out",
-                           tmp_path / "iwae", "--objective", "iwae", "--k", "8")  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--epochs",
+        "3",
+        *FAST,
+        "--quiet",
+        "--out",
+        tmp_path / "iwae",
+        "--objective",
+        "iwae",
+        "--k",
+        "8",
+    )
     assert code == 0, err
     config = json.loads((tmp_path / "iwae" / "config.json").read_text())
-    assert config["train"]["objective"] == "iwae" and config["train"]["k"] == 8
+    assert config["model"]["objective"] == "iwae" and config["model"]["k"] == 8
     metrics = [json.loads(line) for line in (tmp_path / "iwae" / "metrics.jsonl").open()]
     assert metrics[-1]["val/loss"] < metrics[0]["val/loss"]
     # The validation loss is the run's own bound: below its ELBO terms' sum.
@@ -175,8 +200,18 @@ def test_objective_bad_input(tmp_path, capsys, args, fragment) -> None:
 
 
 def test_eval_on_a_model_trained_with_a_local_context(tmp_path, capsys) -> None:
-    code, _, err = run_cli(capsys, "train", "--epochs", "2", *FAST, "--quiet", "--out",
-                           tmp_path / "ar", "--autoregressive", "local")  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--epochs",
+        "2",
+        *FAST,
+        "--quiet",
+        "--out",
+        tmp_path / "ar",
+        "--autoregressive",
+        "local",
+    )
     assert code == 0, err
     code, out, _ = run_cli(capsys, "eval", tmp_path / "ar", "--k", "10")
     assert code == 0 and "NLL, k=10" in out

@@ -18,12 +18,12 @@ from PIL import Image
 
 from test_cli import (
     FAST,
-    _write_idx,
     assert_one_line_error,
     grid_size,
     png_size,
     run_cli,
     snapshot,
+    write_idx,
 )
 from vaelab.cli import build_parser, main
 from vaelab.data import DataConfig, load_data
@@ -103,8 +103,17 @@ def test_reconstructions_spread_over_a_class_sorted_split(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--dataset", _two_class_folder(tmp_path),
-                           "--epochs", "1", "--no-progress", "--out", run)  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        _two_class_folder(tmp_path),
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        run,
+    )
     assert code == 0, err
     for figure, n in ((run / "reconstructions.png", 8), (tmp_path / "two.png", 2)):
         if figure.name == "two.png":
@@ -130,8 +139,17 @@ def test_asking_for_more_images_than_the_split_holds_names_its_size(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     val = digits_split_size("val")
-    code, _, err = run_cli(capsys, "reconstruct", trained, "--split", "val", "--n", val + 1,
-                           "--out", tmp_path / "r.png")  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "reconstruct",
+        trained,
+        "--split",
+        "val",
+        "--n",
+        val + 1,
+        "--out",
+        tmp_path / "r.png",
+    )
     fragment = f"--n {val + 1} is more than the val split holds ({val} images); pass --n {val} or"
     assert_one_line_error(code, err, fragment)
     assert not any(tmp_path.iterdir())
@@ -174,8 +192,20 @@ def test_moved_dataset_is_named_and_dataset_overrides_it(
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "arrays.npz", x=rng.uniform(0, 1, (30, 8, 8)), y=rng.integers(0, 3, 30))
     run = tmp_path / "run"
-    assert run_cli(capsys, "train", "--dataset", tmp_path / "arrays.npz", "--epochs", "1",
-                   *FAST, "--out", run)[0] == 0  # fmt: skip
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            "--dataset",
+            tmp_path / "arrays.npz",
+            "--epochs",
+            "1",
+            *FAST,
+            "--out",
+            run,
+        )[0]
+        == 0
+    )
     (tmp_path / "arrays.npz").rename(tmp_path / "moved.npz")
     for command in ("reconstruct", "interpolate"):
         before = snapshot(tmp_path)
@@ -205,11 +235,26 @@ def test_mnist_run_without_its_files_fails_in_one_line(
     idx.mkdir()
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 40), ("t10k", 10)):
-        _write_idx(idx / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(idx / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+        write_idx(idx / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(idx / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     run = tmp_path / "run"
-    assert run_cli(capsys, "train", "--dataset", "mnist", "--data-dir", idx, "--epochs", "1",
-                   "--no-download", *FAST, "--out", run)[0] == 0  # fmt: skip
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            idx,
+            "--epochs",
+            "1",
+            "--no-download",
+            *FAST,
+            "--out",
+            run,
+        )[0]
+        == 0
+    )
     idx.rename(tmp_path / "moved")
 
     def offline(*args: object, **kwargs: object) -> None:
@@ -223,16 +268,26 @@ def test_mnist_run_without_its_files_fails_in_one_line(
     code, _, err = run_cli(capsys, "reconstruct", run, "--out", tmp_path / "r.png")
     assert_one_line_error(code, err, "could not download MNIST")
     assert not (tmp_path / "r.png").exists()
-    code, _, err = run_cli(capsys, "reconstruct", run, "--data-dir", tmp_path / "moved",
-                           "--out", tmp_path / "r.png")  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "reconstruct", run, "--data-dir", tmp_path / "moved", "--out", tmp_path / "r.png"
+    )
     assert code == 0, err
 
 
 def _one_image_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     np.save(tmp_path / "one.npy", np.random.default_rng(0).uniform(0, 1, (1, 8, 8)))
     run = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--dataset", tmp_path / "one.npy", "--epochs", "1",
-                           "--no-progress", "--out", run)  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        tmp_path / "one.npy",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        run,
+    )
     assert code == 0, err
     return run
 

@@ -9,8 +9,15 @@ from PIL import Image
 
 from test_cli import FAST, assert_one_line_error, run_cli
 
-PLOTS = ("latent_map", "manifold", "samples", "reconstructions", "interpolations", "traversals",
-         "curves")  # fmt: skip
+PLOTS = (
+    "latent_map",
+    "manifold",
+    "samples",
+    "reconstructions",
+    "interpolations",
+    "traversals",
+    "curves",
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +26,24 @@ def run5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vaelab.cli import main
 
     run = tmp_path_factory.mktemp("plot") / "run"
-    assert main(["-q", "train", "--latent-dim", "5", "--epochs", "2", "--hidden-dims", "32",
-                 "--out", str(run), *FAST]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--latent-dim",
+                "5",
+                "--epochs",
+                "2",
+                "--hidden-dims",
+                "32",
+                "--out",
+                str(run),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -35,8 +58,9 @@ def test_plot_writes_every_figure_and_prints_the_paths(run5: Path, tmp_path: Pat
 
 
 def test_report_is_one_self_contained_html_file(run5: Path, capsys) -> None:
-    code, out, _ = run_cli(capsys, "report", run5, "--projection", "tsne", "--max-points", "200",
-                           "-q")  # fmt: skip
+    code, out, _ = run_cli(
+        capsys, "report", run5, "--projection", "tsne", "--max-points", "200", "-q"
+    )
     assert code == 0
     report = Path(out.splitlines()[-1])
     assert report == run5 / "report.html"
@@ -54,8 +78,9 @@ def test_sample_from_a_mixture_fitted_to_the_codes(run5: Path, tmp_path: Path, c
     outs = []
     for sampler in ("prior", "gmm"):
         out = tmp_path / f"{sampler}.png"
-        code, _, _ = run_cli(capsys, "sample", run5, "--sampler", sampler, "--n", "16",
-                             "--out", out, "-q")  # fmt: skip
+        code, _, _ = run_cli(
+            capsys, "sample", run5, "--sampler", sampler, "--n", "16", "--out", out, "-q"
+        )
         assert code == 0
         outs.append(out.read_bytes())
     assert outs[0] != outs[1]  # different codes, different pictures
@@ -68,14 +93,45 @@ def test_compare_writes_figure_json_and_table(
 
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     ae = tmp_path / "ae"
-    assert main(["-q", "train", "--model", "ae", "--latent-dim", "5", "--epochs", "2",
-                 "--hidden-dims", "32", "--out", str(ae), *FAST]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--model",
+                "ae",
+                "--latent-dim",
+                "5",
+                "--epochs",
+                "2",
+                "--hidden-dims",
+                "32",
+                "--out",
+                str(ae),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    code, out, _ = run_cli(capsys, "compare", run5, ae, "--out", tmp_path / "cmp", "--samples",
-                           "200", "--pairs", "10", "-q")  # fmt: skip
+    code, out, _ = run_cli(
+        capsys,
+        "compare",
+        run5,
+        ae,
+        "--out",
+        tmp_path / "cmp",
+        "--samples",
+        "200",
+        "--pairs",
+        "10",
+        "-q",
+    )
     assert code == 0
     assert [Path(p).name for p in out.splitlines()] == [
-        "comparison.png", "comparison.json", "comparison.md",
-    ]  # fmt: skip
+        "comparison.png",
+        "comparison.json",
+        "comparison.md",
+    ]
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "ae" in table and "vae" in table

@@ -17,8 +17,13 @@ from vaelab.training.checkpoint import load_checkpoint
 
 
 def vaelab(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vaelab", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "vaelab", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_bad_inputs_exit_non_zero_with_exactly_one_stderr_line(tmp_path: Path) -> None:
@@ -40,8 +45,19 @@ def test_bad_inputs_exit_non_zero_with_exactly_one_stderr_line(tmp_path: Path) -
 
 def test_diverging_training_stops_with_a_clear_message(tmp_path: Path) -> None:
     """A learning rate of 1e6 turns the loss NaN within the first epoch."""
-    result = vaelab("train", "--lr", "1e6", "--likelihood", "gaussian", "--epochs", "3",
-                    "--no-progress", "--out", "run", cwd=tmp_path)  # fmt: skip
+    result = vaelab(
+        "train",
+        "--lr",
+        "1e6",
+        "--likelihood",
+        "gaussian",
+        "--epochs",
+        "3",
+        "--no-progress",
+        "--out",
+        "run",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "nan" in result.stderr.lower() and "--lr" in result.stderr
@@ -56,10 +72,23 @@ def _default_sigint() -> None:
 def test_ctrl_c_exits_with_one_line_and_keeps_a_loadable_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vaelab", "train", "--epochs", "100000", "--no-progress",
-         "--no-figures", "--out", str(run)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vaelab",
+            "train",
+            "--epochs",
+            "100000",
+            "--no-progress",
+            "--no-figures",
+            "--out",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (run / "last" / "meta.json").exists():

@@ -12,8 +12,9 @@ import torch
 from vaelab import DataConfig, VaelabError, load_data, train
 from vaelab.analysis import classifier as classifier_module
 from vaelab.analysis.classifier import ClassifierNet, ClassifierUnavailable, classifier_for
-from vaelab.analysis.compare import MEASURES, compare_runs
+from vaelab.analysis.compare_report import MEASURES
 from vaelab.analysis.measures import DEFINITIONS
+from vaelab.cli.compare import compare_runs
 
 SMALL = {"n_samples": 200, "n_pairs": 20}  # enough to exercise every measure, quickly
 

@@ -32,61 +32,61 @@ TIMING = ("epoch_seconds", "samples_per_second")
 WORKER_TIMEOUT = 180
 
 # One rank of a group: train, then save the final weights (and, if asked, the examples this
-# rank trained on at each step) for the test to compare. Optional faults: a crash at the
-# N-th loss evaluation on every rank, or a NaN loss at the N-th evaluation on one rank.
+# rank trained on at each step) for the test to compare. Optional faults: a crash before the
+# N-th step on every rank, or a NaN loss at the N-th training evaluation on one rank.
 WORKER = r"""
 import json, os, sys
 import torch
 from safetensors.torch import save_file
 import vaelab
-from vaelab.training import session as session_module, trainer as trainer_module
+from vaelab.models import MODELS
+from vaelab.training.callbacks import Callbacks
 
 torch.set_num_threads(1)
 args = json.loads(sys.argv[1])
 rank = int(os.environ["RANK"])
-seen = []
-if args["record"]:
-    local_batch = trainer_module._local_batch
+config = vaelab.RunConfig.from_dict(args["config"])
 
-    def recording(session, idx):
-        x, weight = local_batch(session, idx)
-        seen.append(x.detach().clone() if weight > 0 else x[:0].clone())
-        return x, weight
+class Worker(Callbacks):
+    def __init__(self):
+        self.steps, self.seen, self.saves = 0, [], []
 
-    trainer_module._local_batch = recording
-forward, calls = session_module.LossModule.forward, [0]
+    def on_batch(self, x, *, step):
+        self.steps += 1
+        if self.steps == args["crash_at"]:
+            raise RuntimeError("simulated crash")
+        if args["record"]:
+            self.seen.append(x.detach().clone())
+
+    def on_checkpoint(self, which, path):
+        self.saves.append(str(path))
+
+model_class, loss, calls = MODELS[config.model.model], MODELS[config.model.model].loss, [0]
 
 def faulty(self, x, **kwargs):
-    calls[0] += 1
-    if calls[0] == args["crash_at"]:
-        raise RuntimeError("simulated crash")
-    terms = forward(self, x, **kwargs)
-    if calls[0] == args["nan_at"] and rank == args["nan_rank"]:
-        terms = type(terms)(total=terms.total * float("nan"), recon=terms.recon, kl=terms.kl)
+    terms = loss(self, x, **kwargs)
+    if self.training:
+        calls[0] += 1
+        if calls[0] == args["nan_at"] and rank == args["nan_rank"]:
+            terms = type(terms)(total=terms.total * float("nan"), recon=terms.recon, kl=terms.kl)
     return terms
 
-session_module.LossModule.forward = faulty
-save_checkpoint, saves = session_module.save_checkpoint, []
-
-def counting(path, *args, **kwargs):
-    saves.append(str(path))
-    return save_checkpoint(path, *args, **kwargs)
-
-session_module.save_checkpoint = counting
-config = vaelab.RunConfig.from_dict(args["config"])
+model_class.loss = faulty
+worker = Worker()
 try:
-    result = vaelab.train(config, args["run_dir"], resume=args["resume"], progress=False)
+    result = vaelab.train(config, args["run_dir"], resume=args["resume"], progress=False,
+                          callbacks=worker)
 except RuntimeError as error:
     if "simulated crash" not in str(error):
         raise
     # train() has left the process group; skip interpreter teardown, where torch 2.13 at
-    # times aborts ("terminate called without an active exception") after a failed forward.
+    # times aborts ("terminate called without an active exception") after a failed step.
     os._exit(3)
 tensors = {f"model.{k}": v.contiguous() for k, v in result.model.state_dict().items()}
-tensors |= {f"seen.{i}": x.contiguous() for i, x in enumerate(seen)}
+tensors |= {f"seen.{i}": x.contiguous() for i, x in enumerate(worker.seen)}
 save_file(tensors, args["out"])
 with open(args["out"] + ".json", "w") as handle:
-    json.dump({"epochs": result.epochs, "metrics": result.metrics, "saves": saves}, handle)
+    json.dump({"epochs": result.epochs, "metrics": result.metrics, "saves": worker.saves}, handle)
 """
 
 
@@ -102,9 +102,17 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def run_ranks(
-    config: Any, run_dir: Path, out_dir: Path, *, world_size: int = 2, resume: bool = False,
-    record: bool = False, crash_at: int = 0, nan_at: int = 0, nan_rank: int = -1,
-) -> list[dict[str, Any]]:  # fmt: skip
+    config: Any,
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    world_size: int = 2,
+    resume: bool = False,
+    record: bool = False,
+    crash_at: int = 0,
+    nan_at: int = 0,
+    nan_rank: int = -1,
+) -> list[dict[str, Any]]:
     """Train `config` into `run_dir` with `world_size` worker processes joined over gloo.
     Returns each rank's {"model": state_dict, "seen": [x per step], "metrics", "epochs",
     "saves": [checkpoint paths it wrote]}; with `crash_at`, asserts that every rank crashed
@@ -115,15 +123,32 @@ def run_ranks(
     try:
         for rank in range(world_size):
             out = out_dir / f"rank{rank}.safetensors"
-            args = {"config": config.to_dict(), "run_dir": str(run_dir), "resume": resume,
-                    "record": record, "crash_at": crash_at, "nan_at": nan_at,
-                    "nan_rank": nan_rank, "out": str(out)}  # fmt: skip
-            env = child_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port)  # fmt: skip
-            processes.append(subprocess.Popen(
-                [sys.executable, "-c", WORKER, json.dumps(args)], env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            ))  # fmt: skip
+            args = {
+                "config": config.to_dict(),
+                "run_dir": str(run_dir),
+                "resume": resume,
+                "record": record,
+                "crash_at": crash_at,
+                "nan_at": nan_at,
+                "nan_rank": nan_rank,
+                "out": str(out),
+            }
+            env = child_env(
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(world_size),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+            )
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", WORKER, json.dumps(args)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         outputs = [p.communicate(timeout=WORKER_TIMEOUT) for p in processes]
     finally:
         for process in processes:
@@ -160,8 +185,9 @@ def rows(x: torch.Tensor) -> Counter:
 # --- shard: every global batch split over the ranks -------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "batch_size", "world_size"), [(10, 4, 3), (1258, 128, 2), (7, 7, 4),
-                                                             (5, 2, 3), (9, 3, 1)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("n", "batch_size", "world_size"), [(10, 4, 3), (1258, 128, 2), (7, 7, 4), (5, 2, 3), (9, 3, 1)]
+)
 def test_shard_partitions_each_global_batch_and_an_epoch_covers_every_index_once(
     n, batch_size, world_size
 ):
@@ -186,8 +212,9 @@ def test_a_last_batch_smaller_than_the_world_leaves_a_rank_empty():
     ]
 
 
-@pytest.mark.parametrize(("n", "batch_size", "world_size"), [(10, 4, 3), (1258, 128, 2),
-                                                             (5, 2, 3), (9, 3, 1)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("n", "batch_size", "world_size"), [(10, 4, 3), (1258, 128, 2), (5, 2, 3), (9, 3, 1)]
+)
 def test_local_batch_weights_make_the_rank_average_the_global_batch_mean(n, batch_size, world_size):
     """DDP averages the ranks' gradients, so sum_r weight_r * mean_r / world must equal the
     mean over the global batch (here of a per-example value standing in for the loss)."""
@@ -196,7 +223,7 @@ def test_local_batch_weights_make_the_rank_average_the_global_batch_mean(n, batc
         average = 0.0
         for rank in range(world_size):
             group = Distributed(rank=rank, world_size=world_size)
-            x, weight = trainer_module._local_batch(
+            x, weight = trainer_module.local_batch(
                 SimpleNamespace(group=group, train_x=values), idx
             )
             assert len(x) >= 1  # every rank joins the all-reduce, even with no examples
@@ -328,11 +355,21 @@ def test_two_ranks_skip_a_nan_on_one_rank_together(tmp_path, tiny_run):
 
 
 def torchrun(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-               "-m", "vaelab", "train", *map(str, args)]  # fmt: skip
-    result = subprocess.run(command, cwd=cwd, env=child_env(), capture_output=True, text=True,
-                            timeout=WORKER_TIMEOUT)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "vaelab",
+        "train",
+        *map(str, args),
+    ]
+    result = subprocess.run(
+        command, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=WORKER_TIMEOUT
+    )
     assert result.returncode == 0, result.stderr
     return result
 

@@ -1,4 +1,5 @@
-"""Posteriors and likelihoods: each closed form checked against torch or a Monte-Carlo estimate."""
+"""Posteriors, the prior and likelihoods: each closed form checked against torch or a Monte-Carlo
+estimate."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from vaelab.distributions import DiagonalGaussian, PointMass, standard_normal_log_prob
 from vaelab.errors import VaelabError
-from vaelab.likelihoods import BernoulliLikelihood, GaussianLikelihood, build_likelihood
+from vaelab.models.distributions import DiagonalGaussian, PointMass
+from vaelab.models.likelihoods import BernoulliLikelihood, GaussianLikelihood, build_likelihood
+from vaelab.models.priors import StandardNormalPrior
+
+PRIOR = StandardNormalPrior(3)
 
 
 def gaussian(b: int = 4, d: int = 3, seed: int = 0) -> DiagonalGaussian:
@@ -28,19 +32,25 @@ def test_kl_closed_form_matches_monte_carlo():
     q = gaussian()
     n = 200_000
     z = q.sample(k=n, generator=torch.Generator().manual_seed(1))  # (K, B, D)
-    log_ratio = q.log_prob(z) - standard_normal_log_prob(z)  # (K, B): KL = E_q[log q - log p]
+    log_ratio = q.log_prob(z) - PRIOR.log_prob(z)  # (K, B): KL = E_q[log q - log p]
     estimate = log_ratio.mean(0)
     std_error = log_ratio.std(0) / math.sqrt(n)
     # Five standard errors: a correct formula fails this with probability < 1e-6 per example;
     # the per-example KLs here are O(1) and the errors O(0.005), so a wrong term would show.
-    assert torch.all((q.kl() - estimate).abs() < 5 * std_error), (q.kl(), estimate, std_error)
-    assert q.kl().shape == (4,)
+    kl = PRIOR.kl(q)
+    assert torch.all((kl - estimate).abs() < 5 * std_error), (kl, estimate, std_error)
+    assert kl.shape == (4,)
+    torch.testing.assert_close(PRIOR.kl_per_dim(q).sum(-1), kl)
 
 
 def test_kl_is_zero_for_the_prior_and_positive_otherwise():
     prior = DiagonalGaussian(torch.zeros(2, 5), torch.zeros(2, 5))
-    torch.testing.assert_close(prior.kl(), torch.zeros(2))
-    assert torch.all(gaussian().kl() > 0)
+    torch.testing.assert_close(StandardNormalPrior(5).kl(prior), torch.zeros(2))
+    assert torch.all(PRIOR.kl(gaussian()) > 0)
+
+
+def test_the_prior_has_no_closed_form_kl_to_a_point_mass():
+    assert PRIOR.kl(PointMass(torch.zeros(2, 3))) is None
 
 
 def test_log_prob_matches_torch_normal():
@@ -53,9 +63,34 @@ def test_log_prob_matches_torch_normal():
     assert q.log_prob(zk).shape == (7, 4)
 
 
-def test_standard_normal_log_prob_matches_torch():
-    z = torch.randn(6, 5, dtype=torch.float64)
-    torch.testing.assert_close(standard_normal_log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(-1))
+def test_standard_normal_prior_log_prob_matches_torch():
+    z = torch.randn(7, 6, 5, dtype=torch.float64)  # (K, B, D)
+    expected = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(StandardNormalPrior(5).log_prob(z), expected)
+
+
+def test_standard_normal_prior_samples():
+    prior = StandardNormalPrior(4)
+    a = prior.sample(50_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    b = prior.sample(50_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert a.shape == (50_000, 4) and a.dtype == torch.float64
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a.mean(0), torch.zeros(4, dtype=torch.float64), atol=0.03, rtol=0)
+    torch.testing.assert_close(a.std(0), torch.ones(4, dtype=torch.float64), atol=0.03, rtol=0)
+    assert list(prior.state_dict()) == []  # old checkpoints load into models that have one
+
+
+def test_entropy_matches_torch_normal():
+    q = gaussian()
+    torch.testing.assert_close(q.entropy(), Normal(q.mu, q.std).entropy().sum(-1))
+
+
+def test_indexing_selects_examples():
+    q = gaussian()
+    part = q[1:3]
+    assert len(part) == 2
+    torch.testing.assert_close(part.mu, q.mu[1:3])
+    torch.testing.assert_close(part.logvar, q.logvar[1:3])
 
 
 def test_sample_shapes_and_moments():
@@ -79,13 +114,21 @@ def test_sample_is_reproducible_with_a_generator():
 def test_gradients_flow_through_the_reparameterisation():
     mu = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     logvar = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    z = DiagonalGaussian(mu, logvar).sample(generator=torch.Generator().manual_seed(0))
+    z = DiagonalGaussian(mu, logvar).rsample(generator=torch.Generator().manual_seed(0))
     z.sum().backward()
     # z = mu + exp(logvar / 2) * eps  =>  dz/dmu = 1,  dz/dlogvar = exp(logvar / 2) * eps / 2
     eps = (z.detach() - mu.detach()) / torch.exp(0.5 * logvar.detach())
     torch.testing.assert_close(mu.grad, torch.ones_like(mu))
     torch.testing.assert_close(logvar.grad, 0.5 * torch.exp(0.5 * logvar.detach()) * eps)
     assert torch.all(logvar.grad != 0)
+
+
+def test_sample_has_no_gradient_and_equals_rsample():
+    mu = torch.randn(4, 3, requires_grad=True)
+    q = DiagonalGaussian(mu, torch.zeros(4, 3))
+    drawn = q.sample(generator=torch.Generator().manual_seed(0))
+    assert not drawn.requires_grad
+    torch.testing.assert_close(drawn, q.rsample(generator=torch.Generator().manual_seed(0)))
 
 
 def test_mean_and_mode_are_mu():
@@ -122,6 +165,27 @@ def test_bernoulli_nll_is_finite_for_extreme_logits():
     nll = BernoulliLikelihood().nll(logits, torch.tensor([[1.0, 0.0]]).view(1, 1, 1, 2))
     assert torch.isfinite(nll).all()
     torch.testing.assert_close(nll, torch.tensor([400.0]))
+
+
+@pytest.mark.parametrize(
+    "likelihood", [BernoulliLikelihood(), GaussianLikelihood(0.7)], ids=["bernoulli", "gaussian"]
+)
+def test_log_prob_broadcasts_over_leading_sample_dimensions(likelihood):
+    x_params = torch.randn(7, 5, 1, 4, 6)  # (K, B, C, H, W)
+    x = torch.rand(5, 1, 4, 6)
+    log_p = likelihood.log_prob(x_params, x)
+    assert log_p.shape == (7, 5)
+    for k in range(7):
+        torch.testing.assert_close(log_p[k], likelihood.log_prob(x_params[k], x))
+    torch.testing.assert_close(likelihood.nll(x_params, x), -log_p)
+
+
+def test_log_prob_is_float32_under_bfloat16_autocast():
+    x_params = torch.randn(3, 1, 4, 4, dtype=torch.bfloat16)
+    x = torch.rand(3, 1, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for likelihood in (BernoulliLikelihood(), GaussianLikelihood(0.5)):
+            assert likelihood.log_prob(x_params, x).dtype == torch.float32
 
 
 @pytest.mark.parametrize("sigma", [0.1, 1.0, 2.5])

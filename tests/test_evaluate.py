@@ -4,6 +4,7 @@ closed form, the bound ordering of Burda et al. (2015), active units and KL per 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 import vaelab
 from vaelab import ModelConfig, build_model
 from vaelab.analysis.evaluate import evaluate
-from vaelab.bounds import draw_noise, log_mean_exp, log_weights
+from vaelab.models.bounds import log_mean_exp
 
 SIGMA = 0.5
 # Orthogonal columns: W^T W is diagonal, so the exact posterior is a diagonal Gaussian.
@@ -25,8 +26,14 @@ def linear_gaussian_vae(*, exact_posterior: bool) -> vaelab.VAE:
     The encoder is linear; with `exact_posterior` it is the true p(z|x), else a deliberately
     wrong one (shifted, shrunk and too wide), so that the bounds have gaps to close.
     """
-    config = ModelConfig(model="vae", data_shape=(1, 1, 4), latent_dim=2, hidden_dims=(),
-                         likelihood="gaussian", sigma=SIGMA)  # fmt: skip
+    config = ModelConfig(
+        model="vae",
+        data_shape=(1, 1, 4),
+        latent_dim=2,
+        hidden_dims=(),
+        likelihood="gaussian",
+        sigma=SIGMA,
+    )
     model = build_model(config)
     precision = torch.eye(2) + W.T @ W / SIGMA**2
     covariance = torch.linalg.inv(precision)  # diagonal, by the choice of W
@@ -97,6 +104,13 @@ def test_results_do_not_depend_on_the_chunk_and_follow_the_seed() -> None:
     assert other_seed.nll != runs[0].nll
 
 
+def with_objective(model: vaelab.VAE, objective: str, k: int) -> vaelab.VAE:
+    """The same weights, trained-for objective and k changed."""
+    other = build_model(replace(model.config, objective=objective, k=k))
+    other.load_state_dict(model.state_dict())
+    return other
+
+
 def test_k1_iwae_weights_average_to_the_elbo() -> None:
     """The k = 1 bound is the ELBO: its Monte Carlo log weights average to -(recon + KL)."""
     torch.manual_seed(0)
@@ -105,20 +119,24 @@ def test_k1_iwae_weights_average_to_the_elbo() -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         posterior = model.encode(x)
-        eps = draw_noise(6, 200_000, 3, like=posterior.mu, generator=generator)
-        log_w, log_px_z = log_weights(model, x, posterior, eps)
-        mc_elbo = log_w.mean(1)
-        elbo = log_px_z.mean(1) - posterior.kl()
+        z = posterior.rsample(k=200_000, generator=generator)  # (K, B, D)
+        terms = model.importance_terms(x, z, posterior)
+        log_w = terms.log_weights()
+        mc_elbo = log_w.mean(0)
+        elbo = terms.log_px_z.mean(0) - model.prior.kl(posterior)
         assert torch.allclose(mc_elbo, elbo, atol=0.02)
-        assert torch.allclose(log_mean_exp(log_w[:, :1]), log_w[:, 0])
+        assert torch.allclose(log_mean_exp(log_w[:1]), log_w[0])
+        drawn = model.log_weights(x, 200_000, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(drawn, log_w)  # the public method: the same draws
 
 
 def test_iwae_loss_is_tighter_and_trains() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(data_shape=(1, 4, 4), latent_dim=3, hidden_dims=(16,)))
     x = torch.rand(64, 1, 4, 4)
-    elbo = model.loss(x, k=50, generator=torch.Generator().manual_seed(1))
-    iwae = model.loss(x, k=50, objective="iwae", generator=torch.Generator().manual_seed(1))
+    elbo = with_objective(model, "elbo", 50).loss(x, generator=torch.Generator().manual_seed(1))
+    model = with_objective(model, "iwae", 50)
+    iwae = model.loss(x, generator=torch.Generator().manual_seed(1))
     assert iwae.total < elbo.total  # a tighter bound: the loss (its negative) is lower
     assert iwae.recon.item() == pytest.approx(elbo.recon.item()) and iwae.kl == elbo.kl
     iwae.total.backward()
@@ -130,7 +148,7 @@ def test_k1_iwae_loss_is_the_vae_loss() -> None:
     model = build_model(ModelConfig(data_shape=(1, 4, 4), latent_dim=3, hidden_dims=(16,)))
     x = torch.rand(8, 1, 4, 4)
     vae = model.loss(x, generator=torch.Generator().manual_seed(3))
-    iwae = model.loss(x, k=1, objective="iwae", generator=torch.Generator().manual_seed(3))
+    iwae = with_objective(model, "iwae", 1).loss(x, generator=torch.Generator().manual_seed(3))
     assert torch.equal(vae.total, iwae.total)
 
 
@@ -158,13 +176,14 @@ def test_binarize_is_a_fixed_draw() -> None:
 
 def test_autoencoder_reports_what_applies() -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(model="ae", data_shape=(1, 4, 4), latent_dim=2,
-                                    hidden_dims=(8,)))  # fmt: skip
+    model = build_model(
+        ModelConfig(model="ae", data_shape=(1, 4, 4), latent_dim=2, hidden_dims=(8,))
+    )
     x = torch.rand(10, 1, 4, 4)
     result = evaluate(model, x)
     with torch.no_grad():
         x_hat = model.reconstruct(x)
-        recon = model.likelihood.nll(model.decode_logits(model.encode(x).mode(), x), x).mean()
+        recon = model.likelihood.nll(model.decode_params(model.encode(x).mode(), x), x).mean()
     assert result.mse == pytest.approx(float((x_hat - x).pow(2).mean()), rel=1e-5)
     assert result.recon == pytest.approx(float(recon), rel=1e-5)
     assert result.nll is None and result.active_units is None and result.kl is None

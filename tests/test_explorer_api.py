@@ -23,12 +23,14 @@ MAX_BATCH = 8
 
 
 def _train(folder: Path, model: str, latent_dim: int) -> Path:
-    config = RunConfig.from_dict({
-        "model": {"model": model, "latent_dim": latent_dim, "hidden_dims": [32]},
-        "data": {"dataset": "digits"},
-        "optim": {"lr": 3e-3},
-        "train": {"epochs": 1, "batch_size": 128, "device": "cpu"},
-    })  # fmt: skip
+    config = RunConfig.from_dict(
+        {
+            "model": {"model": model, "latent_dim": latent_dim, "hidden_dims": [32]},
+            "data": {"dataset": "digits"},
+            "optim": {"lr": 3e-3},
+            "train": {"epochs": 1, "batch_size": 128, "device": "cpu"},
+        }
+    )
     train(config, folder, progress=False)
     return folder
 
@@ -77,7 +79,10 @@ def test_equal_folder_names_get_suffixes(client: TestClient, tmp_path: Path) -> 
     from vaelab.explorer.runs import run_names
 
     assert run_names([tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "run"]) == [
-        "run", "run-2", "run-3"]  # fmt: skip
+        "run",
+        "run-2",
+        "run-3",
+    ]
 
 
 @pytest.mark.parametrize(("name", "dim", "projection"), [("vae", 2, "identity"), ("ae", 5, "pca")])
@@ -131,8 +136,9 @@ def test_encode_of_a_test_image_gives_its_code(client: TestClient) -> None:
 
 
 def test_sample_is_seeded(client: TestClient) -> None:
-    a, b, c = (client.post("/api/runs/vae/sample", json={"n": 3, "seed": s}).json()
-               for s in (7, 7, 8))  # fmt: skip
+    a, b, c = (
+        client.post("/api/runs/vae/sample", json={"n": 3, "seed": s}).json() for s in (7, 7, 8)
+    )
     assert a == b and a["z"] != c["z"]
     assert len(a["images"]) == 3 and np.array(a["z"]).shape == (3, 2)
 
@@ -200,14 +206,16 @@ def test_bad_bodies_are_422(client: TestClient, endpoint: str, body: dict, messa
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_values_are_422(client: TestClient, value: str) -> None:
     body = '{"z": [[0.0, VALUE]]}'.replace("VALUE", value)  # json= would refuse or emit NaN
-    response = client.post("/api/runs/vae/decode", content=body,
-                           headers={"content-type": "application/json"})  # fmt: skip
+    response = client.post(
+        "/api/runs/vae/decode", content=body, headers={"content-type": "application/json"}
+    )
     _refused(response, 422)
 
 
 def test_malformed_json_is_422(client: TestClient) -> None:
-    response = client.post("/api/runs/vae/decode", content=b"{not json",
-                           headers={"content-type": "application/json"})  # fmt: skip
+    response = client.post(
+        "/api/runs/vae/decode", content=b"{not json", headers={"content-type": "application/json"}
+    )
     _refused(response, 422)
 
 
@@ -219,9 +227,13 @@ def test_images_larger_than_4096_are_refused(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("get", "/api/runs/nope/map"), ("post", "/api/runs/nope/decode"),
-     ("get", "/api/runs/nope/test_image/0"), ("get", "/api/runs/..%2F..%2Fetc/map")],
-)  # fmt: skip
+    [
+        ("get", "/api/runs/nope/map"),
+        ("post", "/api/runs/nope/decode"),
+        ("get", "/api/runs/nope/test_image/0"),
+        ("get", "/api/runs/..%2F..%2Fetc/map"),
+    ],
+)
 def test_unknown_runs_are_404(client: TestClient, method: str, path: str) -> None:
     body = {"json": {"z": [[0, 0]]}} if method == "post" else {}
     response = getattr(client, method)(path, **body)
@@ -241,8 +253,9 @@ def test_oversized_bodies_are_413(client: TestClient) -> None:
         for _ in range(10):
             yield b" " * (MAX_BYTES // 4)
 
-    response = client.post("/api/runs/vae/decode", content=chunks(),
-                           headers={"content-type": "application/json"})  # fmt: skip
+    response = client.post(
+        "/api/runs/vae/decode", content=chunks(), headers={"content-type": "application/json"}
+    )
     _refused(response, 413)
 
 

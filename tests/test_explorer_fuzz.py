@@ -20,36 +20,62 @@ from hypothesis import strategies as st  # noqa: E402
 from vaelab.explorer import create_app  # noqa: E402
 
 ENDPOINTS = ("decode", "encode", "sample", "interpolate")
-KEYS = ("z", "points", "image", "n", "seed", "from_index", "to_index", "z_a", "z_b", "steps",
-        "spherical", "extra")  # fmt: skip
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+KEYS = (
+    "z",
+    "points",
+    "image",
+    "n",
+    "seed",
+    "from_index",
+    "to_index",
+    "z_a",
+    "z_b",
+    "steps",
+    "spherical",
+    "extra",
+)
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     runs = []
     for model, latent_dim in (("vae", 2), ("ae", 5)):
-        config = RunConfig.from_dict({
-            "model": {"model": model, "latent_dim": latent_dim, "hidden_dims": [16]},
-            "data": {"dataset": "digits"},
-            "train": {"epochs": 1, "batch_size": 256, "device": "cpu"},
-        })  # fmt: skip
+        config = RunConfig.from_dict(
+            {
+                "model": {"model": model, "latent_dim": latent_dim, "hidden_dims": [16]},
+                "data": {"dataset": "digits"},
+                "train": {"epochs": 1, "batch_size": 256, "device": "cpu"},
+            }
+        )
         folder = tmp_path_factory.mktemp("fuzz") / model
         train(config, folder, progress=False)
         runs.append(folder)
     return TestClient(create_app(runs, max_request_bytes=200_000, max_batch=64))
 
 
-numbers = (st.integers(min_value=-(10**30), max_value=10**30) | st.floats()
-           | st.sampled_from([0, 1, -1, 2, 63, 64, 65, 10**400, 1e308, -1e308]))  # fmt: skip
+numbers = (
+    st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()
+    | st.sampled_from([0, 1, -1, 2, 63, 64, 65, 10**400, 1e308, -1e308])
+)
 scalars = st.none() | st.booleans() | numbers | st.text(max_size=20)
 vectors = st.lists(numbers, max_size=8)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=30)  # fmt: skip
-field_values = (json_values | vectors | st.lists(vectors, max_size=70)
-                | st.lists(st.lists(numbers, min_size=2, max_size=2), max_size=4))  # fmt: skip
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+field_values = (
+    json_values
+    | vectors
+    | st.lists(vectors, max_size=70)
+    | st.lists(st.lists(numbers, min_size=2, max_size=2), max_size=4)
+)
 bodies = st.dictionaries(st.sampled_from(KEYS), field_values, max_size=5) | json_values
 
 
@@ -61,20 +87,30 @@ def _dumps(body: object) -> str:
 @FUZZ
 @given(endpoint=st.sampled_from(ENDPOINTS), run=st.sampled_from(["vae", "ae"]), body=bodies)
 def test_post_bodies_never_5xx(client: TestClient, endpoint: str, run: str, body: object) -> None:
-    response = client.post(f"/api/runs/{run}/{endpoint}", content=_dumps(body),
-                           headers={"content-type": "application/json"})  # fmt: skip
+    response = client.post(
+        f"/api/runs/{run}/{endpoint}",
+        content=_dumps(body),
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code < 500, (body, response.text)
     assert response.status_code in (200, 400, 404, 413, 415, 422), response.text
 
 
 @FUZZ
-@given(name=st.text(max_size=30), tail=st.text(max_size=30),
-       method=st.sampled_from(["get", "post"]))  # fmt: skip
-def test_random_names_and_paths_never_5xx(client: TestClient, name: str, tail: str,
-                                          method: str) -> None:  # fmt: skip
+@given(
+    name=st.text(max_size=30), tail=st.text(max_size=30), method=st.sampled_from(["get", "post"])
+)
+def test_random_names_and_paths_never_5xx(
+    client: TestClient, name: str, tail: str, method: str
+) -> None:
     name, tail = quote(name, safe="/.%"), quote(tail, safe="/.%")  # as a client would send them
-    for path in (f"/api/runs/{name}/map", f"/api/runs/vae/test_image/{tail}",
-                 f"/api/runs/{name}/{tail}", f"/{name}/{tail}", f"/static/{tail}"):  # fmt: skip
+    for path in (
+        f"/api/runs/{name}/map",
+        f"/api/runs/vae/test_image/{tail}",
+        f"/api/runs/{name}/{tail}",
+        f"/{name}/{tail}",
+        f"/static/{tail}",
+    ):
         if path.startswith("//"):  # a network-path reference, not a path: no client sends it
             continue
         response = getattr(client, method)(path)
@@ -84,15 +120,16 @@ def test_random_names_and_paths_never_5xx(client: TestClient, name: str, tail: s
 @FUZZ
 @given(data=st.binary(max_size=400), endpoint=st.sampled_from(ENDPOINTS))
 def test_raw_bytes_never_5xx(client: TestClient, data: bytes, endpoint: str) -> None:
-    response = client.post(f"/api/runs/vae/{endpoint}", content=data,
-                           headers={"content-type": "application/json"})  # fmt: skip
+    response = client.post(
+        f"/api/runs/vae/{endpoint}", content=data, headers={"content-type": "application/json"}
+    )
     assert response.status_code < 500, response.text
 
 
 @FUZZ
 @given(
     data=st.binary(max_size=300)
-    | st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM"]),  # fmt: skip
+    | st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM"]),
     prefix=st.sampled_from(["", "data:image/png;base64,", "data:;base64,"]),
 )
 def test_image_bytes_never_5xx(client: TestClient, data: bytes, prefix: str) -> None:

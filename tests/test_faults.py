@@ -21,8 +21,7 @@ import torch
 from vaelab import VAE, train
 from vaelab.training import TrainingDiverged
 from vaelab.training import checkpoint as checkpoint_module
-from vaelab.training import session as session_module
-from vaelab.training import trainer as trainer_module
+from vaelab.training.callbacks import Callbacks
 from vaelab.training.checkpoint import load_checkpoint, load_training_state
 from vaelab.training.metrics import read_metrics
 
@@ -32,8 +31,20 @@ CHECKPOINTS = ("last", "best", ".last.old", ".best.old")
 # A CLI run long enough (8 epochs x 40 steps, a few seconds of training) for kills to land inside
 # it, with a mid-epoch checkpoint every 5 steps so that many land during a checkpoint write.
 EPOCHS = 8
-CLI_RUN = ("--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "32",
-           "--checkpoint-every", "5", "--seed", "3", "--no-figures", "--no-progress")  # fmt: skip
+CLI_RUN = (
+    "--dataset",
+    "digits",
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    "32",
+    "--checkpoint-every",
+    "5",
+    "--seed",
+    "3",
+    "--no-figures",
+    "--no-progress",
+)
 
 
 def weights(run_dir: Path, which: str = "last") -> dict[str, torch.Tensor]:
@@ -66,10 +77,14 @@ def _default_sigint() -> None:
 
 def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "vaelab", "train", *args], cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
+        [sys.executable, "-m", "vaelab", "train", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[str, str]:
@@ -168,8 +183,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(
         finish(running)
         present = assert_every_checkpoint_loads(run)
         step = last_meta(run)["step"]
-        kills.append({"early": early, "step_before": step_before, "step": step,
-                      "present": present})  # fmt: skip
+        kills.append({"early": early, "step_before": step_before, "step": step, "present": present})
         # Killed after the last checkpoint, there is nothing left to resume.
         running = start(*resume, cwd=tmp_path) if step < total_steps else None
     if running is not None:
@@ -204,8 +218,9 @@ def test_ctrl_c_saves_the_current_step_and_resumes_bit_for_bit(tmp_path, referen
     assert f"step {saved['step']} (batch {saved['batch']} of epoch {saved['epoch'] + 1})" in stderr
     assert_every_checkpoint_loads(run)
 
-    _, stderr = finish(process := start("--resume", str(run), "--no-progress", "--no-figures",
-                                        cwd=tmp_path))  # fmt: skip
+    _, stderr = finish(
+        process := start("--resume", str(run), "--no-progress", "--no-figures", cwd=tmp_path)
+    )
     assert process.returncode == 0, stderr
     assert_same_run(run, reference_run)
 
@@ -213,22 +228,21 @@ def test_ctrl_c_saves_the_current_step_and_resumes_bit_for_bit(tmp_path, referen
 # --- crashes in process ---------------------------------------------------------------------------
 
 
-def crash_at_call(monkeypatch, call: int) -> None:
-    """Make the `call`-th loss evaluation of training raise, as a crash would."""
-    forward, calls = session_module.LossModule.forward, [0]
+class CrashAtStep(Callbacks):
+    """Raise, as a crash would, before the `call`-th optimisation step of a train() call."""
 
-    def crashing(self, x, **kwargs):
-        calls[0] += 1
-        if calls[0] == call:
+    def __init__(self, call: int) -> None:
+        self.call, self.calls = call, 0
+
+    def on_batch(self, x, *, step):
+        self.calls += 1
+        if self.calls == self.call:
             raise RuntimeError("simulated crash")
-        return forward(self, x, **kwargs)
-
-    monkeypatch.setattr(session_module.LossModule, "forward", crashing)
 
 
 VARIANTS = {
     "vae": {},
-    "dae-mask-binarize": {"model": {"model": "dae", "noise": "mask"}, "train": {"binarize": True}},
+    "dae-mask-binarize": {"model": {"model": "dae", "noise": "mask"}, "data": {"binarize": True}},
 }
 
 
@@ -239,17 +253,15 @@ VARIANTS = {
     ids=["epoch-1", "epoch-2", "epoch-3-first-step"],
 )
 def test_crash_after_a_mid_epoch_checkpoint_resumes_bit_for_bit(
-    tmp_path, tiny_run, monkeypatch, variant, crash, saved
+    tmp_path, tiny_run, variant, crash, saved
 ):
-    """10 steps per epoch, `last/` every 4 steps: the crash at the given loss evaluation leaves
+    """10 steps per epoch, `last/` every 4 steps: the crash before the given step leaves
     `last/` at the step before the latest multiple of 4 (or the epoch's end)."""
     options = VARIANTS[variant]
     train(tiny_run(epochs=3, **options), tmp_path / "straight", progress=False)
     config = tiny_run(epochs=3, **options).updated({"train": {"checkpoint_every": 4}})
-    crash_at_call(monkeypatch, crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.undo()
+        train(config, tmp_path / "resumed", progress=False, callbacks=CrashAtStep(crash))
     last = meta(tmp_path / "resumed")
     assert (last["epoch"], last["step"], last["batch"]) == saved
     result = train(config, tmp_path / "resumed", resume=True, progress=False)
@@ -268,15 +280,16 @@ def test_a_crash_in_validation_after_a_checkpoint_at_an_epochs_last_step_resumes
     epoch's validation crashes. Resuming only has to finish that epoch."""
     train(tiny_run(epochs=3), tmp_path / "straight", progress=False)
     config = tiny_run(epochs=3, train={"checkpoint_every": 4})
-    validation, calls = trainer_module._validation_means, []
+    original, training_calls = VAE.loss, [0]
 
-    def crash_on_second(session):
-        calls.append(session.state.step)
-        if len(calls) == 2:
+    def crash_in_second_validation(self, x, **kwargs):
+        if self.training:
+            training_calls[0] += 1
+        elif training_calls[0] == 20:  # validation after step 20
             raise RuntimeError("simulated crash")
-        return validation(session)
+        return original(self, x, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "_validation_means", crash_on_second)
+    monkeypatch.setattr(VAE, "loss", crash_in_second_validation)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, tmp_path / "resumed", progress=False)
     monkeypatch.undo()
@@ -289,31 +302,37 @@ def test_a_crash_in_validation_after_a_checkpoint_at_an_epochs_last_step_resumes
     )
 
 
-def test_a_crash_between_saving_last_and_best_keeps_the_best_checkpoint(
-    tmp_path, tiny_run, monkeypatch
-):
-    """A kill after `last/` of an improving epoch is written but before `best/` is: resuming
-    must still leave that epoch's weights in `best/`, as the uninterrupted run does."""
+class CrashAfterSave(Callbacks):
+    """Raise, as a crash would, right after checkpoint `which` of epoch `epoch` was written."""
+
+    def __init__(self, which: str, epoch: int) -> None:
+        self.which, self.epoch = which, epoch
+
+    def on_checkpoint(self, which, path):
+        if which == self.which and meta(path.parent, which)["epoch"] == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_crash_between_saving_best_and_last_keeps_the_best_checkpoint(tmp_path, tiny_run):
+    """A kill after `best/` of an improving epoch is written but before `last/` is: resuming
+    repeats that epoch, and must still leave its weights in `best/` and its metrics logged
+    once, as the uninterrupted run does."""
     config = tiny_run(epochs=2)
     train(config, tmp_path / "straight", progress=False)
     assert meta(tmp_path / "straight", "best")["epoch"] == 2  # the loss improves every epoch
 
-    save_best, calls = trainer_module.save_best, []
-
-    def crash_on_second(session):
-        calls.append(session.state.epoch)
-        if len(calls) == 2:
-            raise RuntimeError("simulated crash")
-        save_best(session)
-
-    monkeypatch.setattr(trainer_module, "save_best", crash_on_second)
+    crash = CrashAfterSave("best", epoch=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.undo()
+        train(config, tmp_path / "resumed", progress=False, callbacks=crash)
+    assert meta(tmp_path / "resumed", "last")["epoch"] == 1
+    assert meta(tmp_path / "resumed", "best")["epoch"] == 2
     train(config, tmp_path / "resumed", resume=True, progress=False)
     assert meta(tmp_path / "resumed", "best")["epoch"] == 2
     assert_identical(weights(tmp_path / "resumed", "best"), weights(tmp_path / "straight", "best"))
     assert_identical(weights(tmp_path / "resumed"), weights(tmp_path / "straight"))
+    assert without_timing(read_metrics(tmp_path / "resumed")) == without_timing(
+        read_metrics(tmp_path / "straight")
+    )
 
 
 def test_a_crash_while_deleting_the_old_copy_leaves_no_half_checkpoint(
@@ -402,10 +421,9 @@ def test_a_nan_loss_without_skip_stops_and_keeps_the_last_good_checkpoint(
     """`last/` every 2 steps; the loss of step 3 is NaN (and so are the weights after it):
     the check before saving at step 4 stops training, and `last/` keeps step 2."""
     config = tiny_run(epochs=2, train={"checkpoint_every": 2})
-    crash_at_call(monkeypatch, 3)  # what `last/` must hold: the state after step 2
+    crash = CrashAtStep(3)  # what `last/` must hold: the state after step 2
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(config, tmp_path / "good", progress=False)
-    monkeypatch.undo()
+        train(config, tmp_path / "good", progress=False, callbacks=crash)
     files = {p.name: p.read_bytes() for p in (tmp_path / "good" / "last").iterdir()}
 
     poison_vae_loss(monkeypatch, bad_loss_every_third_call(value))

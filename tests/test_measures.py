@@ -31,8 +31,12 @@ def test_decodability_of_known_probabilities():
     scores = decodability(probs)
     assert scores.fraction == pytest.approx(0.75)  # 0.9 itself counts as recognised
     assert scores.confidence == pytest.approx((1 + 0.5 + 0.95 + 0.9) / 4)
-    entropies = [0.0, math.log(2), -(0.95 * math.log(0.95) + 0.05 * math.log(0.05)),
-                 -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))]  # fmt: skip
+    entropies = [
+        0.0,
+        math.log(2),
+        -(0.95 * math.log(0.95) + 0.05 * math.log(0.05)),
+        -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)),
+    ]
     assert scores.entropy == pytest.approx(sum(entropies) / 4, rel=1e-6)
 
 
@@ -55,8 +59,12 @@ def test_decodability_rejects_empty_input():
 
 def test_two_far_clusters_leave_most_of_the_box_empty():
     generator = torch.Generator().manual_seed(0)
-    codes = torch.cat([torch.randn(500, 2, generator=generator) * 0.1 - 10,
-                       torch.randn(500, 2, generator=generator) * 0.1 + 10])  # fmt: skip
+    codes = torch.cat(
+        [
+            torch.randn(500, 2, generator=generator) * 0.1 - 10,
+            torch.randn(500, 2, generator=generator) * 0.1 + 10,
+        ]
+    )
     low, high = codes.min(dim=0).values, codes.max(dim=0).values
     box = low + torch.rand(4000, 2, generator=generator) * (high - low)
     assert gap_fraction(codes, box) > 0.95

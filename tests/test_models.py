@@ -10,10 +10,11 @@ import torch
 
 import vaelab
 from vaelab import RunConfig, VaelabError
-from vaelab.distributions import DiagonalGaussian, PointMass
 from vaelab.models import MODELS, ModelConfig, bits_per_dim, build_model, slerp
 from vaelab.models.config import MAX_CONTEXT_VALUES
+from vaelab.models.distributions import DiagonalGaussian, PointMass
 from vaelab.models.networks import conv_level_sizes
+from vaelab.models.priors import StandardNormalPrior
 from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
 ARCHITECTURES = ["mlp", "conv", "mlp+linear", "conv+local"]  # +: an autoregressive decoder term
@@ -40,10 +41,17 @@ def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options)
     name, sigma = LIKELIHOODS[likelihood]
     architecture, _, ar = architecture.partition("+")
     values = dict(
-        model=kind, architecture=architecture, autoregressive=ar or "none",
-        likelihood=name, sigma=sigma, data_shape=(1, 8, 8),
-        latent_dim=4, hidden_dims=(64,), conv_channels=(8, 16), noise_level=0.2,
-    )  # fmt: skip
+        model=kind,
+        architecture=architecture,
+        autoregressive=ar or "none",
+        likelihood=name,
+        sigma=sigma,
+        data_shape=(1, 8, 8),
+        latent_dim=4,
+        hidden_dims=(64,),
+        conv_channels=(8, 16),
+        noise_level=0.2,
+    )
     return ModelConfig(**(values | options))
 
 
@@ -72,7 +80,7 @@ def test_output_shapes(kind, architecture, shape):
     assert posterior.mean.shape == (3, 4)
     assert posterior.sample().shape == (3, 4)
     assert model.decode(posterior.mean).shape == (3, *shape)
-    assert model.decode_logits(torch.zeros(5, 4), torch.rand(5, *shape)).shape == (5, *shape)
+    assert model.decode_params(torch.zeros(5, 4), torch.rand(5, *shape)).shape == (5, *shape)
     assert model.sample(6).shape == (6, *shape)
     assert model.reconstruct(x).shape == (3, *shape)
     assert model(x).shape == (3, *shape)
@@ -81,6 +89,43 @@ def test_output_shapes(kind, architecture, shape):
     terms = model.loss(x)
     assert terms.total.shape == terms.recon.shape == terms.kl.shape == ()
     assert math.isfinite(terms.total.item())
+
+
+@every_model_and_architecture
+def test_prior_capability_and_bound(kind, architecture):
+    """A model with a prior draws its samples from it and has an importance-weighted bound of
+    shape (K, B); one without says so in one line."""
+    model = build(tiny(kind, architecture))
+    x = torch.rand(3, 1, 8, 8)
+    assert model.has_prior == (model.prior is not None)
+    if not model.has_prior:
+        with pytest.raises(VaelabError, match="has no prior"):
+            model.log_weights(x, 5)
+        return
+    z = model.prior.sample(4, generator=fixed_generator())
+    torch.testing.assert_close(model.draw_codes(4, generator=fixed_generator()), z)
+    with torch.no_grad():
+        torch.testing.assert_close(model.sample(4, generator=fixed_generator()), model.decode(z))
+        log_w = model.log_weights(x, 5, generator=fixed_generator())
+    assert log_w.shape == (5, 3) and torch.isfinite(log_w).all()
+
+
+@every_model_and_architecture
+def test_an_unconditional_model_ignores_the_condition(kind, architecture):
+    model = build(tiny(kind, architecture)).eval()
+    x, y = torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(x, y).mean, model.encode(x).mean)
+        torch.testing.assert_close(model.reconstruct(x, y), model.reconstruct(x))
+        z = model.encode(x).mean
+        torch.testing.assert_close(model.decode(z, y), model.decode(z))
+        a = model.loss(x, y=y, generator=fixed_generator()).total
+        b = model.loss(x, generator=fixed_generator()).total
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(
+            model.sample(2, y=y[:2], generator=fixed_generator()),
+            model.sample(2, generator=fixed_generator()),
+        )
 
 
 @every_model_and_architecture
@@ -202,7 +247,7 @@ def test_loss_recon_is_the_likelihood_nll_of_the_clean_batch(kind, likelihood, b
     model = build(tiny(kind, "mlp", likelihood, noise_level=0.0))
     # the VAE's recon term decodes one posterior sample; the same generator draws the same z
     z = model.encode(batch).sample(generator=fixed_generator())
-    expected = model.likelihood.nll(model.decode_logits(z), batch).mean()
+    expected = model.likelihood.nll(model.decode_params(z), batch).mean()
     terms = model.loss(batch, generator=fixed_generator())
     torch.testing.assert_close(terms.recon, expected)
 
@@ -229,7 +274,7 @@ def test_vae_kl_is_the_batch_mean_of_the_posterior_kl(batch):
     model = build(tiny("vae", "conv"))
     posterior = model.encode(batch)
     assert isinstance(posterior, DiagonalGaussian)
-    torch.testing.assert_close(model.loss(batch).kl, posterior.kl().mean())
+    torch.testing.assert_close(model.loss(batch).kl, model.prior.kl(posterior).mean())
 
 
 def test_vae_loss_samples_the_posterior(batch):
@@ -292,18 +337,18 @@ def test_dae_encodes_the_corrupted_input_but_targets_the_clean_one(noise, batch)
     model = build(tiny("dae", "mlp", noise=noise, noise_level=0.5))
     noisy = model.corrupt(batch, generator=fixed_generator())
     assert not torch.equal(noisy, batch)
-    x_logits = model.decode_logits(model.encode(noisy).mean)
-    expected = model.likelihood.nll(x_logits, batch).mean()
+    x_params = model.decode_params(model.encode(noisy).mean)
+    expected = model.likelihood.nll(x_params, batch).mean()
     terms = model.loss(batch, generator=fixed_generator())
     torch.testing.assert_close(terms.recon, expected)
-    noisy_target = model.likelihood.nll(x_logits, noisy.clamp(0, 1)).mean()
+    noisy_target = model.likelihood.nll(x_params, noisy.clamp(0, 1)).mean()
     assert not torch.allclose(terms.recon, noisy_target)
 
 
 def test_dae_fully_masked_input_decodes_from_zeros(batch):
     model = build(tiny("dae", "conv", noise="mask", noise_level=1.0))
-    x_logits = model.decode_logits(model.encode(torch.zeros_like(batch)).mean)
-    expected = model.likelihood.nll(x_logits, batch).mean()
+    x_params = model.decode_params(model.encode(torch.zeros_like(batch)).mean)
+    expected = model.likelihood.nll(x_params, batch).mean()
     torch.testing.assert_close(model.loss(batch).recon, expected)
 
 
@@ -453,3 +498,64 @@ def test_noise_options_are_only_checked_for_the_model_that_uses_them() -> None:
     assert ModelConfig(model="vae", noise="mask", noise_level=5.0).noise_level == 5.0
     with pytest.raises(VaelabError, match=r"use \[0, 1\]"):
         ModelConfig(model="dae", noise="mask", noise_level=5.0)
+
+
+# --- the model parts: a prior without a closed-form KL, bfloat16 autocast ---------------------
+
+
+class NoClosedFormPrior(StandardNormalPrior):
+    """N(0, I) that does not tell its closed-form KL: the bound must estimate it."""
+
+    def kl_per_dim(self, posterior, *, y=None):
+        return None
+
+
+def test_kl_falls_back_to_monte_carlo_without_a_closed_form() -> None:
+    model = build(tiny("vae", "mlp")).eval()
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        posterior = model.encode(x)
+        z = posterior.rsample(k=50_000, generator=fixed_generator())
+        closed = model.kl(posterior, z)
+        model.prior = NoClosedFormPrior(4)
+        estimate = model.kl(posterior, z)
+        log_ratio = posterior.log_prob(z) - model.prior.log_prob(z)
+        torch.testing.assert_close(estimate, log_ratio.mean(0))
+        assert torch.all((estimate - closed).abs() < 5 * log_ratio.std(0) / math.sqrt(50_000))
+        # the training loss at k = 1 uses the single sample's log q - log p
+        terms = model.loss(x, generator=fixed_generator())
+        z1 = posterior.rsample(generator=fixed_generator())
+        one = (posterior.log_prob(z1) - model.prior.log_prob(z1)).mean()
+        torch.testing.assert_close(terms.kl, one)
+
+
+def test_evaluate_estimates_the_kl_without_a_closed_form() -> None:
+    model = build(tiny("vae", "mlp")).eval()
+    x = torch.bernoulli(torch.rand(20, 1, 8, 8), generator=fixed_generator())
+    closed = vaelab.evaluate(model, x, k=3000, chunk=1000)
+    model.prior = NoClosedFormPrior(4)
+    estimated = vaelab.evaluate(model, x, k=3000, chunk=1000)
+    assert estimated.kl_per_dim is None and closed.kl_per_dim is not None
+    assert estimated.kl == pytest.approx(closed.kl, abs=0.05)
+    assert estimated.nll == pytest.approx(closed.nll, abs=1e-4)  # the same weights
+
+
+@pytest.mark.parametrize("objective_k", [("elbo", 1), ("iwae", 4)], ids=["elbo", "iwae4"])
+def test_densities_stay_float32_under_bfloat16_autocast(objective_k) -> None:
+    objective, k = objective_k
+    model = build(tiny("vae", "mlp", objective=objective, k=k))
+    x = torch.rand(5, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        posterior = model.encode(x)
+        assert posterior.mu.dtype == torch.bfloat16  # the network itself runs in bfloat16
+        terms = model.loss(x, generator=fixed_generator())
+        log_w = model.log_weights(x, 3, generator=fixed_generator())
+        z = posterior.rsample(k=3, generator=fixed_generator())
+        parts = model.importance_terms(x, z, posterior)
+    assert {t.dtype for t in (terms.total, terms.recon, terms.kl, log_w)} == {torch.float32}
+    assert {parts.log_px_z.dtype, parts.log_pz.dtype, parts.log_qz.dtype} == {torch.float32}
+
+
+def test_figures_name_each_model_by_its_title() -> None:
+    titles = {name: cls.title for name, cls in MODELS.items()}
+    assert titles == {"vae": "VAE", "ae": "Autoencoder", "dae": "Denoising autoencoder"}

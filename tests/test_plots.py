@@ -18,13 +18,14 @@ from vaelab.analysis.plots import (
     latent_map,
     latent_traversals,
     manifold_grid,
-    mosaic,
     reconstructions_figure,
     samples_grid,
     training_curves,
 )
-from vaelab.analysis.run_plots import FIGURES, choose_pairs, draw_figures, load_run, plot_run
-from vaelab.figures import to_display
+from vaelab.analysis.run_figures import FIGURES, choose_pairs, draw_figures
+from vaelab.cli.plot import plot_run
+from vaelab.figures import mosaic, to_display
+from vaelab.runs import load_run
 
 SHAPE = (1, 8, 8)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from vaelab import RunConfig, VaelabError, train
-from vaelab.analysis.report import render_report, write_report
-from vaelab.analysis.run_plots import FIGURES
+from vaelab.analysis.report import render_report
+from vaelab.analysis.run_figures import FIGURES
+from vaelab.cli.plot import write_report
 from vaelab.training.metrics import read_metrics
 
 

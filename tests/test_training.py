@@ -15,9 +15,9 @@ import torch
 import vaelab
 from vaelab import VAE, RunConfig, VaelabError, train
 from vaelab.data import DataSplits, Split
+from vaelab.models import LossTerms
 from vaelab.training import TrainingDiverged, read_config_file
-from vaelab.training import session as session_module
-from vaelab.training import trainer as trainer_module
+from vaelab.training.callbacks import Callbacks
 from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.config import OptimConfig, TrainConfig
 from vaelab.training.metrics import read_metrics
@@ -60,6 +60,38 @@ def spy_on_vae_loss(monkeypatch, on_call=None) -> list[dict]:
 
     monkeypatch.setattr(VAE, "loss", loss)
     return calls
+
+
+def fake_validation_loss(monkeypatch, total: float, recon: float, kl: float) -> None:
+    """VAE.loss in eval mode (validation) returns these batch means; training is untouched."""
+    original = VAE.loss
+
+    def loss(self, x, **options):
+        if self.training:
+            return original(self, x, **options)
+        return LossTerms(*(torch.tensor(v, device=x.device) for v in (total, recon, kl)))
+
+    monkeypatch.setattr(VAE, "loss", loss)
+
+
+class Recorder(Callbacks):
+    """Everything the loop reports through its callbacks."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []  # (step, examples)
+        self.checkpoints: list[tuple[str, Path]] = []
+        self.records: list[dict] = []
+        self.threads: list[int] = []  # torch's CPU threads at each epoch's end
+
+    def on_batch(self, x, *, step):
+        self.batches.append((step, len(x)))
+
+    def on_checkpoint(self, which, path):
+        self.checkpoints.append((which, path))
+
+    def on_epoch_end(self, record):
+        self.records.append(record)
+        self.threads.append(torch.get_num_threads())
 
 
 @pytest.fixture
@@ -145,7 +177,7 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, t
 
 RESUME_VARIANTS = {
     "vae": {},
-    "binarize": {"train": {"binarize": True}},
+    "binarize": {"data": {"binarize": True}},
     "dae-gaussian": {"model": {"model": "dae", "noise": "gaussian"}},
     "dae-mask": {"model": {"model": "dae", "noise": "mask"}},
     "ae-conv": {"model": {"model": "ae", "architecture": "conv"}},
@@ -216,8 +248,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, tiny_run):
 
 def test_early_stopping_stops_and_says_so(tmp_path, tiny_run, monkeypatch, caplog):
     # A validation loss that never improves after epoch 1: patience 2 stops after epoch 3.
-    flat = {"loss": 5.0, "recon": 5.0, "kl": 0.0}
-    monkeypatch.setattr(trainer_module, "evaluate_loss", lambda *args, **kwargs: dict(flat))
+    fake_validation_loss(monkeypatch, total=5.0, recon=5.0, kl=0.0)
     with caplog.at_level(logging.INFO, logger="vaelab.training.trainer"):
         result = train(tiny_run(epochs=10, train={"early_stopping": 2}), tmp_path, progress=False)
     assert result.stopped_early
@@ -387,9 +418,12 @@ def test_nan_update_on_the_last_step_of_an_epoch_is_not_saved(
 def toy_splits(train_x: torch.Tensor, val_x: torch.Tensor) -> DataSplits:
     empty = torch.zeros(0, *train_x.shape[1:])
     return DataSplits(
-        name="toy", train=Split(x=train_x, y=None), val=Split(x=val_x, y=None),
-        test=Split(x=empty, y=None), class_names=None,
-    )  # fmt: skip
+        name="toy",
+        train=Split(x=train_x, y=None),
+        val=Split(x=val_x, y=None),
+        test=Split(x=empty, y=None),
+        class_names=None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -407,9 +441,8 @@ def test_data_the_likelihood_cannot_score_is_refused_before_training(
     x = {"train": torch.rand(40, 1, 8, 8), "val": torch.rand(10, 1, 8, 8)}
     x[split][3, 0, 2, 5] = value
     splits = toy_splits(x["train"], x["val"])
-    monkeypatch.setattr(trainer_module, "load_data", lambda *a, **k: splits)
     with pytest.raises(VaelabError, match=match):
-        train(tiny_run(epochs=1), tmp_path, progress=False)
+        train(tiny_run(epochs=1), tmp_path, progress=False, data=splits)
     assert not (tmp_path / "last").exists()
 
 
@@ -418,17 +451,82 @@ def test_force_with_bad_data_leaves_the_old_run_alone(tmp_path, tiny_run, monkey
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     bad = torch.rand(40, 1, 8, 8)
     bad[0, 0, 0, 0] = math.nan
-    monkeypatch.setattr(trainer_module, "load_data", lambda *a, **k: toy_splits(bad, bad[:10]))
     with pytest.raises(VaelabError, match="NaN"):
-        train(tiny_run(epochs=1), tmp_path, force=True, progress=False)
+        train(
+            tiny_run(epochs=1), tmp_path, force=True, progress=False, data=toy_splits(bad, bad[:10])
+        )
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
-def test_gaussian_likelihood_trains_on_unbounded_data(tmp_path, tiny_run, monkeypatch):
+def test_gaussian_likelihood_trains_on_unbounded_data(tmp_path, tiny_run):
     splits = toy_splits(3 * torch.randn(40, 1, 8, 8), 3 * torch.randn(10, 1, 8, 8))
-    monkeypatch.setattr(trainer_module, "load_data", lambda *a, **k: splits)
-    result = train(tiny_run(epochs=2, model={"likelihood": "gaussian"}), tmp_path, progress=False)
+    config = tiny_run(epochs=2, model={"likelihood": "gaussian"})
+    result = train(config, tmp_path, progress=False, data=splits)
     assert math.isfinite(result.best_loss)
+
+
+# --- seams: in-memory data, callbacks, CPU threads ------------------------------------------
+
+
+def test_callbacks_see_every_step_checkpoint_and_epoch(
+    tmp_path, tiny_run, digits_x, steps_per_epoch
+):
+    recorder = Recorder()
+    result = train(tiny_run(epochs=2), tmp_path, progress=False, callbacks=recorder)
+    assert [step for step, _ in recorder.batches] == list(range(2 * steps_per_epoch))
+    for epoch in range(2):
+        epoch_batches = recorder.batches[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
+        assert sum(n for _, n in epoch_batches) == len(digits_x)
+    assert recorder.records == read_metrics(tmp_path)
+    assert recorder.records[-1] == result.metrics
+    assert [which for which, _ in recorder.checkpoints].count("last") == 2
+    assert recorder.checkpoints[-1] == ("last", tmp_path / "last")
+    assert {path for _, path in recorder.checkpoints} <= {tmp_path / "best", tmp_path / "last"}
+
+
+def test_data_in_memory_trains_and_resumes(tmp_path, tiny_run):
+    splits = toy_splits(torch.rand(40, 1, 8, 8), torch.rand(10, 1, 8, 8))
+    recorder = Recorder()
+    train(tiny_run(epochs=1), tmp_path, progress=False, data=splits, callbacks=recorder)
+    assert recorder.batches == [(0, 40)]  # one batch of the 40 given images, not digits
+    result = train(tiny_run(epochs=2), tmp_path, resume=True, progress=False, data=splits)
+    assert result.epochs == 2
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_threads_hold_during_training_and_are_put_back(tmp_path, tiny_run):
+    before = torch.get_num_threads()
+    threads = before + 1
+    recorder = Recorder()
+    train(
+        tiny_run(epochs=2, train={"threads": threads}),
+        tmp_path / "a",
+        progress=False,
+        callbacks=recorder,
+    )
+    assert recorder.threads == [threads, threads]
+    assert torch.get_num_threads() == before
+
+    class Crash(Callbacks):
+        def on_epoch_end(self, record):
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(
+            tiny_run(epochs=2, train={"threads": threads}),
+            tmp_path / "b",
+            progress=False,
+            callbacks=Crash(),
+        )
+    assert torch.get_num_threads() == before
+
+
+def test_without_threads_torchs_setting_is_left_alone(tmp_path, tiny_run):
+    before = torch.get_num_threads()
+    recorder = Recorder()
+    train(tiny_run(epochs=1), tmp_path, progress=False, callbacks=recorder)
+    assert recorder.threads == [before]
+    assert torch.get_num_threads() == before
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -554,7 +652,7 @@ def test_config_accepts_json_and_toml_shapes() -> None:
             "data": {"image_size": 28},
             "optim": {"lr": 1, "grad_clip": None},
             "model": {"sigma": 0.1, "hidden_dims": [200, 200]},
-        }  # fmt: skip
+        }
     )
     assert config.data.image_size == (28, 28)
     assert config.model.hidden_dims == (200, 200)
@@ -588,19 +686,18 @@ def test_checkpoints_record_the_data_range(tmp_path, tiny_run, digits_x):
     assert (low, high) == (float(digits_x.min()), float(digits_x.max()))
 
 
-def test_binarize_refuses_data_outside_the_unit_interval(tmp_path, tiny_run, monkeypatch):
+def test_binarize_refuses_data_outside_the_unit_interval(tmp_path, tiny_run):
     splits = toy_splits(3 * torch.rand(40, 1, 8, 8), torch.rand(10, 1, 8, 8))
-    monkeypatch.setattr(trainer_module, "load_data", lambda *a, **k: splits)
-    config = tiny_run(epochs=1, model={"likelihood": "gaussian"}, train={"binarize": True})
+    config = tiny_run(epochs=1, model={"likelihood": "gaussian"}, data={"binarize": True})
     with pytest.raises(VaelabError, match=r"--binarize .* needs data in \[0, 1\]"):
-        train(config, tmp_path, progress=False)
+        train(config, tmp_path, progress=False, data=splits)
 
 
-def test_unscaled_pixels_get_a_warning(tmp_path, tiny_run, monkeypatch, caplog):
+def test_unscaled_pixels_get_a_warning(tmp_path, tiny_run, caplog):
     splits = toy_splits(10 * torch.rand(40, 1, 8, 8), 10 * torch.rand(10, 1, 8, 8))
-    monkeypatch.setattr(trainer_module, "load_data", lambda *a, **k: splits)
+    config = tiny_run(epochs=1, model={"likelihood": "gaussian"})
     with caplog.at_level(logging.WARNING, logger="vaelab.training.trainer"):
-        train(tiny_run(epochs=1, model={"likelihood": "gaussian"}), tmp_path, progress=False)
+        train(config, tmp_path, progress=False, data=splits)
     assert "divide by 255" in caplog.text
 
 
@@ -616,17 +713,10 @@ def test_an_overflowing_optimiser_state_stops_training(tmp_path, tiny_run, monke
     assert not (tmp_path / "last").exists()
 
 
-def test_best_is_saved_before_last(tmp_path, tiny_run, monkeypatch):
-    saved: list[str] = []
-    original = session_module.save_checkpoint
-
-    def record(path, *args, **kwargs):
-        saved.append(Path(path).name)
-        return original(path, *args, **kwargs)
-
-    monkeypatch.setattr(session_module, "save_checkpoint", record)
-    train(tiny_run(epochs=1), tmp_path, progress=False)
-    assert saved == ["best", "last"]
+def test_best_is_saved_before_last(tmp_path, tiny_run):
+    recorder = Recorder()
+    train(tiny_run(epochs=1), tmp_path, progress=False, callbacks=recorder)
+    assert recorder.checkpoints == [("best", tmp_path / "best"), ("last", tmp_path / "last")]
 
 
 def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(tmp_path, tiny_run):
@@ -724,7 +814,7 @@ def test_a_corrupt_training_state_is_a_one_line_error(tmp_path, tiny_run):
 
 
 def test_a_nan_validation_loss_stops_training(tmp_path, tiny_run, monkeypatch):
-    nan = {"loss": math.nan, "recon": math.nan, "kl": 0.0}
-    monkeypatch.setattr(trainer_module, "evaluate_loss", lambda *args, **kwargs: dict(nan))
+    fake_validation_loss(monkeypatch, total=math.nan, recon=math.nan, kl=0.0)
     with pytest.raises(TrainingDiverged, match="validation loss became nan"):
         train(tiny_run(epochs=2), tmp_path, progress=False)
+    assert not (tmp_path / "last").exists()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from vaelab._version import __version__
 from vaelab.analysis.evaluate import EvalResult, evaluate
 from vaelab.data import DataConfig, load_data
 from vaelab.errors import VaelabError
@@ -18,9 +17,9 @@ from vaelab.models import (
     ModelConfig,
     build_model,
 )
+from vaelab.runs import TrainedRun, open_run
 from vaelab.training import OptimConfig, RunConfig, TrainConfig, TrainResult, train
-from vaelab.training.checkpoint import load_checkpoint
-from vaelab.training.runs import resolve_device
+from vaelab.version import __version__
 
 
 def load(
@@ -28,10 +27,10 @@ def load(
 ) -> Autoencoder:
     """A trained model, in eval mode on `device`, from a run folder or a checkpoint folder.
 
-    For a run folder, `checkpoint` picks "best" (lowest validation loss) or "last".
+    For a run folder, `checkpoint` picks "best" (lowest validation loss) or "last"; `open_run`
+    gives its configuration, value range and data too.
     """
-    model, _, _ = load_checkpoint(path, device=resolve_device(str(device)), prefer=checkpoint)
-    return model
+    return open_run(path, checkpoint=checkpoint, device=device).model
 
 
 __all__ = [
@@ -46,11 +45,13 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "TrainResult",
+    "TrainedRun",
     "VaelabError",
     "__version__",
     "build_model",
     "evaluate",
     "load",
     "load_data",
+    "open_run",
     "train",
 ]

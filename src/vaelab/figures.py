@@ -1,17 +1,21 @@
-"""Image grids as PNG files: samples, reconstructions, interpolation strips."""
+"""Pictures as PNG files: images tiled into grids (samples, reconstructions, interpolation
+strips) and matplotlib figures, each written atomically."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from vaelab.errors import VaelabError
-from vaelab.files import make_private_temp_public
+from vaelab.files import atomic_path, write_error
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MIN_CELL_PIXELS = 56  # small images (8x8 digits) are enlarged so a grid is readable
 # Pillow refuses to open larger images (a decompression-bomb guard), so nothing bigger is written.
@@ -40,6 +44,40 @@ def to_display(
     return (images - low) / max(high - low, 1e-12)
 
 
+def mosaic(
+    images: torch.Tensor,
+    rows: int,
+    columns: int,
+    *,
+    padding: int = 1,
+    border: int | None = None,
+    slots: torch.Tensor | Sequence[int] | None = None,
+) -> np.ndarray:
+    """Tile images (N, C, H, W) in [0, 1] into a rows x columns grid on a white background.
+
+    Image i goes into cell `slots[i]` (counted row by row; default i); other cells stay white.
+    Cells are `padding` pixels apart, inside a border of `border` pixels (default `padding`).
+    Returns float32 (rows * (H + padding) - padding + 2 * border, likewise for W), with a last
+    axis of C only for more than one channel.
+    """
+    border = padding if border is None else border
+    n, channels, height, width = images.shape
+    cells = list(range(n)) if slots is None else [int(cell) for cell in slots]
+    if cells and max(cells) >= rows * columns:
+        raise ValueError(f"{n} images do not fit a {rows}x{columns} mosaic")
+    canvas = torch.ones(
+        channels,
+        rows * (height + padding) - padding + 2 * border,
+        columns * (width + padding) - padding + 2 * border,
+    )
+    for image, cell in zip(images, cells, strict=True):
+        top = border + (cell // columns) * (height + padding)
+        left = border + (cell % columns) * (width + padding)
+        canvas[:, top : top + height, left : left + width] = image
+    array = canvas.permute(1, 2, 0).numpy()
+    return array[:, :, 0] if channels == 1 else array
+
+
 def paired_slots(n: int, *, columns: int) -> torch.Tensor:
     """Grid cells for n (top, bottom) pairs shown as row pairs of `columns` cells: (2n,) indices.
 
@@ -51,14 +89,9 @@ def paired_slots(n: int, *, columns: int) -> torch.Tensor:
     return torch.cat([top, top + columns])
 
 
-def _grid_shape(
-    n: int, columns: int, slots: torch.Tensor | None, image_hw: tuple[int, int], padding: int
-) -> tuple[int, int]:
-    """(height, width) in pixels of the grid before enlarging."""
+def _grid_rows(n: int, columns: int, slots: torch.Tensor | None) -> int:
     cells = n if slots is None or n == 0 else int(slots.max()) + 1
-    rows = max(1, -(-cells // columns))
-    height, width = image_hw
-    return rows * (height + padding) + padding, columns * (width + padding) + padding
+    return max(1, -(-cells // columns))
 
 
 def image_grid(
@@ -69,22 +102,14 @@ def image_grid(
     value_range: tuple[float, float] | None = None,
     slots: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Tile (N, C, H, W) images into one uint8 array (rows*H, columns*W, C).
+    """Tile (N, C, H, W) images into one uint8 array (rows*H, columns*W, C), with `mosaic`.
 
-    Image i goes into cell `slots[i]` (counted row by row; default i); cells without an image
-    stay white. `value_range` is passed to `to_display`.
+    `value_range` is passed to `to_display`; see `mosaic` for `slots`.
     """
-    images = to_display(images, value_range=value_range)
-    n, channels, height, width = images.shape
-    grid_h, grid_w = _grid_shape(n, columns, slots, (height, width), padding)
-    grid = torch.ones(channels, grid_h, grid_w)
-    cells = range(n) if slots is None else slots.tolist()
-    for i, cell in enumerate(cells):
-        top = padding + (cell // columns) * (height + padding)
-        left = padding + (cell % columns) * (width + padding)
-        grid[:, top : top + height, left : left + width] = images[i]
-    array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return array[:, :, 0] if channels == 1 else array
+    rows = _grid_rows(len(images), columns, slots)
+    shown = to_display(images, value_range=value_range)
+    array = mosaic(shown, rows, columns, padding=padding, slots=slots)
+    return torch.from_numpy(array).mul(255).round().to(torch.uint8).numpy()
 
 
 def _scale(images: torch.Tensor) -> int:
@@ -111,19 +136,26 @@ def save_image_grid(
     if not path.parent.is_dir():
         raise VaelabError(f"output folder {path.parent} does not exist")
     scale = _scale(images)
-    grid_h, grid_w = _grid_shape(len(images), columns, slots, tuple(images.shape[-2:]), padding)
+    rows = _grid_rows(len(images), columns, slots)
+    height, width = images.shape[-2:]
+    grid_h, grid_w = rows * (height + padding) + padding, columns * (width + padding) + padding
     if grid_h * grid_w * scale * scale > MAX_PIXELS:
         raise VaelabError(
-            f"a grid of {len(images)} images of {images.shape[-2]}x{images.shape[-1]} would be "
+            f"a grid of {len(images)} images of {height}x{width} would be "
             f"{grid_w * scale}x{grid_h * scale} pixels, too large for image viewers; "
             "ask for fewer images"
         )
-    array = image_grid(images, columns=columns, padding=padding, value_range=value_range,
-                       slots=slots)  # fmt: skip
+    array = image_grid(
+        images, columns=columns, padding=padding, value_range=value_range, slots=slots
+    )
     picture = Image.fromarray(array)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    _write_png(picture, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            picture.save(tmp, format="PNG")
+    except OSError as error:
+        raise write_error(path, error) from None
     return path
 
 
@@ -145,19 +177,13 @@ def save_image_pairs(
     return save_image_grid(images, path, columns=columns, value_range=value_range, slots=slots)
 
 
-def _write_png(picture: Image.Image, path: Path) -> None:
-    """Save through a temporary file beside `path`; an OSError names `path`, not the temp."""
-    tmp: str | None = None
+def save_figure(fig: Figure, path: str | Path, *, dpi: float | None = None) -> Path:
+    """Write a matplotlib figure as a PNG at `path` (atomically, at `dpi`, default the
+    figure's own); return the path. An OSError becomes a VaelabError naming `path`."""
+    path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        picture.save(tmp, format="PNG")
-        make_private_temp_public(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):  # permissions, a full disk, a read-only file system
-            reason = error.strerror or " ".join(str(error).split())
-            raise VaelabError(f"cannot write {path}: {reason}") from None
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=fig.dpi if dpi is None else dpi)
+    except OSError as error:
+        raise write_error(path, error) from None
+    return path

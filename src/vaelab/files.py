@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from vaelab.errors import VaelabError
 
 
 def cache_root() -> Path:
@@ -28,17 +32,37 @@ def make_private_temp_public(path: Path) -> None:
     os.chmod(path, _default_mode(Path(path).is_dir()))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, flush it to disk, then rename it over."""
+@contextmanager
+def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside `path` to write; on success it is flushed to disk and renamed
+    over `path`, on any failure (or Ctrl-C) removed, so `path` is never half-written.
+
+        with atomic_path(out, suffix=".png") as tmp:
+            picture.save(tmp, format="PNG")
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        make_private_temp_public(Path(tmp))
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
+        yield tmp
+        make_private_temp_public(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_error(path: str | Path, error: OSError) -> VaelabError:
+    """A one-line error for an OSError while writing `path`, naming `path` (never a temporary
+    file): permissions, a full disk, a read-only file system."""
+    reason = error.strerror or " ".join(str(error).split())
+    return VaelabError(f"cannot write {path}: {reason}")

@@ -192,11 +192,16 @@ def _train_and_save(data: DataSplits, folder: Path, device: str | torch.device) 
     classifier = Classifier(network, names, float("nan"), split_name, folder)
     classifier.test_accuracy = _accuracy(classifier, data.split(split_name))
     values = {
-        "version": VERSION, "dataset": data.name, "shape": list(data.shape),
-        "num_classes": num_classes, "class_names": list(names),
-        "test_accuracy": classifier.test_accuracy, "accuracy_split": split_name,
-        "train_examples": len(data.train), "train_seconds": time.perf_counter() - started,
-    }  # fmt: skip
+        "version": VERSION,
+        "dataset": data.name,
+        "shape": list(data.shape),
+        "num_classes": num_classes,
+        "class_names": list(names),
+        "test_accuracy": classifier.test_accuracy,
+        "accuracy_split": split_name,
+        "train_examples": len(data.train),
+        "train_seconds": time.perf_counter() - started,
+    }
     _save(network, values, folder)
     log.info("classifier %s accuracy: %.4f", split_name, classifier.test_accuracy)
     return classifier

@@ -108,8 +108,10 @@ def markdown_table(result: ComparisonResult) -> str:
     lines = [f"# Comparison on {result.dataset}", ""]
     c = result.classifier
     if c["available"]:
-        lines.append(f"Classifier: accuracy {c['accuracy']:.4f} on the {c['accuracy_split']} "
-                     f"split (cached in `{c['cache']}`).")  # fmt: skip
+        lines.append(
+            f"Classifier: accuracy {c['accuracy']:.4f} on the {c['accuracy_split']} "
+            f"split (cached in `{c['cache']}`)."
+        )
     else:
         lines.append(f"Classifier: unavailable — {c['reason']}.")
     lines += [
@@ -118,9 +120,11 @@ def markdown_table(result: ComparisonResult) -> str:
         f"from {s.n_box} box points against at most {s.max_codes} training codes; seed {s.seed}.",
     ]
     if result.reference_frechet is not None:
-        lines.append(f"Frechet distances compare {s.n_samples} samples with {result.test_images} "
-                     f"test images; {result.reference_samples} training images score "
-                     f"{result.reference_frechet:.3f} (the floor).")  # fmt: skip
+        lines.append(
+            f"Frechet distances compare {s.n_samples} samples with {result.test_images} "
+            f"test images; {result.reference_samples} training images score "
+            f"{result.reference_frechet:.3f} (the floor)."
+        )
     names = [f"{run_name(r.run)} ({r.model}, D={r.latent_dim})" for r in result.runs]
     lines += ["", "| measure | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key, (title, _) in MEASURES.items():

@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vaelab.bounds import log_weights
-from vaelab.distributions import DiagonalGaussian
+from vaelab.data import draw_binary
 from vaelab.errors import VaelabError
-from vaelab.models import VAE, Autoencoder, bits_per_dim
+from vaelab.models import Autoencoder, bits_per_dim
+from vaelab.models.distributions import Posterior
 
 DEFAULT_K = 5000  # Burda et al. (2015) report test NLL with k = 5000
 DEFAULT_CHUNK = 4096  # decoder evaluations (images x samples) per pass: 13 MB of MNIST logits,
@@ -91,10 +91,11 @@ def evaluate(
             model.check_data(x, where="the evaluation data")
             if binarize:
                 generator = torch.Generator(device=x.device).manual_seed(seed)
-                x = torch.bernoulli(x, generator=generator)
-            if isinstance(model, VAE):
-                return _evaluate_vae(model, x, k=k, chunk=chunk, seed=seed, binarize=binarize,
-                                     progress=progress)  # fmt: skip
+                x = draw_binary(x, generator=generator)
+            if model.has_prior:
+                return _evaluate_vae(
+                    model, x, k=k, chunk=chunk, seed=seed, binarize=binarize, progress=progress
+                )
             return _evaluate_autoencoder(model, x, binarize=binarize)
     finally:
         model.train(was_training)
@@ -105,82 +106,115 @@ def _evaluate_autoencoder(model: Autoencoder, x: Tensor, *, binarize: bool) -> E
     recon, squared = 0.0, 0.0
     for batch in x.split(ENCODE_BATCH):
         code = model.encode(batch).mode()
-        recon += float(model.likelihood.nll(model.decode_logits(code, batch), batch).sum())
+        recon += float(model.likelihood.nll(model.decode_params(code, batch), batch).sum())
         squared += float((model.decode(code) - batch).pow(2).sum())
     return EvalResult(
-        model=model.config.model, examples=len(x), binarized=binarize, recon=recon / len(x),
-        mse=squared / x.numel(), seconds=time.perf_counter() - started,
-    )  # fmt: skip
+        model=model.config.model,
+        examples=len(x),
+        binarized=binarize,
+        recon=recon / len(x),
+        mse=squared / x.numel(),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _evaluate_vae(
-    model: VAE, x: Tensor, *, k: int, chunk: int, seed: int, binarize: bool, progress: bool
+    model: Autoencoder, x: Tensor, *, k: int, chunk: int, seed: int, binarize: bool, progress: bool
 ) -> EvalResult:
+    """Each batch of images is encoded once; its posteriors serve every measure."""
     started = time.perf_counter()
-    mu, logvar, squared = [], [], 0.0
-    for batch in x.split(ENCODE_BATCH):
-        posterior = model.encode(batch)
-        mu.append(posterior.mu)
-        logvar.append(posterior.logvar)
-        squared += float((model.decode(posterior.mu) - batch).pow(2).sum())
-    posterior = DiagonalGaussian(torch.cat(mu), torch.cat(logvar))
-    kl_per_dim = posterior.kl_per_dim()
-
-    nll_started = time.perf_counter()
-    log_px, recon = _importance_sample(model, x, posterior, k=k, chunk=chunk, seed=seed,
-                                       progress=progress)  # fmt: skip
-    nll_seconds = time.perf_counter() - nll_started
-
     n = len(x)
-    kl = float(kl_per_dim.sum(1).mean())
-    variance = posterior.mu.var(dim=0) if n > 1 else None  # undefined for one image
-    nll = float(-log_px.mean())
+    codes, kl_per_dim, kl = [], [], torch.empty(n, device=x.device, dtype=torch.float64)
+    log_px, recon = torch.empty_like(kl), torch.empty_like(kl)
+    squared, nll_seconds = 0.0, 0.0
+    with tqdm(
+        total=n,
+        unit="img",
+        desc=f"log p(x), k={k}",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
+        for start in range(0, n, ENCODE_BATCH):
+            batch = x[start : start + ENCODE_BATCH]
+            part = slice(start, start + len(batch))
+            posterior = model.encode(batch)
+            codes.append(posterior.mean)
+            squared += float((model.decode(posterior.mean) - batch).pow(2).sum())
+            per_dim = model.require_prior().kl_per_dim(posterior)
+            if per_dim is not None:
+                kl_per_dim.append(per_dim)
+            nll_started = time.perf_counter()
+            estimate = _importance_sample(
+                model, batch, posterior, start, k=k, chunk=chunk, seed=seed, bar=bar
+            )
+            nll_seconds += time.perf_counter() - nll_started
+            log_px[part], recon[part], kl[part] = estimate
+    codes_all = torch.cat(codes)
+    per_dim_mean = torch.cat(kl_per_dim).mean(0).tolist() if kl_per_dim else None
+    variance = codes_all.var(dim=0) if n > 1 else None  # undefined for one image
+    nll, kl_mean, recon_mean = float(-log_px.mean()), float(kl.mean()), float(recon.mean())
     return EvalResult(
-        model=model.config.model, examples=n, binarized=binarize, k=k, seed=seed,
-        recon=float(recon.mean()), mse=squared / x.numel(), kl=kl,
-        neg_elbo=float(recon.mean()) + kl, nll=nll,
+        model=model.config.model,
+        examples=n,
+        binarized=binarize,
+        k=k,
+        seed=seed,
+        recon=recon_mean,
+        mse=squared / x.numel(),
+        kl=kl_mean,
+        neg_elbo=recon_mean + kl_mean,
+        nll=nll,
         nll_stderr=float(log_px.std() / math.sqrt(n)) if n > 1 else None,
         nll_bits_per_dim=bits_per_dim(nll, model.config.data_shape),
         active_units=None if variance is None else int((variance > ACTIVE_THRESHOLD).sum()),
-        latent_dim=model.config.latent_dim, kl_per_dim=kl_per_dim.mean(0).tolist(),
+        latent_dim=model.config.latent_dim,
+        kl_per_dim=per_dim_mean,
         mean_variance_per_dim=None if variance is None else variance.tolist(),
         images_per_second=n / nll_seconds,
         seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    )
 
 
 def _importance_sample(
-    model: VAE, x: Tensor, posterior: DiagonalGaussian, *, k: int, chunk: int, seed: int,
-    progress: bool,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Per example: the log p(x) estimate log (1/k) sum w_i, and E_q[-log p(x|z)] from the
-    same k samples, given q(z|x) of every example. Each pass decodes `per_pass` examples x
-    `samples` samples."""
-    n, latent = len(x), model.config.latent_dim
+    model: Autoencoder,
+    x: Tensor,
+    posterior: Posterior,
+    first_index: int,
+    *,
+    k: int,
+    chunk: int,
+    seed: int,
+    bar: tqdm,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per example of x (whose first has index `first_index` in the data): the log p(x)
+    estimate log (1/k) sum w_i, and E_q[-log p(x|z)] and KL(q || p) from the same k samples
+    (see `Autoencoder.kl`). Each pass decodes `per_pass` examples x
+    `samples` samples; each example's k samples are drawn from its own seed."""
+    n = len(x)
     samples = min(k, chunk)
     per_pass = max(1, chunk // k)
     log_px = torch.empty(n, device=x.device, dtype=torch.float64)
-    recon = torch.empty_like(log_px)
+    recon, kl = torch.empty_like(log_px), torch.empty_like(log_px)
     generator = torch.Generator(device=x.device)
-    with tqdm(total=n, unit="img", desc=f"log p(x), k={k}", disable=not progress,
-              leave=False, dynamic_ncols=True) as bar:  # fmt: skip
-        for start in range(0, n, per_pass):
-            batch = x[start : start + per_pass]
-            part = slice(start, start + len(batch))
-            batch_posterior = DiagonalGaussian(posterior.mu[part], posterior.logvar[part])
-            eps = torch.empty(len(batch), k, latent, device=x.device, dtype=x.dtype)
-            for i in range(len(batch)):
-                generator.manual_seed(image_seed(seed, start + i))
-                eps[i].normal_(generator=generator)
-            log_sum = torch.full((len(batch),), -math.inf, device=x.device, dtype=torch.float64)
-            recon_sum = torch.zeros_like(log_sum)
-            for offset in range(0, k, samples):
-                log_w, log_px_z = log_weights(
-                    model, batch, batch_posterior, eps[:, offset : offset + samples]
-                )
-                log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w.double(), dim=1))
-                recon_sum -= log_px_z.double().sum(1)
-            log_px[part] = log_sum - math.log(k)
-            recon[part] = recon_sum / k
-            bar.update(len(batch))
-    return log_px, recon
+    for start in range(0, n, per_pass):
+        part = slice(start, min(start + per_pass, n))
+        batch, batch_posterior = x[part], posterior[part]
+        z = []  # (k, 1, D) per example
+        for i in range(part.start, part.stop):
+            generator.manual_seed(image_seed(seed, first_index + i))
+            z.append(posterior[i : i + 1].rsample(k=k, generator=generator))
+        z = torch.cat(z, dim=1)  # (k, n_pass, D)
+        log_sum = torch.full((len(batch),), -math.inf, device=x.device, dtype=torch.float64)
+        recon_sum, kl_sum = torch.zeros_like(log_sum), torch.zeros_like(log_sum)
+        for offset in range(0, k, samples):
+            z_chunk = z[offset : offset + samples]  # (samples, n_pass, D)
+            terms = model.importance_terms(batch, z_chunk, batch_posterior)
+            log_sum = torch.logaddexp(log_sum, torch.logsumexp(terms.log_weights().double(), 0))
+            recon_sum -= terms.log_px_z.double().sum(0)
+            kl_sum += model.kl(batch_posterior, z_chunk).double() * len(z_chunk)
+        log_px[part] = log_sum - math.log(k)
+        recon[part] = recon_sum / k
+        kl[part] = kl_sum / k
+        bar.update(len(batch))
+    return log_px, recon, kl

@@ -1,4 +1,4 @@
-"""Latent codes of a dataset, and their projection to a plane for drawing."""
+"""Latent codes of a dataset and images of codes, batched; their projection to a plane."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from vaelab.errors import VaelabError
 from vaelab.models import Autoencoder
 
 PROJECTIONS = ("pca", "tsne")
+DECODE_BATCH = 1024
 
 
 def encode_dataset(model: Autoencoder, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
@@ -23,6 +24,21 @@ def encode_dataset(model: Autoencoder, x: torch.Tensor, *, batch_size: int = 102
     if not codes:
         return torch.zeros(0, model.config.latent_dim)
     return torch.cat(codes)
+
+
+def decode_codes(
+    model: Autoencoder, z: torch.Tensor, *, batch_size: int = DECODE_BATCH
+) -> torch.Tensor:
+    """The image of every code: z (N, D) -> (N, C, H, W) float32 on the CPU; batched under
+    inference mode, on the model's device and in its dtype."""
+    if len(z) == 0:
+        return torch.zeros(0, *model.config.data_shape)
+    with torch.inference_mode():
+        images = [
+            model.decode(chunk.to(model.device, model.dtype)).float().cpu()
+            for chunk in z.split(batch_size)
+        ]
+    return torch.cat(images)
 
 
 @dataclass(frozen=True)

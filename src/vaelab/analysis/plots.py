@@ -1,7 +1,7 @@
 """Figures of a trained model: one small function per figure, each returning a matplotlib Figure.
 
 They take tensors (and the model where they must decode) and touch no files and no pyplot
-state; `vaelab.analysis.run_plots.plot_run` draws them all for a run folder. Images are tiled
+state; `vaelab.analysis.run_figures.draw_figures` draws them all for a run. Images are tiled
 into one mosaic per panel (one `imshow`), so a 15x15 grid is one image, not 225 axes.
 """
 
@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from vaelab.analysis.grids import SPAN, manifold_latents, most_active, traversal_latents
-from vaelab.figures import to_display
-from vaelab.models import VAE, Autoencoder
+from vaelab.analysis.latents import decode_codes
+from vaelab.figures import mosaic, to_display
+from vaelab.models import Autoencoder
 
 DPI = 120
 CELL_INCHES = 0.55  # one image tile: 8x8 digits become 66-pixel tiles at DPI
@@ -28,23 +29,6 @@ ValueRange = tuple[float, float]
 
 
 # --- images -------------------------------------------------------------------------------
-
-
-def mosaic(images: Tensor, rows: int, cols: int, *, pad: int = 1) -> np.ndarray:
-    """Tile images (N, C, H, W) in [0, 1], N <= rows * cols, row by row on a white background.
-
-    Returns (rows * (H + pad) + pad, cols * (W + pad) + pad), with a last axis of 3 for RGB.
-    """
-    n, channels, height, width = images.shape
-    if n > rows * cols:
-        raise ValueError(f"{n} images do not fit a {rows}x{cols} mosaic")
-    canvas = torch.ones(channels, rows * (height + pad) + pad, cols * (width + pad) + pad)
-    for i, image in enumerate(images):
-        top = pad + (i // cols) * (height + pad)
-        left = pad + (i % cols) * (width + pad)
-        canvas[:, top : top + height, left : left + width] = image
-    array = canvas.permute(1, 2, 0).numpy()
-    return array[:, :, 0] if channels == 1 else array
 
 
 def _tile_centers(count: int, size: int, pad: int = 1) -> list[float]:
@@ -67,20 +51,6 @@ def _image_figure(rows: int, cols: int, *, extra: tuple[float, float] = (0.6, 0.
     width = min(16.0, max(4.0, cols * CELL_INCHES + extra[0]))
     height = min(20.0, max(2.0, rows * CELL_INCHES + extra[1]))
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _decode(model: Autoencoder, z: Tensor) -> Tensor:
-    """model.decode over z (N, D) in batches, under inference mode; (N, C, H, W) on the CPU."""
-    parts = []
-    with torch.inference_mode():
-        for chunk in z.split(DECODE_BATCH):
-            parts.append(model.decode(chunk.to(model.device, model.dtype)).float().cpu())
-    return torch.cat(parts)
-
-
-def _kind(model: Autoencoder) -> str:
-    names = {"vae": "VAE", "ae": "Autoencoder", "dae": "Denoising autoencoder"}
-    return names.get(model.config.model, model.config.model)
 
 
 def _title(fig: Figure, ax: Any, text: str) -> None:
@@ -165,8 +135,8 @@ def manifold_grid(
 ) -> Figure:
     """Images decoded on a regular grid of the latent space (see `manifold_latents`); `codes`
     (N, D) of a dataset are needed unless the model is a VAE with D <= 2."""
-    grid = manifold_latents(model.config.latent_dim, codes, prior=isinstance(model, VAE), n=n)
-    images = _decode(model, grid.z)
+    grid = manifold_latents(model.config.latent_dim, codes, prior=model.has_prior, n=n)
+    images = decode_codes(model, grid.z, batch_size=DECODE_BATCH)
     fig = _image_figure(grid.rows, grid.cols, extra=(1.2, 1.4))
     ax = fig.add_subplot()
     _show(ax, images, grid.rows, grid.cols, value_range)
@@ -179,7 +149,7 @@ def manifold_grid(
         ax.set_yticks(ys[::every], [f"{v:.2g}" for v in grid.y_values.tolist()[::every]])
     ax.set_xlabel(grid.xlabel)
     ax.set_ylabel(grid.ylabel)
-    _title(fig, ax, f"{_kind(model)} manifold: {grid.rows}x{grid.cols} decoded codes\n{grid.note}")
+    _title(fig, ax, f"{model.title} manifold: {grid.rows}x{grid.cols} decoded codes\n{grid.note}")
     return fig
 
 
@@ -241,7 +211,7 @@ def interpolation_strips(
     """One strip per pair (x_a, x_b), each (C, H, W): x_a, `steps` decodings along the path
     between their codes, x_b. Paths are linear, plus spherical (slerp, White 2016) when
     `spherical` is True or, by default, for a VAE, whose codes live near the prior's shell."""
-    spherical = isinstance(model, VAE) if spherical is None else spherical
+    spherical = model.has_prior if spherical is None else spherical
     modes = [False, True] if spherical else [False]
     strips, names = [], []
     with torch.inference_mode():
@@ -261,7 +231,7 @@ def interpolation_strips(
     ax.set_xticks(_tile_centers(cols, width), ["$x_a$", *t, "$x_b$"], fontsize=8)
     ax.set_yticks(_tile_centers(rows, height), names, fontsize=8)
     ax.set_xlabel("t along the path from code($x_a$) to code($x_b$)")
-    _title(fig, ax, f"{_kind(model)} interpolations between {len(pairs)} pairs of images")
+    _title(fig, ax, f"{model.title} interpolations between {len(pairs)} pairs of images")
     return fig
 
 
@@ -278,7 +248,9 @@ def latent_traversals(
     dimensions, only the most active (largest variance over the data) are shown."""
     center, scales = codes.float().mean(dim=0), codes.float().std(dim=0).nan_to_num(0.0)
     dims = most_active(codes, max_dims)
-    images = _decode(model, traversal_latents(center, scales, dims, steps))
+    images = decode_codes(
+        model, traversal_latents(center, scales, dims, steps), batch_size=DECODE_BATCH
+    )
     rows, dim = len(dims), codes.shape[1]
     fig = _image_figure(rows, steps, extra=(1.8, 1.1))
     ax = fig.add_subplot()
@@ -290,7 +262,7 @@ def latent_traversals(
     ax.set_xticks(_tile_centers(steps, width), t, fontsize=8)
     ax.set_xlabel("offset from the mean code, in standard deviations of that dimension")
     shown = f"the {rows} most active of {dim} dimensions" if rows < dim else f"all {dim} dimensions"
-    _title(fig, ax, f"{_kind(model)} latent traversals: {shown}")
+    _title(fig, ax, f"{model.title} latent traversals: {shown}")
     return fig
 
 

@@ -1,37 +1,15 @@
-"""A run's report: one self-contained HTML file with its figures, configuration, metrics and,
-when RUN/eval.json exists, evaluation results. No scripts, no external assets: the PNGs are
-embedded as base64 data URIs, so the file can be mailed or archived on its own."""
+"""A run's report as HTML: one self-contained page with its figures, configuration, metrics
+and evaluation results. No scripts, no external assets: the PNGs are embedded as base64 data
+URIs, so the file can be mailed or archived on its own."""
 
 from __future__ import annotations
 
 import base64
-import datetime
 import html
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
-
-from vaelab._version import __version__
-from vaelab.analysis.run_plots import (
-    PLOTS_DIR,
-    LoadedRun,
-    check_options,
-    draw_figures,
-    load_run,
-    save_figures,
-)
-from vaelab.errors import VaelabError
-from vaelab.files import atomic_write_text
-from vaelab.training.metrics import read_metrics
-from vaelab.training.runs import EVAL_FILE
-
-logger = logging.getLogger(__name__)
-
-REPORT_FILE = "report.html"
-
 
 CAPTIONS = {
     "latent_map": "Codes of the split (the posterior mean μ for a VAE), coloured by class.",
@@ -54,90 +32,6 @@ figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 
 figcaption { color: #555; font-size: 0.9em; } pre { background: #f7f7f7; padding: 0.5em; }
 .scroll { overflow-x: auto; }
 """
-
-
-def write_report(
-    run: str | Path,
-    out: str | Path | None = None,
-    *,
-    projection: str = "pca",
-    split: str | None = None,
-    checkpoint: str = "best",
-    max_points: int = 5000,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-) -> Path:
-    """Draw a run's figures (as `plot_run`, into a `plots/` folder beside the report) and write
-    one self-contained HTML report, by default RUN/report.html; return its path."""
-    check_options(projection=projection, max_points=max_points)
-    loaded = load_run(
-        run, split=split, checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, device=device
-    )
-    path = _report_path(loaded.run_dir, out)
-    figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
-    pngs = save_figures(figures, path.parent / PLOTS_DIR)
-    page = render_report(
-        title=f"vaelab report: {loaded.run_dir.name}",
-        summary=_summary(loaded, checkpoint=checkpoint, projection=projection),
-        figures=[(p.stem, CAPTIONS[p.stem], p.read_bytes()) for p in pngs],
-        config=loaded.config.to_dict(),
-        records=read_metrics(loaded.run_dir),
-        evaluation=read_evaluation(loaded.run_dir),
-    )
-    try:
-        atomic_write_text(path, page)
-    except OSError as error:
-        raise VaelabError(f"cannot write {path}: {error.strerror or error}") from None
-    logger.info("wrote %s", path)
-    return path
-
-
-def _report_path(run_dir: Path, out: str | Path | None) -> Path:
-    if out is None:
-        return run_dir / REPORT_FILE
-    path = Path(out)
-    if path.is_dir():
-        path = path / REPORT_FILE
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise VaelabError(f"--out {path} must be an .html file (or an existing folder)")
-    if not path.parent.is_dir():
-        raise VaelabError(f"cannot write {path}: folder {path.parent} does not exist")
-    return path
-
-
-def read_evaluation(run_dir: Path) -> Any:
-    """The contents of RUN/eval.json, or None when there is none. A file that is not JSON is
-    reported in the page (and logged) rather than stopping the report."""
-    path = Path(run_dir) / EVAL_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        logger.warning("%s could not be read (%s); the report leaves it out", path, error)
-        return {"error": f"{path} could not be read: {error}"}
-
-
-def _summary(loaded: LoadedRun, *, checkpoint: str, projection: str) -> dict[str, Any]:
-    model, data = loaded.config.model, loaded.config.data
-    return {
-        "run": str(loaded.run_dir),
-        "model": model.model,
-        "latent dimensions": model.latent_dim,
-        "architecture": model.architecture,
-        "dataset": data.dataset,
-        "image shape (C, H, W)": list(model.data_shape),
-        "checkpoint": f"{checkpoint} (epoch {loaded.meta.get('epoch', '?')})",
-        "figures drawn from": f"{len(loaded.x)} {loaded.split} images",
-        "projection": projection if model.latent_dim > 2 else "none (2-D latent space)",
-        "vaelab": __version__,
-        "written": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-# --- HTML ---------------------------------------------------------------------------------
 
 
 def render_report(

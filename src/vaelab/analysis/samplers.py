@@ -2,7 +2,7 @@
 
 Samplers follow pythae's shape: `fit(codes)` on the training codes (N, D), then
 `sample(n, generator=...)` -> (n, D). Codes are drawn on the generator's device (the CPU
-without one), in float32; decode them with `model.decode(z.to(model.device))`.
+without one), in float32; decode them with `vaelab.analysis.latents.decode_codes(model, z)`.
 """
 
 from __future__ import annotations

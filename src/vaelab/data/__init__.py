@@ -6,6 +6,7 @@ from vaelab.data.images import image_to_tensor, load_image_file
 from vaelab.data.loading import DATASETS, load_data, registered_name
 from vaelab.data.splits import DataSplits, Split
 from vaelab.data.tensors import looks_like_0_255
+from vaelab.data.transforms import draw_binary
 
 __all__ = [
     "DATASETS",
@@ -13,6 +14,7 @@ __all__ = [
     "DataSplits",
     "Split",
     "batch_indices",
+    "draw_binary",
     "image_to_tensor",
     "iterate_batches",
     "load_data",

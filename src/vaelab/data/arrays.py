@@ -148,11 +148,15 @@ def _unflatten(x: np.ndarray, path: Path) -> np.ndarray:
     n, d = x.shape
     side = math.isqrt(d)
     if side * side == d:
-        log.info("%s holds flat vectors of length %d: read as %dx%d grayscale images",
-                 path, d, side, side)  # fmt: skip
+        log.info(
+            "%s holds flat vectors of length %d: read as %dx%d grayscale images",
+            path,
+            d,
+            side,
+            side,
+        )
         return x.reshape(n, 1, side, side)
-    log.info("%s holds flat vectors of length %d (not a square): read as 1x%d images",
-             path, d, d)  # fmt: skip
+    log.info("%s holds flat vectors of length %d (not a square): read as 1x%d images", path, d, d)
     return x.reshape(n, 1, 1, d)
 
 

@@ -54,7 +54,11 @@ def iterate_batches(
         batch_indices(len(x), batch_size, shuffle=False)  # validates batch_size
         return (x[i : i + batch_size] for i in range(0, stop, batch_size))
     indices = batch_indices(
-        len(x), batch_size, shuffle=True, generator=generator, drop_last=drop_last,
+        len(x),
+        batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=drop_last,
         device=x.device,
-    )  # fmt: skip
+    )
     return (x[idx] for idx in indices)

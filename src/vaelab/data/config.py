@@ -25,6 +25,7 @@ class DataConfig:
     test_fraction: float = 0.2  # of everything, when the source has no test split
     seed: int = 0  # same seed -> identical splits
     download: bool = True  # allow fetching mnist / fashion-mnist when absent
+    binarize: bool = False  # dynamic binarisation: a fresh Bernoulli(x) draw of each batch
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from vaelab.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +63,15 @@ class _MirrorFailed(Exception):
 
 def _fetch(url: str, dest: Path, md5: str, progress: bool, timeout: float) -> Path:
     """Stream `url` into a `*.part` file beside `dest`, check size and md5, then move it in."""
-    fd, part_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    part = Path(part_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_path(dest, suffix=".part") as part, open(part, "wb") as out:
             digest, size, expected = _stream(url, out, progress, timeout)
-        if expected is not None and size != expected:
-            raise _MirrorFailed(f"connection closed after {size} of {expected} bytes")
-        if digest != md5:
-            raise _MirrorFailed(f"md5 mismatch (got {digest}, expected {md5})")
-        os.replace(part, dest)
+            if expected is not None and size != expected:
+                raise _MirrorFailed(f"connection closed after {size} of {expected} bytes")
+            if digest != md5:
+                raise _MirrorFailed(f"md5 mismatch (got {digest}, expected {md5})")
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        part.unlink(missing_ok=True)
         raise _MirrorFailed(_describe(e)) from None
-    except BaseException:  # including KeyboardInterrupt and _MirrorFailed: clean up, re-raise
-        part.unlink(missing_ok=True)
-        raise
     log.info("downloaded %s", dest)
     return dest
 

@@ -21,8 +21,14 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
 GRAY_MODES = frozenset({"1", "L", "LA", "La"})
 ALPHA_MODES = frozenset({"LA", "La", "RGBA", "RGBa", "PA"})
 # Modes with more than 8 bits per pixel, read as float and divided by their full scale.
-WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
-              "I": 65535.0, "F": 1.0}  # fmt: skip
+WIDE_MODES = {
+    "I;16": 65535.0,
+    "I;16B": 65535.0,
+    "I;16L": 65535.0,
+    "I;16N": 65535.0,
+    "I": 65535.0,
+    "F": 1.0,
+}
 
 
 def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -192,6 +198,9 @@ def load_image_folder(config: DataConfig, *, progress: bool = True) -> SourceDat
     y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
     log.info("loaded %s of shape %s from %s", plural(len(x), "image"), tuple(x.shape[1:]), folder)
     if ignored:  # after loading, so that a failing load does not warn before its error
-        log.warning("ignored %s directly inside %s: it has class sub-folders",
-                    plural(ignored, "image"), folder)  # fmt: skip
+        log.warning(
+            "ignored %s directly inside %s: it has class sub-folders",
+            plural(ignored, "image"),
+            folder,
+        )
     return SourceData(pool=Split(x=x, y=y), test=None, class_names=class_names)

@@ -120,6 +120,12 @@ def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
         seed=config.seed,
     )
     splits = DataSplits(name=name, train=train, val=val, test=test, class_names=source.class_names)
-    log.info("data %s %s: %d train, %d val, %d test", splits.name, splits.shape,
-             len(train), len(val), len(test))  # fmt: skip
+    log.info(
+        "data %s %s: %d train, %d val, %d test",
+        splits.name,
+        splits.shape,
+        len(train),
+        len(val),
+        len(test),
+    )
     return splits

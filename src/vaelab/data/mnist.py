@@ -84,7 +84,7 @@ IDX_DATASETS: dict[str, IdxDataset] = {
             "Sneaker",
             "Bag",
             "Ankle boot",
-        ),  # fmt: skip
+        ),
         resources=_resources(
             (
                 "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -113,8 +113,13 @@ def load_idx_dataset(name: str, config: DataConfig, *, progress: bool = True) ->
     del raw
     train = _read_pair(train_images, paths[0], paths[1], len(dataset.class_names))
     test = _read_pair(read_idx(paths[2]), paths[2], paths[3], len(dataset.class_names))
-    log.info("loaded %s from %s: %d train, %d test", dataset.title, paths[0].parent,
-             len(train), len(test))  # fmt: skip
+    log.info(
+        "loaded %s from %s: %d train, %d test",
+        dataset.title,
+        paths[0].parent,
+        len(train),
+        len(test),
+    )
     return SourceData(pool=train, test=test, class_names=dataset.class_names)
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi import Path as PathParam
 
 from vaelab.explorer import schemas as s
-from vaelab.explorer.runs import LoadedRun, read_data_url, to_data_urls
+from vaelab.explorer.runs import ServedRun, read_data_url, to_data_urls
 from vaelab.models import slerp
 
 MAP_MARGIN = 0.05  # the map's bounds leave this share of each side's range around the points
@@ -40,22 +40,22 @@ def _bounds(points: torch.Tensor) -> s.Bounds:
     return s.Bounds(xmin=xmin, xmax=xmax, ymin=ymin, ymax=ymax)
 
 
-def add_routes(app: FastAPI, runs: dict[str, LoadedRun], *, max_batch: int) -> None:
+def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> None:
     """Attach the /api endpoints for `runs` (by name, in command-line order) to `app`."""
 
-    def find(name: str) -> LoadedRun:
+    def find(name: str) -> ServedRun:
         if name not in runs:
             known = ", ".join(runs)
             raise HTTPException(404, f"no run named {name[:100]!r}; this server has: {known}")
         return runs[name]
 
-    def test_index(run: LoadedRun, index: int, what: str) -> int:
+    def test_index(run: ServedRun, index: int, what: str) -> int:
         if not 0 <= index < len(run.test):
             last = len(run.test) - 1
             raise HTTPException(422, f"{what} {index} is out of range: use 0 to {last}")
         return index
 
-    def images(run: LoadedRun, z: torch.Tensor) -> list[str]:
+    def images(run: ServedRun, z: torch.Tensor) -> list[str]:
         return to_data_urls(run.decode(z), run.data_range)
 
     @app.get("/api/runs", response_model=s.RunList)
@@ -64,11 +64,17 @@ def add_routes(app: FastAPI, runs: dict[str, LoadedRun], *, max_batch: int) -> N
         for run in runs.values():
             channels, height, width = run.config.model.data_shape
             names = list(run.class_names) if run.class_names is not None else None
-            infos.append(s.RunInfo(
-                name=run.name, model=run.config.model.model, latent_dim=run.latent_dim,
-                channels=channels, height=height, width=width, class_names=names,
-                has_prior=run.config.model.model == "vae",
-            ))  # fmt: skip
+            info = s.RunInfo(
+                name=run.name,
+                model=run.config.model.model,
+                latent_dim=run.latent_dim,
+                channels=channels,
+                height=height,
+                width=width,
+                class_names=names,
+                has_prior=run.model.has_prior,
+            )
+            infos.append(info)
         return s.RunList(runs=infos)
 
     @app.get("/api/runs/{name}/map", response_model=s.MapResponse)
@@ -77,9 +83,14 @@ def add_routes(app: FastAPI, runs: dict[str, LoadedRun], *, max_batch: int) -> N
         points = run.plane.project(run.codes[run.map_indices])  # (M, 2)
         labels = None if run.test.y is None else run.test.y[run.map_indices].tolist()
         plane = s.PlaneInfo(center=run.plane.center.tolist(), axes=run.plane.axes.tolist())
-        return s.MapResponse(points=points.tolist(), labels=labels,
-                             indices=run.map_indices.tolist(), bounds=_bounds(points),
-                             plane=plane, projection=run.projection)  # fmt: skip
+        return s.MapResponse(
+            points=points.tolist(),
+            labels=labels,
+            indices=run.map_indices.tolist(),
+            bounds=_bounds(points),
+            plane=plane,
+            projection=run.projection,
+        )
 
     @app.post("/api/runs/{name}/decode", response_model=s.ImagesResponse)
     def decode(name: str, body: s.DecodeRequest) -> s.ImagesResponse:
@@ -96,8 +107,11 @@ def add_routes(app: FastAPI, runs: dict[str, LoadedRun], *, max_batch: int) -> N
         x = read_data_url(body.image, run.config.model.data_shape)  # (C, H, W) in [0, 1]
         low, high = run.data_range
         z = run.encode((low + x * (high - low))[None])  # (1, D)
-        return s.EncodeResponse(z=z[0].tolist(), point=run.plane.project(z)[0].tolist(),
-                                reconstruction=images(run, z)[0])  # fmt: skip
+        return s.EncodeResponse(
+            z=z[0].tolist(),
+            point=run.plane.project(z)[0].tolist(),
+            reconstruction=images(run, z)[0],
+        )
 
     @app.post("/api/runs/{name}/sample", response_model=s.ImagesResponse)
     def sample(name: str, body: s.SampleRequest) -> s.ImagesResponse:
@@ -110,20 +124,28 @@ def add_routes(app: FastAPI, runs: dict[str, LoadedRun], *, max_batch: int) -> N
     def interpolate(name: str, body: s.InterpolateRequest) -> s.InterpolateResponse:
         run = find(name)
         if body.from_index is not None and body.to_index is not None:
-            ends = run.codes[[test_index(run, body.from_index, "from_index"),
-                              test_index(run, body.to_index, "to_index")]]  # fmt: skip
+            ends = run.codes[
+                [
+                    test_index(run, body.from_index, "from_index"),
+                    test_index(run, body.to_index, "to_index"),
+                ]
+            ]
         else:
             ends = _rows([body.z_a or [], body.z_b or []], "z_a/z_b", run.latent_dim, 2)
         t = torch.linspace(0.0, 1.0, body.steps)
         if body.spherical:
             if _opposite(ends[0], ends[1]):
-                raise HTTPException(422, "spherical interpolation between opposite codes is "
-                                         "undefined; use spherical=false")  # fmt: skip
+                raise HTTPException(
+                    422,
+                    "spherical interpolation between opposite codes is "
+                    "undefined; use spherical=false",
+                )
             z = slerp(ends[0], ends[1], t)
         else:
             z = torch.lerp(ends[0], ends[1], t[:, None])  # (steps, D)
-        return s.InterpolateResponse(images=images(run, z), z=z.tolist(),
-                                     points=run.plane.project(z).tolist())  # fmt: skip
+        return s.InterpolateResponse(
+            images=images(run, z), z=z.tolist(), points=run.plane.project(z).tolist()
+        )
 
     @app.get("/api/runs/{name}/test_image/{index}", response_model=s.ExampleImageResponse)
     def test_image(name: str, index: int = PathParam(ge=0)) -> s.ExampleImageResponse:

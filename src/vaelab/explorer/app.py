@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 
 from vaelab.explorer.api import add_routes
-from vaelab.explorer.runs import BadInput, load_run, run_names
+from vaelab.explorer.runs import BadInput, load_served_run, run_names
 from vaelab.training.runs import resolve_device
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ STATIC = Path(__file__).parent / "static"
 PLACEHOLDER = "<!doctype html><title>vaelab explorer</title><p>The explorer page is missing."
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                   Awaitable[None]]  # fmt: skip
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
 
 class _TooLarge(HTTPException):
@@ -117,7 +118,7 @@ def create_app(
     if max_request_bytes < 1 or max_batch < 1:
         raise ValueError("max_request_bytes and max_batch must be positive")
     device = resolve_device(str(device))  # "auto" too
-    runs = {name: load_run(name, path, device=device) for name, path in named.items()}
+    runs = {name: load_served_run(name, path, device=device) for name, path in named.items()}
     app = FastAPI(title="vaelab explorer", summary="Encode, decode, sample and interpolate")
     app.add_middleware(BodyLimit, limit=max_request_bytes)
 
@@ -155,8 +156,9 @@ def serve(
     """
     import uvicorn
 
-    app = create_app(run_paths, device=device,
-                     max_request_bytes=max_request_bytes, max_batch=max_batch)  # fmt: skip
+    app = create_app(
+        run_paths, device=device, max_request_bytes=max_request_bytes, max_batch=max_batch
+    )
     shown = f"[{host}]" if ":" in host else host
     log.info("vaelab explorer at http://%s:%d/", shown, port)
     uvicorn.run(app, host=host, port=port, log_level="warning")

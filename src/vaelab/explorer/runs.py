@@ -11,26 +11,23 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from vaelab.analysis.latents import Plane, encode_dataset
-
-# The dataset loader's own conversion (compositing onto white, resizing, channels): it has no
-# public entry point for an image already in memory.
-from vaelab.data import Split, image_to_tensor, load_data, registered_name
+from vaelab.analysis.latents import Plane, decode_codes, encode_dataset
+from vaelab.data import Split, image_to_tensor
 from vaelab.errors import VaelabError
+from vaelab.figures import to_display
 from vaelab.models import Autoencoder
+from vaelab.runs import open_run
 from vaelab.training import RunConfig
-from vaelab.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 MAP_POINTS = 2000  # at most this many test codes are drawn on the map
 MAP_SEED = 0  # which ones: a fixed subsample, the same on every start
 MAX_IMAGE_SIDE = 4096  # uploaded images larger than this (either side) are refused
-SPLIT_ORDER = ("test", "val", "train")
+UNKNOWN_RANGE = (0.0, 1.0)  # checkpoints of older versions do not record their data's range
 PNG_PREFIX = "data:image/png;base64,"
 
 
@@ -39,14 +36,14 @@ class BadInput(ValueError):
 
 
 @dataclass
-class LoadedRun:
+class ServedRun:
     """One run, ready to serve: model (eval), config, data range and its test split's codes."""
 
     name: str
     model: Autoencoder
     config: RunConfig
     data_range: tuple[float, float]  # the training data's [min, max]; maps to [0, 255] in PNGs
-    test: Split  # the test split (val or train when empty), as in the figure commands
+    test: Split  # the test split (val or train when empty), as `vaelab.runs` chooses it
     codes: torch.Tensor  # (N, D) posterior means of `test`, on the CPU
     plane: Plane
     map_indices: torch.Tensor  # (M,) indices into `test` drawn on the map, M <= MAP_POINTS
@@ -63,9 +60,8 @@ class LoadedRun:
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, D) on the CPU -> images (B, C, H, W) on the CPU, in data space."""
-        with self.lock, torch.inference_mode():
-            x = self.model.decode(z.to(self.model.device, self.model.dtype))
-        return x.float().cpu()
+        with self.lock:
+            return decode_codes(self.model, z)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) in data space -> codes (B, D), the posterior means, on the CPU."""
@@ -86,36 +82,28 @@ def run_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def load_run(name: str, path: Path, *, device: torch.device | str = "cpu") -> LoadedRun:
+def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu") -> ServedRun:
     """Load the best checkpoint of the run folder `path`, its data and its test codes."""
-    model, config, meta = load_checkpoint(path, device=device, prefer="best")
-    data_config = config.data
-    if registered_name(data_config.dataset) is None and not Path(data_config.dataset).exists():
-        raise VaelabError(f"run {path}: its dataset {data_config.dataset} does not exist any more")
-    data = load_data(data_config, progress=False)
-    if tuple(data.shape) != tuple(config.model.data_shape):
-        raise VaelabError(f"run {path}: dataset {data.name} now has shape {data.shape}, but the "
-                          f"model was trained on {config.model.data_shape}")  # fmt: skip
-    split_name, test = next((s, data.split(s)) for s in SPLIT_ORDER if len(data.split(s)))
-    if split_name != "test":
-        log.info("run %s: the test split is empty; serving the %s split", name, split_name)
-    codes = encode_dataset(model, test.x)  # (N, D)
+    try:
+        trained = open_run(path, checkpoint="best", device=device)
+        chosen = trained.choose_split()
+    except VaelabError as error:
+        raise VaelabError(f"run {path}: {error}") from None
+    test = Split(chosen.x, chosen.y)
+    codes = encode_dataset(trained.model, test.x)  # (N, D)
     generator = torch.Generator().manual_seed(MAP_SEED)
     map_indices = torch.randperm(len(test), generator=generator)[:MAP_POINTS].sort().values
-    return LoadedRun(
-        name=name, model=model, config=config, data_range=_data_range(meta), test=test,
-        codes=codes, plane=_fit_plane(codes), map_indices=map_indices,
-        class_names=data.class_names,
-    )  # fmt: skip
-
-
-def _data_range(meta: dict) -> tuple[float, float]:
-    """meta.json's "data_range", or [0, 1] when absent or unusable (a constant dataset)."""
-    try:
-        low, high = (float(v) for v in meta["data_range"])
-    except (KeyError, TypeError, ValueError):
-        return (0.0, 1.0)
-    return (low, high) if np.isfinite(low) and np.isfinite(high) and low < high else (0.0, 1.0)
+    return ServedRun(
+        name=name,
+        model=trained.model,
+        config=trained.config,
+        data_range=trained.value_range or UNKNOWN_RANGE,
+        test=test,
+        codes=codes,
+        plane=_fit_plane(codes),
+        map_indices=map_indices,
+        class_names=chosen.class_names,
+    )
 
 
 def _fit_plane(codes: torch.Tensor) -> Plane:
@@ -130,8 +118,7 @@ def _fit_plane(codes: torch.Tensor) -> Plane:
 
 def to_data_urls(x: torch.Tensor, data_range: tuple[float, float]) -> list[str]:
     """Images (B, C, H, W) in data space -> PNG data URLs, data_range mapped to [0, 255]."""
-    low, high = data_range
-    scaled = torch.nan_to_num((x - low) / (high - low), nan=0.0).clamp(0.0, 1.0)
+    scaled = to_display(x, value_range=data_range)
     pixels = (scaled * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
     urls = []
     for image in pixels:
@@ -161,8 +148,10 @@ def read_data_url(text: str, shape: tuple[int, int, int]) -> torch.Tensor:
         with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "GIF", "BMP", "WEBP"]) as image:
             width, height = image.size
             if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
-                raise BadInput(f"image is {width}x{height}; the largest allowed is "
-                               f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}")  # fmt: skip
+                raise BadInput(
+                    f"image is {width}x{height}; the largest allowed is "
+                    f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}"
+                )
             image.load()
             x = image_to_tensor(image, shape)
     except BadInput:

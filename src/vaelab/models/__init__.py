@@ -1,11 +1,12 @@
-"""Models by name: `build_model(ModelConfig(model="vae", ...))`."""
+"""Models by name: `build_model(ModelConfig(model="vae", ...))`.
+
+A new model is one file in this package plus an entry in MODELS; the contract suite in
+tests/test_models.py then runs over it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from vaelab.models.autoencoders import (
-    VAE,
     Autoencoder,
     DenoisingAutoencoder,
     LossTerms,
@@ -13,8 +14,9 @@ from vaelab.models.autoencoders import (
     slerp,
 )
 from vaelab.models.config import ModelConfig
+from vaelab.models.vae import VAE
 
-MODELS: dict[str, Callable[[ModelConfig], Autoencoder]] = {
+MODELS: dict[str, type[Autoencoder]] = {
     "vae": VAE,
     "ae": Autoencoder,
     "dae": DenoisingAutoencoder,

@@ -1,25 +1,28 @@
-"""The models: a standard autoencoder, a denoising one and the VAE, with one shared API.
+"""The shared model API, and the deterministic models: a standard and a denoising autoencoder.
 
 Every model maps x (B, C, H, W) to a posterior over z (B, D) with `encode`, and z back to data
 space with `decode`. `loss` returns `LossTerms`, per the project's convention: summed over pixels
-and latent dimensions per example, averaged over the batch, in nats per example.
+and latent dimensions per example, averaged over the batch, in nats per example. Every method
+takes an optional condition y (B,) or (B, ...): unconditional models ignore it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from vaelab.bounds import draw_noise, log_mean_exp, log_weights
-from vaelab.distributions import DiagonalGaussian, PointMass, Posterior
 from vaelab.errors import VaelabError
-from vaelab.likelihoods import build_likelihood
 from vaelab.models.autoregressive import build_context
+from vaelab.models.bounds import ImportanceTerms
 from vaelab.models.config import ModelConfig
+from vaelab.models.distributions import PointMass, Posterior
+from vaelab.models.likelihoods import build_likelihood
 from vaelab.models.networks import build_decoder, build_encoder
+from vaelab.models.priors import Prior
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,11 @@ def slerp(z_a: Tensor, z_b: Tensor, t: Tensor) -> Tensor:
 
 
 class Autoencoder(nn.Module):
-    """A standard deterministic autoencoder: reconstruction loss only."""
+    """A standard deterministic autoencoder (reconstruction loss only), and the API that every
+    model shares."""
+
+    has_prior: ClassVar[bool] = False  # whether it has a prior p(z), its samples' source
+    title: ClassVar[str] = "Autoencoder"  # how figures name the kind of model
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -51,6 +58,7 @@ class Autoencoder(nn.Module):
         self.decoder = build_decoder(config)
         self.likelihood = build_likelihood(config.likelihood, sigma=config.sigma)
         self.context = build_context(config.autoregressive, config.data_shape)
+        self.prior: Prior | None = None  # latent-variable models set theirs
 
     def _encoder_outputs(self) -> int:
         return self.config.latent_dim
@@ -65,25 +73,26 @@ class Autoencoder(nn.Module):
 
     # --- the public API, the same for every model -------------------------------------------
 
-    def encode(self, x: Tensor) -> Posterior:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
         """q(z|x) for x (B, C, H, W); `.mean` is the code (mu for a VAE), shape (B, D)."""
         return PointMass(self.encoder(x))
 
-    def decode_logits(self, z: Tensor, x: Tensor | None = None) -> Tensor:
-        """The parameters of p(x|z) for z (B, D): logits (Bernoulli) or means (Gaussian).
+    def decode_params(self, z: Tensor, x: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+        """The parameters of p(x|z): logits (Bernoulli) or means (Gaussian).
 
-        x (B, C, H, W) is the data being scored: an autoregressive decoder reads the pixels
-        before each one from it (teacher forcing) and needs it; a factorised one ignores it.
+        z (B, D) or (K, B, D) gives (B, C, H, W) or (K, B, C, H, W). x (B, C, H, W) is the data
+        being scored: an autoregressive decoder reads the pixels before each one from it
+        (teacher forcing, once per image for all K samples); a factorised one ignores it.
         """
+        base = self.decoder(z.reshape(-1, z.shape[-1])).view(*z.shape[:-1], *self.config.data_shape)
         if self.context is None:
-            return self.decoder(z)
+            return base
         if x is None:
-            raise VaelabError("an autoregressive decoder's logits depend on x: pass the data")
-        base = self.decoder(z)
-        return base + self.context(x, base.flatten(1)).view_as(base)
+            raise VaelabError("an autoregressive decoder's output depends on x: pass the data")
+        return base + self.context(x, base)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """The mean of p(x|z) in data space, (B, C, H, W).
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """The mean of p(x|z) in data space: z (B, D) -> (B, C, H, W).
 
         With an autoregressive decoder, each pixel is the mean given the means chosen for the
         pixels before it: one pass per pixel, so decoding is slower than encoding.
@@ -93,19 +102,34 @@ class Autoencoder(nn.Module):
         base = self.decoder(z).flatten(1)
         return self.context.generate(base, self.likelihood.mean).view(-1, *self.config.data_shape)
 
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Decode the posterior's mode: x (B, C, H, W) -> (B, C, H, W)."""
-        return self.decode(self.encode(x).mode())
+        return self.decode(self.encode(x, y).mode(), y)
+
+    def draw_codes(
+        self, n: int, *, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """n codes to decode as samples, (n, D): from the prior, or N(0, I) for a model
+        without one (whose decodings then need not look like data)."""
+        if self.has_prior:
+            return self.require_prior().sample(
+                n, y=y, generator=generator, device=self.device, dtype=self.dtype
+            )
+        shape = (n, self.config.latent_dim)
+        return torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype)
 
     def sample(
-        self, n: int, *, generator: torch.Generator | None = None, z: Tensor | None = None
+        self,
+        n: int,
+        *,
+        y: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        z: Tensor | None = None,
     ) -> Tensor:
-        """Decode n codes drawn from the prior N(0, I) (or the given z): (n, C, H, W)."""
+        """Decode n codes drawn by `draw_codes` (or the given z): (n, C, H, W)."""
         if z is None:
-            z = torch.randn(
-                n, self.config.latent_dim, generator=generator, device=self.device, dtype=self.dtype
-            )
-        return self.decode(z)
+            z = self.draw_codes(n, y=y, generator=generator)
+        return self.decode(z, y)
 
     def interpolate(
         self, x_a: Tensor, x_b: Tensor, steps: int = 10, *, spherical: bool = False
@@ -123,17 +147,64 @@ class Autoencoder(nn.Module):
         self,
         x: Tensor,
         *,
+        y: Tensor | None = None,
         kl_scale: float = 1.0,
         generator: torch.Generator | None = None,
-        k: int = 1,
-        objective: str = "elbo",
     ) -> LossTerms:
-        """Reconstruction NLL of x under the decoder: batch mean of per-example sums.
-
-        `k` and `objective` only apply to a VAE; an autoencoder has one code per input.
-        """
-        recon = self.likelihood.nll(self.decode_logits(self.encoder(x), x), x).mean()
+        """Reconstruction NLL of x under the decoder: batch mean of per-example sums."""
+        code = self.encode(x, y).mode()
+        recon = self.likelihood.nll(self.decode_params(code, x, y), x).mean()
         return LossTerms(total=recon, recon=recon, kl=torch.zeros_like(recon))
+
+    # --- the bound, for models with a prior -----------------------------------------------------
+
+    def require_prior(self) -> Prior:
+        """The model's prior; a one-line VaelabError for a model without one."""
+        if self.prior is None:
+            raise VaelabError(
+                f"a {self.config.model} has no prior or posterior to sample: it has no "
+                "likelihood bound"
+            )
+        return self.prior
+
+    def importance_terms(
+        self, x: Tensor, z: Tensor, posterior: Posterior, *, y: Tensor | None = None
+    ) -> ImportanceTerms:
+        """log p(x|z), log p(z) and log q(z|x) at the codes z (K, B, D) of x (B, C, H, W)."""
+        prior = self.require_prior()
+        return ImportanceTerms(
+            log_px_z=self.likelihood.log_prob(self.decode_params(z, x, y), x),
+            log_pz=prior.log_prob(z, y=y),
+            log_qz=posterior.log_prob(z),
+        )
+
+    def log_weights(
+        self,
+        x: Tensor,
+        k: int,
+        *,
+        y: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Log importance weights log p(x, z_k) / q(z_k|x) of k samples z_k ~ q(z|x): (K, B).
+
+        `log_mean_exp(log_weights(x, k))` is Burda et al.'s (2015) bound on log p(x).
+        """
+        self.require_prior()
+        posterior = self.encode(x, y)
+        z = posterior.rsample(k=k, generator=generator)
+        return self.importance_terms(x, z, posterior, y=y).log_weights()
+
+    def kl(self, posterior: Posterior, z: Tensor, *, y: Tensor | None = None) -> Tensor:
+        """KL(q(z|x) || p(z)) per example, (B,): in closed form where the prior has one, else
+        the Monte Carlo estimate log q(z|x) - log p(z) at the sampled codes z, (B, D) or
+        (K, B, D), averaged over the K samples."""
+        prior = self.require_prior()
+        closed = prior.kl(posterior, y=y)
+        if closed is not None:
+            return closed
+        log_ratio = posterior.log_prob(z) - prior.log_prob(z, y=y)
+        return log_ratio if z.dim() == 2 else log_ratio.mean(dim=0)
 
     def check_data(self, x: Tensor, *, where: str) -> None:
         """Raise VaelabError when x is not data this model's likelihood can score."""
@@ -148,6 +219,8 @@ class Autoencoder(nn.Module):
 class DenoisingAutoencoder(Autoencoder):
     """Vincent et al. 2008: encode a corrupted input, reconstruct the clean one."""
 
+    title = "Denoising autoencoder"
+
     def corrupt(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Add Gaussian noise of std `noise_level`, or zero each pixel with that probability."""
         level = self.config.noise_level
@@ -160,56 +233,13 @@ class DenoisingAutoencoder(Autoencoder):
         self,
         x: Tensor,
         *,
+        y: Tensor | None = None,
         kl_scale: float = 1.0,
         generator: torch.Generator | None = None,
-        k: int = 1,
-        objective: str = "elbo",
     ) -> LossTerms:
-        x_noisy = self.corrupt(x, generator=generator)
-        recon = self.likelihood.nll(self.decode_logits(self.encoder(x_noisy), x), x).mean()
+        code = self.encode(self.corrupt(x, generator=generator), y).mode()
+        recon = self.likelihood.nll(self.decode_params(code, x, y), x).mean()
         return LossTerms(total=recon, recon=recon, kl=torch.zeros_like(recon))
-
-
-class VAE(Autoencoder):
-    """Kingma & Welling 2013: a Gaussian encoder, the unit Gaussian prior, beta-weighted KL."""
-
-    def _encoder_outputs(self) -> int:
-        return 2 * self.config.latent_dim  # mu and log-variance
-
-    def encode(self, x: Tensor) -> DiagonalGaussian:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, D) each
-        return DiagonalGaussian(mu, logvar)
-
-    def loss(
-        self,
-        x: Tensor,
-        *,
-        kl_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        k: int = 1,
-        objective: str = "elbo",
-    ) -> LossTerms:
-        """The negative of a lower bound on log p(x), with the KL weighted by beta * kl_scale.
-
-        objective "elbo": the negative ELBO (Kingma & Welling 2013, eq. 10) with the KL in
-        closed form, its reconstruction term averaged over `k` reparameterised samples.
-        objective "iwae": the negative importance-weighted bound of Burda et al. (2015) with `k`
-        samples; at k = 1 it is the ELBO, and the closed-form KL is used then, as for "elbo".
-        `recon` and `kl` are always the ELBO's terms; `kl_scale` is the trainer's KL warm-up.
-        """
-        posterior = self.encode(x)
-        kl = posterior.kl().mean()
-        weight = self.config.beta * kl_scale
-        if k == 1:
-            z = posterior.sample(generator=generator)  # (B, D)
-            recon = self.likelihood.nll(self.decode_logits(z, x), x).mean()
-            return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
-        eps = draw_noise(len(x), k, self.config.latent_dim, like=posterior.mu, generator=generator)
-        log_w, log_px_z = log_weights(self, x, posterior, eps, prior_scale=weight)
-        recon = -log_px_z.mean()
-        if objective == "iwae":
-            return LossTerms(total=-log_mean_exp(log_w).mean(), recon=recon, kl=kl)
-        return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
 
 
 def bits_per_dim(nats_per_example: float, data_shape: tuple[int, int, int]) -> float:

@@ -5,7 +5,9 @@ are independent given z, which costs nats. Adding a term that sees the pixels be
 fully visible sigmoid belief net, Frey 1998; the role PixelCNN layers play in PixelVAE,
 Gulrajani et al. 2016) lets z carry the global shape and the context the local detail:
 
-    logits_j = decoder(z)_j + context(x)_j,   context(x)_j depends on x_<j only.
+    params_j = decoder(z)_j + context(x)_j,   context(x)_j depends on x_<j only,
+
+where params are the likelihood's (Bernoulli logits or Gaussian means).
 
 Training and likelihood evaluation see the real x (teacher forcing: one pass); decoding a z
 without x (samples, interpolations) fills the pixels one at a time.
@@ -34,9 +36,10 @@ class LinearContext(nn.Module):
         self.register_buffer("mask", torch.ones(n_values, n_values).tril(-1), persistent=False)
 
     def forward(self, x: Tensor, base: Tensor) -> Tensor:
-        """Offsets to the decoder's logits `base`, (B, P) or (B, S, P), from x (B, C, H, W)."""
+        """Offsets to the decoder's logits `base` (..., B, C, H, W), from x (B, C, H, W); they
+        depend on x only, so one (B, C, H, W) tensor serves every sample of z."""
         offsets = x.flatten(1) @ (self.weight * self.mask).T  # (B, P)
-        return offsets if base.dim() == 2 else offsets.unsqueeze(1)
+        return offsets.view(x.shape)
 
     def generate(self, base: Tensor, choose: Callable[[Tensor], Tensor]) -> Tensor:
         """Fill x value by value: x_j = choose(base_j + context(x)_j). base (B, P) -> x (B, P).
@@ -65,9 +68,13 @@ class LocalContext(nn.Module):
     """
 
     def __init__(
-        self, data_shape: tuple[int, int, int], *, conditioned: bool = False,
-        kernel: int = LOCAL_KERNEL, hidden: int = LOCAL_CHANNELS,
-    ) -> None:  # fmt: skip
+        self,
+        data_shape: tuple[int, int, int],
+        *,
+        conditioned: bool = False,
+        kernel: int = LOCAL_KERNEL,
+        hidden: int = LOCAL_CHANNELS,
+    ) -> None:
         super().__init__()
         self.data_shape = data_shape
         channels = data_shape[0]
@@ -82,17 +89,20 @@ class LocalContext(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: Tensor, base: Tensor) -> Tensor:
-        """Offsets to the decoder's logits `base`, (B, P) or (B, S, P), from x (B, C, H, W)."""
+        """Offsets to the decoder's logits `base` (..., B, C, H, W), from x (B, C, H, W).
+
+        Unconditioned, they depend on x only: one (B, C, H, W) tensor serves every sample of z.
+        """
         x = x.view(-1, *self.data_shape)
         weight = self.features.weight * self.mask
         pre = F.conv2d(x, weight, self.features.bias, padding=self.mask.shape[0] // 2)
         if self.from_base is None:
-            offsets = self.out(F.relu(pre)).flatten(1)
-            return offsets if base.dim() == 2 else offsets.unsqueeze(1)
-        samples = base.shape[1] if base.dim() == 3 else 1
-        from_base = self.from_base(base.reshape(-1, *self.data_shape))  # (B*S, hidden, H, W)
-        hidden = F.relu(from_base.unflatten(0, (len(x), samples)) + pre.unsqueeze(1))
-        return self.out(hidden.flatten(0, 1)).flatten(1).view(base.shape)
+            return self.out(F.relu(pre))  # (B, C, H, W)
+        from_base = self.from_base(base.reshape(-1, *self.data_shape))  # (K*B, hidden, H, W)
+        hidden = F.relu(
+            from_base.view(*base.shape[:-3], *pre.shape[1:]) + pre
+        )  # (..., B, hid, H, W)
+        return self.out(hidden.reshape(-1, *pre.shape[1:])).view(base.shape)
 
     def generate(self, base: Tensor, choose: Callable[[Tensor], Tensor]) -> Tensor:
         """Fill x pixel by pixel, each from the patch above and to its left: one small

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 from vaelab.errors import VaelabError
 
-MODEL_KINDS = ("vae", "ae", "dae")
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
 NOISE_KINDS = ("gaussian", "mask")
 AUTOREGRESSIVE_KINDS = ("none", "linear", "local", "local-z")
 MAX_CONTEXT_VALUES = 4096  # linear context: a (P, P) weight; 16.8M parameters at this size
+OBJECTIVES = ("elbo", "iwae")
+MAX_TRAIN_K = 5000  # each step decodes batch_size * k codes; Burda et al. trained with k <= 50
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -36,6 +37,8 @@ class ModelConfig:
     sigma: float | None = None  # gaussian: fixed std, or None to learn one shared std
     autoregressive: str = "none"  # "local"/"linear": the decoder also sees preceding pixels
     beta: float = 1.0  # vae: weight of the KL term (beta-VAE, Higgins et al. 2017)
+    objective: str = "elbo"  # vae: "elbo", or "iwae" (importance-weighted, Burda et al. 2015)
+    k: int = 1  # vae: samples of z per example (the IWAE bound's k; averaged for "elbo")
     noise: str = "gaussian"  # dae: "gaussian" (additive) or "mask" (pixels set to zero)
     noise_level: float = 0.3  # dae: noise std, or the fraction of pixels masked
 
@@ -43,12 +46,25 @@ class ModelConfig:
         # JSON gives lists; keep tuples so the config stays hashable and comparable.
         for name in ("data_shape", "hidden_dims", "conv_channels"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        _check_choice(self.model, MODEL_KINDS, "model")
+        from vaelab.models import MODELS  # the registry imports this module: import it late
+
+        _check_choice(self.model, tuple(MODELS), "model")
+        has_prior = MODELS[self.model].has_prior
         _check_choice(self.architecture, ARCHITECTURES, "architecture")
         _check_choice(self.likelihood, LIKELIHOOD_NAMES, "likelihood")
         _check_choice(self.activation, ACTIVATIONS, "activation")
         _check_choice(self.noise, NOISE_KINDS, "noise")
         _check_choice(self.autoregressive, AUTOREGRESSIVE_KINDS, "autoregressive decoder")
+        _check_choice(self.objective, OBJECTIVES, "objective")
+        if isinstance(self.k, bool) or int(self.k) != self.k or not 0 < self.k <= MAX_TRAIN_K:
+            raise VaelabError(
+                f"k (samples per example) must be between 1 and {MAX_TRAIN_K}, got {self.k}"
+            )
+        if (self.objective != "elbo" or self.k != 1) and not has_prior:
+            raise VaelabError(
+                f"--objective {self.objective} --k {self.k} needs a vae: a {self.model} has one "
+                "code per input, not a distribution to sample"
+            )
         if isinstance(self.latent_dim, bool) or int(self.latent_dim) != self.latent_dim:
             raise VaelabError(f"latent size must be a whole number, got {self.latent_dim!r}")
         if self.latent_dim <= 0:
@@ -61,7 +77,7 @@ class ModelConfig:
             raise VaelabError(f"hidden sizes must be positive, got {self.hidden_dims}")
         if not self.conv_channels or any(c <= 0 for c in self.conv_channels):
             raise VaelabError(f"conv channels must be positive, got {self.conv_channels}")
-        if self.autoregressive != "none" and self.model != "vae":
+        if self.autoregressive != "none" and not has_prior:
             raise VaelabError(
                 f"--autoregressive {self.autoregressive} needs a vae: an autoencoder's decoder "
                 "could copy x through it and leave the code unused"

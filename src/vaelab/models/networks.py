@@ -42,7 +42,8 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """(B, D) -> (B, C, H, W) logits: the encoder's hidden sizes mirrored."""
+    """(B, D) -> (B, C, H, W) parameters of p(x|z) (logits or means): the encoder's hidden
+    sizes mirrored."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -130,7 +131,7 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.project(z).view(-1, *self.start_shape)  # (B, C', h, w)
-        return self.blocks(h)  # (B, C, H, W) logits
+        return self.blocks(h)  # (B, C, H, W) parameters of p(x|z)
 
 
 ENCODERS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.data import iterate_batches
+from vaelab.data import draw_binary, iterate_batches
 from vaelab.models import Autoencoder
+from vaelab.training.averages import LossMeans, RunningSums
 
 
 def evaluate_loss(
@@ -15,25 +16,22 @@ def evaluate_loss(
     batch_size: int = 1024,
     binarize: bool = False,
     seed: int = 0,
-    k: int = 1,
-    objective: str = "elbo",
-) -> dict[str, float]:
-    """Mean loss terms (nats per example) over x (N, C, H, W).
+) -> LossMeans:
+    """Mean loss terms (nats per example) over x (N, C, H, W), as training reports them.
 
     A fixed seed makes the posterior samples (and binarisation) the same at every call, so
-    validation losses of successive epochs are comparable. `k` and `objective` are the
-    training objective's (see `VAE.loss`); batches shrink with k to bound memory.
+    validation losses of successive epochs are comparable. The loss is the model's own
+    objective (see `VAE.loss`); batches shrink with its k to bound memory.
     """
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=x.device).manual_seed(seed + 2)
-    sums = torch.zeros(3, device=x.device)
+    sums = RunningSums.zeros(x.device)
+    eval_batch_size = max(max(batch_size, 256) // model.config.k, 1)  # (B * k) codes per batch
     with torch.inference_mode():
-        for batch in iterate_batches(x, max(max(batch_size, 256) // k, 1), shuffle=False):
+        for batch in iterate_batches(x, eval_batch_size, shuffle=False):
             if binarize:
-                batch = torch.bernoulli(batch, generator=generator)
-            terms = model.loss(batch, generator=generator, k=k, objective=objective)
-            sums += torch.stack([terms.total, terms.recon, terms.kl]).float() * len(batch)
+                batch = draw_binary(batch, generator=generator)
+            sums.add(model.loss(batch, generator=generator), len(batch))
     model.train(was_training)
-    total, recon, kl = (sums / len(x)).tolist()
-    return {"loss": total, "recon": recon, "kl": kl}
+    return sums.means()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from vaelab.data import DataSplits, load_data, registered_name
 from vaelab.errors import VaelabError
 from vaelab.training.checkpoint import CONFIG_FILE, read_meta
 from vaelab.training.config import RunConfig
@@ -120,25 +118,3 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise VaelabError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
-
-
-def load_run_data(
-    config: RunConfig, dataset: str | None = None, data_dir: str | None = None
-) -> DataSplits:
-    """The dataset a run was trained on, from `dataset` / `data_dir` instead of the saved ones
-    when given (the data moved); a one-line error when it is gone or changed shape."""
-    saved = config.data.dataset
-    registered = registered_name(saved) is not None
-    if dataset is None and not registered and not Path(saved).expanduser().exists():
-        raise VaelabError(
-            f"the run's dataset {saved} does not exist any more; if it moved, pass --dataset PATH"
-        )
-    changes = {"dataset": dataset, "data_dir": data_dir}
-    data_config = replace(config.data, **{k: v for k, v in changes.items() if v is not None})
-    data = load_data(data_config, progress=False)
-    if tuple(data.shape) != tuple(config.model.data_shape):
-        raise VaelabError(
-            f"dataset {data.name} now has shape {data.shape} but the model was trained on "
-            f"{config.model.data_shape}"
-        )
-    return data

@@ -15,10 +15,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from vaelab._version import __version__
 from vaelab.data import DataSplits
 from vaelab.errors import VaelabError
 from vaelab.models import Autoencoder, LossTerms
+from vaelab.training.averages import RunningSums
+from vaelab.training.callbacks import Callbacks
 from vaelab.training.checkpoint import (
     TrainingState,
     load_checkpoint,
@@ -30,6 +31,7 @@ from vaelab.training.config import RunConfig
 from vaelab.training.distributed import Distributed
 from vaelab.training.metrics import MetricsLog
 from vaelab.training.runs import BEST, LAST
+from vaelab.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +43,14 @@ class TrainingDiverged(VaelabError):
 class LossModule(nn.Module):
     """The model's loss as `forward`, so that DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: Autoencoder, *, k: int = 1, objective: str = "elbo") -> None:
+    def __init__(self, model: Autoencoder) -> None:
         super().__init__()
         self.model = model
-        self.k = k
-        self.objective = objective
 
     def forward(
         self, x: torch.Tensor, *, kl_scale: float, generator: torch.Generator | None
     ) -> LossTerms:
-        return self.model.loss(
-            x, kl_scale=kl_scale, generator=generator, k=self.k, objective=self.objective
-        )
+        return self.model.loss(x, kl_scale=kl_scale, generator=generator)
 
 
 @dataclass
@@ -65,8 +63,6 @@ class LoopState:
     best_loss: float = math.inf
     since_best: int = 0  # epochs since the best loss improved
     skipped: int = 0  # batches dropped by on_nan="skip"
-    sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # unfinished epoch
-    seen: int = 0  # examples in `sums`
 
 
 def make_optimizer(model: Autoencoder, config: RunConfig) -> torch.optim.Optimizer:
@@ -79,6 +75,9 @@ def make_optimizer(model: Autoencoder, config: RunConfig) -> torch.optim.Optimiz
 
 @dataclass
 class Session:
+    """One process's training run: model, optimiser, data, generators and loop state. It saves
+    itself to `last/` and `best/` and restores itself from `last/`."""
+
     config: RunConfig
     run_dir: Path
     group: Distributed
@@ -90,9 +89,11 @@ class Session:
     batch_order: torch.Generator  # CPU; the same on every rank
     noise: torch.Generator  # on the device; different on every rank
     epoch_order: torch.Tensor  # batch_order's state when the current epoch began
+    epoch_sums: RunningSums  # this process's loss sums over the unfinished epoch
     steps_per_epoch: int
     total_steps: int
     bar: tqdm
+    callbacks: Callbacks = field(default_factory=Callbacks)
     state: LoopState = field(default_factory=LoopState)
     metrics: MetricsLog | None = None  # rank 0 only
     record: dict[str, Any] = field(default_factory=dict)  # the last epoch's metrics
@@ -102,13 +103,18 @@ class Session:
 
     @classmethod
     def create(
-        cls, config: RunConfig, run_dir: Path, group: Distributed, model: Autoencoder,
-        data: DataSplits, *, progress: bool,
-    ) -> Session:  # fmt: skip
+        cls,
+        config: RunConfig,
+        run_dir: Path,
+        group: Distributed,
+        model: Autoencoder,
+        data: DataSplits,
+        *,
+        progress: bool,
+        callbacks: Callbacks | None = None,
+    ) -> Session:
         train = config.train
-        step_module: nn.Module = LossModule(
-            model, k=config.train.k, objective=config.train.objective
-        )
+        step_module: nn.Module = LossModule(model)
         if group.enabled:
             device_ids = [group.device.index] if group.device.type == "cuda" else None
             step_module = DistributedDataParallel(step_module, device_ids=device_ids)
@@ -116,19 +122,31 @@ class Session:
         noise_seed = train.seed + 1 + 1_000_003 * group.rank
         steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
         total_steps = steps_per_epoch * train.epochs
-        bar = tqdm(total=total_steps, disable=not (progress and group.is_main), unit="step",
-                   dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=total_steps,
+            disable=not (progress and group.is_main),
+            unit="step",
+            dynamic_ncols=True,
+        )
         return cls(
-            config=config, run_dir=run_dir, group=group, model=model, step_module=step_module,
+            config=config,
+            run_dir=run_dir,
+            group=group,
+            model=model,
+            step_module=step_module,
             optimizer=make_optimizer(model, config),
             train_x=data.train.x.to(group.device),
             val_x=data.val.x.to(group.device) if len(data.val) else None,
             batch_order=batch_order,
             noise=torch.Generator(device=group.device).manual_seed(noise_seed),
             epoch_order=batch_order.get_state(),
-            steps_per_epoch=steps_per_epoch, total_steps=total_steps, bar=bar,
+            epoch_sums=RunningSums.zeros(group.device),
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            bar=bar,
+            callbacks=callbacks if callbacks is not None else Callbacks(),
             data_range=(float(data.train.x.min()), float(data.train.x.max())),
-        )  # fmt: skip
+        )
 
     @property
     def bar_enabled(self) -> bool:
@@ -148,34 +166,151 @@ class Session:
             return "before any checkpoint was saved"
         return f"and the last good checkpoint ({self.saved_at}) is kept"
 
+    def check_finite_weights(self, epoch: int) -> None:
+        """Never save NaN weights over a good checkpoint. The weights and the optimiser's
+        moments are the same on every rank, so every rank reaches the same verdict. One
+        host-device sync.
+
+        The moments matter too: gradients of unscaled data can overflow Adam's squared-gradient
+        average to inf, which silently freezes the weights while the loss stays finite."""
+        tensors = [p.detach() for p in self.model.parameters()]
+        tensors += [
+            v
+            for state in self.optimizer.state.values()
+            for v in state.values()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+        ]
+        if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            raise TrainingDiverged(
+                f"the weights or optimiser state became NaN or infinite in epoch {epoch} (step "
+                f"{self.state.step}); training stopped {self.kept_note()}. Try a lower --lr, "
+                "--grad-clip, or data scaled to [0, 1]"
+            )
+
+    def end_epoch(self, record: dict[str, Any], loss: float) -> bool:
+        """Book a finished epoch: its metrics `record` (appended to metrics.jsonl by rank 0),
+        and the `loss` that picks the best checkpoint and counts the patience of early
+        stopping. True when that loss improved on the best so far."""
+        state = self.state
+        improved = loss < state.best_loss
+        state.epoch, state.best_loss = record["epoch"], min(loss, state.best_loss)
+        state.since_best = 0 if improved else state.since_best + 1
+        self.record = record
+        if self.metrics is not None:
+            self.metrics.append(record)
+        return improved
+
+    def save_last(self) -> None:
+        """Save `last/` with everything resuming needs. Called on every rank (each contributes
+        its noise state and partial sums); only rank 0 writes."""
+        mine = {
+            "noise": self.noise.get_state(),
+            "sums": self.epoch_sums.terms.cpu(),
+            "seen": self.epoch_sums.count,
+        }
+        per_rank = self.group.gather(mine)
+        if self.group.is_main:
+            self._write(LAST, self._training_state(per_rank))
+        self.saved_at = _position(self.state)
+        self.group.barrier()
+
+    def save_best(self) -> None:
+        """Save the weights as `best/` (rank 0 writes; the others have the same weights)."""
+        if self.group.is_main:
+            self._write(BEST)
+
+    def _write(self, which: str, training_state: TrainingState | None = None) -> None:
+        path = self.run_dir / which
+        save_checkpoint(path, self.model, self.config, self._meta(), training_state)
+        self.callbacks.on_checkpoint(which, path)
+
+    def _meta(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "vaelab_version": __version__,
+            "epoch": state.epoch,
+            "step": state.step,
+            "batch": state.batch,
+            "metrics": self.record,
+            "data_range": self.data_range,
+        }
+
+    def _training_state(self, per_rank: list[dict[str, Any]]) -> TrainingState:
+        """What last/ holds beyond the weights. Per rank: its noise state, and its partial sums
+        as `sums.rankN` tensors with their counts in the `seen` list."""
+        order = self.epoch_order if self.state.batch else self.batch_order.get_state()
+        tensors = {"batch_order": order, "torch": torch.get_rng_state()}
+        for rank, item in enumerate(per_rank):
+            tensors[f"noise.rank{rank}"] = item["noise"]
+            tensors[f"sums.rank{rank}"] = item["sums"]
+        values = {
+            "loop": asdict(self.state),
+            "seen": [item["seen"] for item in per_rank],
+            "world_size": self.group.world_size,
+        }
+        return TrainingState(self.optimizer.state_dict(), tensors, values)
+
+    def restore(self) -> None:
+        """Load the weights, optimiser, RNG states and loop position saved in `last/`."""
+        checkpoint = resolve_checkpoint(self.run_dir, prefer=LAST)
+        saved_model, saved_config, saved_meta = load_checkpoint(
+            checkpoint, device=self.group.device
+        )
+        _check_resumable(saved_config, self.config)
+        self.model.load_state_dict(saved_model.state_dict())
+        saved = load_training_state(checkpoint)
+        self._restore_loop(saved, checkpoint)
+        if self.state.batch and saved_config.train.batch_size != self.config.train.batch_size:
+            raise VaelabError(
+                f"{checkpoint} was saved mid-epoch with batch size "
+                f"{saved_config.train.batch_size}; resume it with the same --batch-size (it may "
+                "change at an epoch's end)"
+            )
+        self._restore_rank(saved, checkpoint)
+        self.record = saved_meta.get("metrics", {})
+        self.saved_at = _position(self.state)
+        self.bar.update(self.state.step)
+        logger.info(
+            "resuming %s after epoch %d, step %d", self.run_dir, self.state.epoch, self.state.step
+        )
+
+    def _restore_loop(self, saved: TrainingState, checkpoint: Path) -> None:
+        """The state every rank shares: optimiser, batch order, torch's RNG, loop position."""
+        try:
+            self.optimizer.load_state_dict(saved.optimizer)
+            self.epoch_order = saved.tensors["batch_order"]
+            self.batch_order.set_state(self.epoch_order)
+            torch.set_rng_state(saved.tensors["torch"])
+            self.state = LoopState(**saved.values["loop"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise VaelabError(
+                f"the training state in {checkpoint} is corrupt ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else 'missing entry'})"
+            ) from None
+
+    def _restore_rank(self, saved: TrainingState, checkpoint: Path) -> None:
+        """This rank's own state: its noise generator and the partial sums of its epoch."""
+        rank, world_size = self.group.rank, self.group.world_size
+        noise_key = f"noise.rank{rank}"
+        if saved.values.get("world_size") == world_size and noise_key in saved.tensors:
+            self.noise.set_state(saved.tensors[noise_key])
+            sums = saved.tensors[f"sums.rank{rank}"].to(self.group.device)
+            self.epoch_sums = RunningSums(sums, int(saved.values["seen"][rank]))
+        elif self.state.batch:
+            raise VaelabError(
+                f"{checkpoint} was saved mid-epoch by {saved.values.get('world_size')} "
+                "processes; resume it with the same number of processes"
+            )
+        else:
+            logger.warning(
+                "resuming with a different number of processes: training goes on, "
+                "but not bit for bit as the original run would have"
+            )
+
     def close(self) -> None:
         self.bar.close()
         if self.metrics is not None:
             self.metrics.close()
-
-
-def check_finite_weights(session: Session, epoch: int) -> None:
-    """Never save NaN weights over a good checkpoint. The weights and the optimiser's moments
-    are the same on every rank, so every rank reaches the same verdict. One host-device sync.
-
-    The moments matter too: gradients of unscaled data can overflow Adam's squared-gradient
-    average to inf, which silently freezes the weights while the loss stays finite."""
-    tensors = [p.detach() for p in session.model.parameters()]
-    tensors += [v for state in session.optimizer.state.values() for v in state.values()
-                if isinstance(v, torch.Tensor) and v.is_floating_point()]  # fmt: skip
-    if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
-        raise TrainingDiverged(
-            f"the weights or optimiser state became NaN or infinite in epoch {epoch} (step "
-            f"{session.state.step}); training stopped {session.kept_note()}. Try a lower --lr, "
-            "--grad-clip, or data scaled to [0, 1]"
-        )
-
-
-def _meta(session: Session) -> dict[str, Any]:
-    state = session.state
-    return {"vaelab_version": __version__, "epoch": state.epoch, "step": state.step,
-            "batch": state.batch, "metrics": session.record,
-            "data_range": session.data_range}  # fmt: skip
 
 
 def _position(state: LoopState) -> str:
@@ -184,40 +319,15 @@ def _position(state: LoopState) -> str:
     return f"step {state.step}, batch {state.batch} of epoch {state.epoch + 1}"
 
 
-def save_last(session: Session) -> None:
-    """Save `last/` with everything resuming needs. Called on every rank (each contributes
-    its noise state and partial sums); only rank 0 writes."""
-    state, group = session.state, session.group
-    mine = {
-        "noise": session.noise.get_state(),
-        "sums": torch.tensor(state.sums),
-        "seen": state.seen,
-    }
-    per_rank = group.gather(mine)
-    if group.is_main:
-        order = session.epoch_order if state.batch else session.batch_order.get_state()
-        tensors = {"batch_order": order, "torch": torch.get_rng_state()}
-        for rank, item in enumerate(per_rank):
-            tensors[f"noise.rank{rank}"] = item["noise"]
-            tensors[f"sums.rank{rank}"] = item["sums"]
-        loop = {k: v for k, v in asdict(state).items() if k not in ("sums", "seen")}
-        values = {"loop": loop, "seen": [item["seen"] for item in per_rank],
-                  "world_size": group.world_size}  # fmt: skip
-        training_state = TrainingState(session.optimizer.state_dict(), tensors, values)
-        save_checkpoint(session.run_dir / LAST, session.model, session.config, _meta(session),
-                        training_state)  # fmt: skip
-    session.saved_at = _position(state)
-    group.barrier()
-
-
-def save_best(session: Session) -> None:
-    if session.group.is_main:
-        save_checkpoint(session.run_dir / BEST, session.model, session.config, _meta(session))
-
-
 def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
     # Where the data lives and whether it may be downloaded can change; what it is cannot.
-    movable = {"data_dir": None, "download": True}
+    for name in ("objective", "k"):  # the loss, and so the best checkpoint, would change meaning
+        before, after = getattr(saved.model, name), getattr(requested.model, name)
+        if before != after:
+            raise VaelabError(
+                f"cannot resume with --{name} {after}: the run was trained with --{name} {before}"
+            )
+    movable = {"data_dir": None, "download": True, "binarize": False}
     saved = replace(saved, data=replace(saved.data, **movable))
     requested = replace(requested, data=replace(requested.data, **movable))
     for section in ("model", "data", "optim"):
@@ -226,53 +336,3 @@ def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
                 f"cannot resume with different [{section}] options than the run was started with; "
                 "only training-loop options (e.g. --epochs) may change"
             )
-    for name in ("objective", "k"):  # the loss, and so the best checkpoint, would change meaning
-        before, after = getattr(saved.train, name), getattr(requested.train, name)
-        if before != after:
-            raise VaelabError(
-                f"cannot resume with --{name} {after}: the run was trained with --{name} {before}"
-            )
-
-
-def restore(session: Session) -> None:
-    """Load the weights, optimiser, RNG states and loop position saved in `last/`."""
-    group = session.group
-    checkpoint = resolve_checkpoint(session.run_dir, prefer=LAST)
-    saved_model, saved_config, saved_meta = load_checkpoint(checkpoint, device=group.device)
-    _check_resumable(saved_config, session.config)
-    session.model.load_state_dict(saved_model.state_dict())
-    saved = load_training_state(checkpoint)
-    try:
-        session.optimizer.load_state_dict(saved.optimizer)
-        session.epoch_order = saved.tensors["batch_order"]
-        session.batch_order.set_state(session.epoch_order)
-        torch.set_rng_state(saved.tensors["torch"])
-        session.state = LoopState(**saved.values["loop"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise VaelabError(
-            f"the training state in {checkpoint} is corrupt ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'missing entry'})"
-        ) from None
-    if session.state.batch and saved_config.train.batch_size != session.config.train.batch_size:
-        raise VaelabError(
-            f"{checkpoint} was saved mid-epoch with batch size {saved_config.train.batch_size}; "
-            "resume it with the same --batch-size (it may change at an epoch's end)"
-        )
-    noise_key = f"noise.rank{group.rank}"
-    if saved.values.get("world_size") == group.world_size and noise_key in saved.tensors:
-        session.noise.set_state(saved.tensors[noise_key])
-        session.state.sums = saved.tensors[f"sums.rank{group.rank}"].tolist()
-        session.state.seen = saved.values["seen"][group.rank]
-    elif session.state.batch:
-        raise VaelabError(
-            f"{checkpoint} was saved mid-epoch by {saved.values.get('world_size')} processes; "
-            "resume it with the same number of processes"
-        )
-    else:
-        logger.warning("resuming with a different number of processes: training goes on, but "
-                       "not bit for bit as the original run would have")  # fmt: skip
-    session.record = saved_meta.get("metrics", {})
-    session.saved_at = _position(session.state)
-    session.bar.update(session.state.step)
-    logger.info("resuming %s after epoch %d, step %d", session.run_dir, session.state.epoch,
-                session.state.step)  # fmt: skip

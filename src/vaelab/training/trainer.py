@@ -11,18 +11,21 @@ DistributedDataParallel averages the gradients.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaelab.data import DataSplits, batch_indices, load_data
+from vaelab.data import DataSplits, batch_indices, draw_binary, load_data
 from vaelab.errors import VaelabError, plural
 from vaelab.models import Autoencoder, LossTerms, build_model
+from vaelab.training.averages import LossMeans, RunningSums
+from vaelab.training.callbacks import Callbacks
 from vaelab.training.config import RunConfig, with_absolute_paths, with_data_shape
 from vaelab.training.distributed import Distributed, distributed, shard
 from vaelab.training.evaluation import evaluate_loss
@@ -30,21 +33,14 @@ from vaelab.training.interrupts import graceful_interrupt
 from vaelab.training.metrics import MetricsLog, check_tensorboard
 from vaelab.training.runs import check_run_folder, prepare_run_folder
 from vaelab.training.schedules import kl_scale, learning_rate
-from vaelab.training.session import (
-    Session,
-    TrainingDiverged,
-    check_finite_weights,
-    restore,
-    save_best,
-    save_last,
-)
+from vaelab.training.session import Session, TrainingDiverged
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.5  # how often a single process syncs with the device to show progress
 INTERRUPT_CHECK_STEPS = 10  # under torchrun, how often the ranks agree on a Ctrl-C
 
-__all__ = ["TrainResult", "TrainingDiverged", "train"]
+__all__ = ["Callbacks", "TrainResult", "TrainingDiverged", "train"]
 
 
 @dataclass(frozen=True)
@@ -64,19 +60,36 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    data: DataSplits | None = None,
+    callbacks: Callbacks | None = None,
 ) -> TrainResult:
-    """Train `config` into `run_dir`; with `resume`, continue the run saved there."""
+    """Train `config` into `run_dir`; with `resume`, continue the run saved there.
+
+    `data` trains on splits already in memory instead of loading `config.data` (which is still
+    saved with the run: pass the same data again to resume). `callbacks` observe the loop.
+    """
     run_dir = Path(run_dir)
     config = with_absolute_paths(config)
     check_run_folder(run_dir, resume=resume, force=force)  # fail early, but change nothing yet
-    with distributed(config.train.device) as group:
-        session = _start(config, run_dir, group, resume=resume, force=force, progress=progress)
+    with _cpu_threads(config.train.threads), distributed(config.train.device) as group:
+        session = _start(
+            config,
+            run_dir,
+            group,
+            resume=resume,
+            force=force,
+            progress=progress,
+            data=data,
+            callbacks=callbacks,
+        )
         try:
             with graceful_interrupt() as interrupted:  # only now: Ctrl-C in loading stops at once
                 stopped_early = _run_epochs(session, interrupted)
                 if interrupted.is_set():  # pressed while the last epoch was being saved
-                    raise KeyboardInterrupt(f"the run had finished; continue it with: vaelab "
-                                            f"train --resume {run_dir} --epochs N")  # fmt: skip
+                    raise KeyboardInterrupt(
+                        f"the run had finished; continue it with: vaelab "
+                        f"train --resume {run_dir} --epochs N"
+                    )
         finally:
             session.close()
     state = session.state
@@ -84,31 +97,51 @@ def train(
     return TrainResult(run_dir, state.epoch, state.best_loss, session.record, stopped_early, model)
 
 
+@contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` CPU threads in torch's pool (None: leave it alone), then
+    put the previous number back: a library leaves no global setting changed behind it."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _run_epochs(session: Session, interrupted: threading.Event) -> bool:
     """Train the remaining epochs; True when early stopping ended the run."""
     for epoch in range(session.state.epoch + 1, session.config.train.epochs + 1):
-        sums, seen = _train_epoch(session, epoch, interrupted)
-        _finish_epoch(session, epoch, sums, seen)
+        sums = _train_epoch(session, epoch, interrupted)
+        _finish_epoch(session, epoch, sums)
         patience = session.config.train.early_stopping
         if patience is not None and session.state.since_best >= patience:
-            logger.info("early stopping: no better validation loss for %s",
-                        plural(patience, "epoch"))  # fmt: skip
+            logger.info(
+                "early stopping: no better validation loss for %s", plural(patience, "epoch")
+            )
             return True
     return False
 
 
 def _start(
-    config: RunConfig, run_dir: Path, group: Distributed, *, resume: bool, force: bool,
+    config: RunConfig,
+    run_dir: Path,
+    group: Distributed,
+    *,
+    resume: bool,
+    force: bool,
     progress: bool,
-) -> Session:  # fmt: skip
+    data: DataSplits | None,
+    callbacks: Callbacks | None,
+) -> Session:
     """Load the data, build the model and optimiser, and restore a resumed run's state."""
     if config.train.amp and group.device.type != "cuda":
         raise VaelabError("--amp (mixed precision) needs a CUDA device")
-    if not group.is_main:
-        group.barrier()  # rank 0 downloads the data first, if it must
-    data = load_data(config.data, progress=progress and group.is_main)
-    if group.is_main:
-        group.barrier()
+    if data is None:
+        data = _load_data(config, group, progress=progress)
     config = with_data_shape(config, data.shape)
     torch.manual_seed(config.train.seed)  # weight initialisation, the same on every rank
     model = build_model(config.model).to(group.device)
@@ -121,9 +154,11 @@ def _start(
     if group.is_main:
         prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears only now
     group.barrier()
-    session = Session.create(config, run_dir, group, model, data, progress=progress)
+    session = Session.create(
+        config, run_dir, group, model, data, progress=progress, callbacks=callbacks
+    )
     if resume:
-        restore(session)
+        session.restore()
     if group.is_main:
         config.save(run_dir / "config.json")
         session.metrics = MetricsLog(run_dir, tensorboard=config.train.tensorboard)
@@ -131,77 +166,92 @@ def _start(
     return session
 
 
+def _load_data(config: RunConfig, group: Distributed, *, progress: bool) -> DataSplits:
+    if not group.is_main:
+        group.barrier()  # rank 0 downloads the data first, if it must
+    data = load_data(config.data, progress=progress and group.is_main)
+    if group.is_main:
+        group.barrier()
+    return data
+
+
 def _check_data_scale(data: DataSplits, config: RunConfig) -> None:
     low, high = float(data.train.x.min()), float(data.train.x.max())
-    if config.train.binarize and (low < 0 or high > 1):
+    if config.data.binarize and (low < 0 or high > 1):
         raise VaelabError(
             f"--binarize draws Bernoulli(x) pixels, so it needs data in [0, 1]; {data.name} "
             f"spans [{low:g}, {high:g}]"
         )
     if low >= 0 and high > 2:  # e.g. 8-bit pixel values stored as floats
-        logger.warning("%s spans [%g, %g]: scaled to [0, 1] it trains far better (8-bit pixel "
-                       "values: divide by 255)", data.name, low, high)  # fmt: skip
+        logger.warning(
+            "%s spans [%g, %g]: scaled to [0, 1] it trains far better (8-bit pixel "
+            "values: divide by 255)",
+            data.name,
+            low,
+            high,
+        )
 
 
-def _train_epoch(
-    session: Session, epoch: int, interrupted: threading.Event
-) -> tuple[torch.Tensor, int]:
-    """One pass over the training data. Returns this process's (total, recon, kl) sums over
-    its examples and their count; a resumed epoch starts from the saved partial sums."""
+def _train_epoch(session: Session, epoch: int, interrupted: threading.Event) -> RunningSums:
+    """One pass over the training data. Returns this process's loss sums over its examples;
+    a resumed epoch goes on from the sums saved in the middle of it."""
     cfg, state, group = session.config.train, session.state, session.group
     session.model.train()
+    session.epoch_started = time.perf_counter()
     if state.batch == 0:  # a fresh epoch: remember the state its permutation is drawn from
         session.epoch_order = session.batch_order.get_state()
     else:  # resumed mid-epoch: draw that epoch's permutation again, then skip the done batches
         session.batch_order.set_state(session.epoch_order)
-    sums = torch.tensor(state.sums, device=group.device)  # (total, recon, kl) * n, on device
-    seen = state.seen
+    sums = session.epoch_sums  # saved with last/, so kept on the session
     session.bar.set_description(f"epoch {epoch}/{cfg.epochs}")
     last_sync, steps_since_sync = time.perf_counter(), 0
     indices = batch_indices(
-        len(session.train_x), cfg.batch_size, shuffle=True, generator=session.batch_order,
-        start_batch=state.batch, device=group.device,
-    )  # fmt: skip
+        len(session.train_x),
+        cfg.batch_size,
+        shuffle=True,
+        generator=session.batch_order,
+        start_batch=state.batch,
+        device=group.device,
+    )
     for idx in indices:
-        x, weight = _local_batch(session, idx)
+        x, weight = local_batch(session, idx)
+        session.callbacks.on_batch(x if weight > 0 else x[:0], step=state.step)
         terms = _step(session, x, weight)
         if terms is not None and weight > 0:
-            sums += torch.stack([terms.total, terms.recon, terms.kl]).detach() * len(x)
-            seen += len(x)
+            sums.add(terms, len(x))
         state.step += 1
         state.batch += 1
         steps_since_sync += 1
         now = time.perf_counter()
         if now - last_sync >= PROGRESS_SECONDS and session.bar_enabled:
-            _show_progress(session, sums, seen, steps_since_sync, now - last_sync, epoch)
+            _show_progress(session, sums, steps_since_sync, now - last_sync, epoch)
             last_sync, steps_since_sync = now, 0
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-            _save_mid_epoch(session, sums, seen, epoch)
+            _save_mid_epoch(session, epoch)
         if _interrupt_requested(session, interrupted):
-            _save_mid_epoch(session, sums, seen, epoch)
+            _save_mid_epoch(session, epoch)
             raise KeyboardInterrupt(
                 f"saved last/ at epoch {epoch}, step {state.step}; "
                 f"continue with: vaelab train --resume {session.run_dir}"
             )
     session.bar.update(steps_since_sync)
-    state.batch, state.sums, state.seen = 0, [0.0, 0.0, 0.0], 0
-    return sums, seen
+    state.batch, session.epoch_sums = 0, RunningSums.zeros(group.device)
+    return sums
 
 
-def _save_mid_epoch(session: Session, sums: torch.Tensor, seen: int, epoch: int) -> None:
+def _save_mid_epoch(session: Session, epoch: int) -> None:
     """Save `last/` at the current step, after checking that nothing has turned NaN."""
-    if session.group.any(not bool(sums.isfinite().all())):  # on any rank: all stop together
+    if session.group.any(not session.epoch_sums.is_finite()):  # on any rank: all stop together
         raise TrainingDiverged(
             f"the loss became NaN or infinite in epoch {epoch} (step {session.state.step}); "
             f"training stopped {session.kept_note()}. Try a lower --lr, --grad-clip or "
             "--on-nan skip"
         )
-    check_finite_weights(session, epoch)
-    session.state.sums, session.state.seen = sums.tolist(), seen
-    save_last(session)
+    session.check_finite_weights(epoch)
+    session.save_last()
 
 
-def _local_batch(session: Session, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+def local_batch(session: Session, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
     """This process's examples of a global batch, and the weight that makes the average of the
     ranks' gradients equal the gradient of the global batch mean."""
     group = session.group
@@ -216,8 +266,8 @@ def _local_batch(session: Session, idx: torch.Tensor) -> tuple[torch.Tensor, flo
 def _step(session: Session, x: torch.Tensor, weight: float) -> LossTerms | None:
     """One optimisation step on x; None when `on_nan=skip` dropped a non-finite batch."""
     cfg, optim, state = session.config.train, session.config.optim, session.state
-    if cfg.binarize:  # dynamic binarisation: a fresh binary image each time x is drawn
-        x = torch.bernoulli(x, generator=session.noise)
+    if session.config.data.binarize:  # dynamic binarisation: a fresh binary image per draw
+        x = draw_binary(x, generator=session.noise)
     if session.varying_lr:
         for group in session.optimizer.param_groups:
             group["lr"] = learning_rate(state.step, session.total_steps, optim)
@@ -254,74 +304,90 @@ def _interrupt_requested(session: Session, interrupted: threading.Event) -> bool
 
 
 def _show_progress(
-    session: Session, sums: torch.Tensor, seen: int, steps: int, seconds: float, epoch: int
+    session: Session, sums: RunningSums, steps: int, seconds: float, epoch: int
 ) -> None:
-    means = (sums / max(seen, 1)).tolist()
+    means = sums.means()
     if not session.group.enabled:  # under torchrun, ranks only stop together, at epoch ends
         _check_finite(means, session, epoch)
     speed = steps * session.config.train.batch_size / seconds
-    session.bar.set_postfix(loss=f"{means[0]:.2f}", recon=f"{means[1]:.2f}",
-                            kl=f"{means[2]:.2f}", samples_s=f"{speed:.0f}")  # fmt: skip
+    session.bar.set_postfix(
+        loss=f"{means.total:.2f}",
+        recon=f"{means.recon:.2f}",
+        kl=f"{means.kl:.2f}",
+        samples_s=f"{speed:.0f}",
+    )
     session.bar.update(steps)
 
 
-def _finish_epoch(session: Session, epoch: int, sums: torch.Tensor, seen: int) -> None:
-    """Reduce the epoch's metrics over the ranks, validate, log, and save checkpoints."""
-    group, state = session.group, session.state
-    totals = group.sum(torch.cat([sums, torch.tensor([float(seen)], device=sums.device)]))
-    train_means = _check_finite((totals[:3] / totals[3].clamp_min(1)).tolist(), session, epoch)
-    check_finite_weights(session, epoch)  # a finite loss can still come with a NaN update
+# --- the end of an epoch: reduce over the ranks, validate, record, save -------------------------
+
+
+def _finish_epoch(session: Session, epoch: int, sums: RunningSums) -> None:
+    """Reduce the epoch's loss over the ranks, validate, log, and save the checkpoints."""
     seconds = time.perf_counter() - session.epoch_started
-    record: dict[str, Any] = {"epoch": epoch, "step": state.step}
-    record |= dict(zip(("train/loss", "train/recon", "train/kl"), train_means, strict=True))
-    if session.val_x is not None:
-        val_means = _validation_means(session)
-        _check_finite(list(val_means.values()), session, epoch, what="validation loss")
-        record |= {f"val/{k}": v for k, v in val_means.items()}
+    totals = sums.reduced(session.group)  # over every rank's examples
+    train_means = _check_finite(totals.means(), session, epoch)
+    session.check_finite_weights(epoch)  # a finite loss can still come with a NaN update
+    val_means = _validate(session, epoch)
+    record = _epoch_record(session, epoch, train_means, val_means, seconds, totals.count)
+    watched = val_means if val_means is not None else train_means  # picks best/ and patience
+    improved = session.end_epoch(record, watched.total)
+    if improved:  # best/ first: a crash between the two saves then repeats this epoch on
+        session.save_best()  # resume and saves best/ again; the other way round it is lost
+    session.save_last()
+    if session.group.is_main:
+        logger.info(_epoch_summary(record, session.config.train.epochs))
+    session.callbacks.on_epoch_end(record)
+
+
+def _validate(session: Session, epoch: int) -> LossMeans | None:
+    """The loss terms over the whole validation split (None without one): each rank scores its
+    shard, then the sums are added up."""
+    if session.val_x is None:
+        return None
+    group, cfg = session.group, session.config.train
+    val_x = shard(session.val_x, group.rank, group.world_size) if group.enabled else session.val_x
+    sums = RunningSums.zeros(group.device)
+    if len(val_x):
+        means = evaluate_loss(
+            session.model,
+            val_x,
+            batch_size=cfg.batch_size,
+            binarize=session.config.data.binarize,
+            seed=cfg.seed,
+        )
+        sums.add_means(means, len(val_x))
+    return _check_finite(sums.reduced(group).means(), session, epoch, what="validation loss")
+
+
+def _epoch_record(
+    session: Session,
+    epoch: int,
+    train: LossMeans,
+    val: LossMeans | None,
+    seconds: float,
+    examples: int,
+) -> dict[str, Any]:
+    """The epoch's line of metrics.jsonl (its keys stay: older runs and the plots read them)."""
+    record: dict[str, Any] = {"epoch": epoch, "step": session.state.step, **train.record("train")}
+    if val is not None:
+        record |= val.record("val")
     record |= {
         "lr": session.optimizer.param_groups[0]["lr"],
         "epoch_seconds": seconds,
-        "samples_per_second": float(totals[3]) / seconds,
+        "samples_per_second": examples / seconds,  # of the training data, over all ranks
     }
     if session.config.train.on_nan == "skip":
-        record["skipped_steps"] = state.skipped
-    watched = record.get("val/loss", record["train/loss"])
-    improved = watched < state.best_loss
-    state.epoch, state.best_loss = epoch, min(watched, state.best_loss)
-    state.since_best = 0 if improved else state.since_best + 1
-    session.record = record
-    if group.is_main:
-        session.metrics.append(record)
-    if improved:  # best/ first: a crash between the two saves then repeats this epoch on
-        save_best(session)  # resume and saves best/ again; the other way round it is lost
-    save_last(session)
-    if group.is_main:
-        logger.info(_epoch_summary(record, session.config.train.epochs))
-    session.epoch_started = time.perf_counter()
-
-
-def _validation_means(session: Session) -> dict[str, float]:
-    """Validation loss terms over the whole split: each rank scores its shard, then sum."""
-    group, cfg = session.group, session.config.train
-    val_x = shard(session.val_x, group.rank, group.world_size) if group.enabled else session.val_x
-    sums = torch.zeros(4, device=group.device)
-    if len(val_x):
-        means = evaluate_loss(session.model, val_x, batch_size=cfg.batch_size,
-                              binarize=cfg.binarize, seed=cfg.seed, k=cfg.k,
-                              objective=cfg.objective)  # fmt: skip
-        values = [means["loss"], means["recon"], means["kl"]]
-        sums = torch.tensor([v * len(val_x) for v in values] + [len(val_x)], device=group.device)
-    sums = group.sum(sums)
-    total, recon, kl = (sums[:3] / sums[3]).tolist()
-    return {"loss": total, "recon": recon, "kl": kl}
+        record["skipped_steps"] = session.state.skipped
+    return record
 
 
 def _check_finite(
-    means: list[float], session: Session, epoch: int, *, what: str = "loss"
-) -> list[float]:
-    if not all(math.isfinite(v) for v in means):
+    means: LossMeans, session: Session, epoch: int, *, what: str = "loss"
+) -> LossMeans:
+    if not means.is_finite():
         raise TrainingDiverged(
-            f"{what} became {means[0]} in epoch {epoch} (step {session.state.step}); training "
+            f"{what} became {means.total} in epoch {epoch} (step {session.state.step}); training "
             f"stopped {session.kept_note()}. Try a lower --lr, --grad-clip or --on-nan skip"
         )
     return means

@@ -1,4 +1,5 @@
-"""`vaelab train`'s flags: one table of options, each setting a field of a RunConfig section."""
+"""`vaelab train`'s flags: one table of options, each setting a field of a RunConfig section,
+and the parser that reads them into a RunConfig."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaelab import commands
-from vaelab.cli_parsers import add_quiet, parse_seed
+from vaelab.cli.arguments import add_quiet, parse_seed
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, ModelConfig
@@ -19,10 +19,11 @@ from vaelab.models.config import (
     AUTOREGRESSIVE_KINDS,
     LIKELIHOOD_NAMES,
     NOISE_KINDS,
+    OBJECTIVES,
 )
+from vaelab.training.checkpoint import read_config, resolve_checkpoint
 from vaelab.training.config import (
     DEVICES,
-    OBJECTIVES,
     ON_NAN,
     OPTIMIZERS,
     SCHEDULES,
@@ -31,6 +32,7 @@ from vaelab.training.config import (
     TrainConfig,
     read_config_file,
 )
+from vaelab.training.runs import LAST, is_run_folder
 
 
 def _off_or(kind: Callable[[str], Any], word: str) -> Callable[[str], Any]:
@@ -76,84 +78,175 @@ class Option:
 # The sections of RunConfig, as flag groups; the defaults shown in --help come from the dataclasses.
 OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
     "model": (
-        Option("--model", "model", "vae, ae (plain autoencoder) or dae (denoising)",
-               choices=tuple(MODELS)),
+        Option(
+            "--model",
+            "model",
+            "vae, ae (plain autoencoder) or dae (denoising)",
+            choices=tuple(MODELS),
+        ),
         Option("--latent-dim", "latent_dim", "size D of the latent code z", int, "D"),
-        Option("--arch", "architecture", "encoder/decoder network (config key: architecture)",
-               choices=ARCHITECTURES),
+        Option(
+            "--arch",
+            "architecture",
+            "encoder/decoder network (config key: architecture)",
+            choices=ARCHITECTURES,
+        ),
         Option("--hidden-dims", "hidden_dims", "mlp hidden layer sizes", int, "N", "+"),
-        Option("--conv-channels", "conv_channels", "conv channels per stride-2 level", int, "C",
-               "+"),
+        Option(
+            "--conv-channels", "conv_channels", "conv channels per stride-2 level", int, "C", "+"
+        ),
         Option("--activation", "activation", "nonlinearity", choices=ACTIVATIONS),
-        Option("--likelihood", "likelihood", "decoder p(x|z): bernoulli needs data in [0, 1]",
-               choices=LIKELIHOOD_NAMES),
-        Option("--sigma", "sigma", "gaussian decoder std: a number, or 'learned'",
-               _off_or(float, "learned"), "S", unset="learned"),
-        Option("--autoregressive", "autoregressive", "the decoder also sees the pixels before "
-               "each one: local (a masked 7x7 convolution, PixelCNN-style), local-z (that, also "
-               "reading the decoder's own logits) or linear (all of them); decoding then takes "
-               "a step per pixel",
-               choices=AUTOREGRESSIVE_KINDS),
+        Option(
+            "--likelihood",
+            "likelihood",
+            "decoder p(x|z): bernoulli needs data in [0, 1]",
+            choices=LIKELIHOOD_NAMES,
+        ),
+        Option(
+            "--sigma",
+            "sigma",
+            "gaussian decoder std: a number, or 'learned'",
+            _off_or(float, "learned"),
+            "S",
+            unset="learned",
+        ),
+        Option(
+            "--autoregressive",
+            "autoregressive",
+            "the decoder also sees the pixels before "
+            "each one: local (a masked 7x7 convolution, PixelCNN-style), local-z (that, also "
+            "reading the decoder's own logits) or linear (all of them); decoding then takes "
+            "a step per pixel",
+            choices=AUTOREGRESSIVE_KINDS,
+        ),
         Option("--beta", "beta", "weight of the KL term (beta-VAE)", float, "BETA"),
+        Option(
+            "--objective",
+            "objective",
+            "vae bound: elbo, or iwae (importance-weighted, Burda et al. 2015)",
+            choices=OBJECTIVES,
+        ),
+        Option(
+            "--k", "k", "vae: samples of z per example (iwae's k; elbo averages them)", int, "K"
+        ),
         Option("--noise", "noise", "dae corruption", choices=NOISE_KINDS),
-        Option("--noise-level", "noise_level", "dae noise std, or the masked fraction", float,
-               "LEVEL"),
+        Option(
+            "--noise-level", "noise_level", "dae noise std, or the masked fraction", float, "LEVEL"
+        ),
     ),
     "data": (
-        Option("--dataset", "dataset", "digits, mnist, fashion-mnist, or a path to an image "
-               "folder, .npy or .npz file", metavar="NAME|PATH"),
-        Option("--data-dir", "data_dir", "folder holding the MNIST IDX files", metavar="DIR",
-               unset="$VAELAB_DATA, then the download cache"),
-        Option("--image-size", "image_size", "resize every image to N x N or H x W",
-               _image_size, "SIZE", "+", unset="as stored"),
+        Option(
+            "--dataset",
+            "dataset",
+            "digits, mnist, fashion-mnist, or a path to an image folder, .npy or .npz file",
+            metavar="NAME|PATH",
+        ),
+        Option(
+            "--data-dir",
+            "data_dir",
+            "folder holding the MNIST IDX files",
+            metavar="DIR",
+            unset="$VAELAB_DATA, then the download cache",
+        ),
+        Option(
+            "--image-size",
+            "image_size",
+            "resize every image to N x N or H x W",
+            _image_size,
+            "SIZE",
+            "+",
+            unset="as stored",
+        ),
         Option("--channels", "channels", "1 (grayscale) or 3 (RGB)", int, "C", unset="as stored"),
         Option("--val-fraction", "val_fraction", "share held out for validation", float, "F"),
-        Option("--test-fraction", "test_fraction", "test share, for data without a test split",
-               float, "F"),
-        Option("--split-seed", "seed", "seed of the train/val/test split (config key: seed)", int,
-               "N"),
-        Option("--download", "download", "fetch mnist / fashion-mnist when missing",
-               switch=True),
+        Option(
+            "--test-fraction",
+            "test_fraction",
+            "test share, for data without a test split",
+            float,
+            "F",
+        ),
+        Option(
+            "--split-seed", "seed", "seed of the train/val/test split (config key: seed)", int, "N"
+        ),
+        Option("--download", "download", "fetch mnist / fashion-mnist when missing", switch=True),
+        Option(
+            "--binarize",
+            "binarize",
+            "dynamic binarisation: a fresh Bernoulli draw of each batch",
+            switch=True,
+        ),
     ),
     "optim": (
         Option("--optimizer", "optimizer", "optimiser", choices=OPTIMIZERS),
         Option("--lr", "lr", "peak learning rate", float, "LR"),
         Option("--weight-decay", "weight_decay", "weight decay", float, "WD"),
-        Option("--schedule", "schedule", "learning-rate decay after the warm-up",
-               choices=SCHEDULES),
-        Option("--warmup-steps", "warmup_steps", "steps of linear learning-rate warm-up", int,
-               "N"),
+        Option(
+            "--schedule", "schedule", "learning-rate decay after the warm-up", choices=SCHEDULES
+        ),
+        Option("--warmup-steps", "warmup_steps", "steps of linear learning-rate warm-up", int, "N"),
         Option("--min-lr-ratio", "min_lr_ratio", "final lr as a fraction of --lr", float, "R"),
-        Option("--grad-clip", "grad_clip", "max global gradient norm, or 'off'",
-               _off_or(float, "off"), "NORM", unset="off"),
+        Option(
+            "--grad-clip",
+            "grad_clip",
+            "max global gradient norm, or 'off'",
+            _off_or(float, "off"),
+            "NORM",
+            unset="off",
+        ),
     ),
     "train": (
         Option("--epochs", "epochs", "passes over the training data", int, "N"),
         Option("--batch-size", "batch_size", "examples per step", int, "B"),
-        Option("--kl-warmup", "kl_warmup_epochs",
-               "epochs over which the KL weight rises from 0 (config key: kl_warmup_epochs)",
-               float, "EPOCHS"),
-        Option("--binarize", "binarize", "dynamic binarisation: a fresh Bernoulli draw of "
-               "each batch", switch=True),
-        Option("--objective", "objective", "vae bound: elbo, or iwae (importance-weighted, "
-               "Burda et al. 2015)", choices=OBJECTIVES),
-        Option("--k", "k", "vae: samples of z per example (iwae's k; elbo averages them)", int,
-               "K"),
+        Option(
+            "--kl-warmup",
+            "kl_warmup_epochs",
+            "epochs over which the KL weight rises from 0 (config key: kl_warmup_epochs)",
+            float,
+            "EPOCHS",
+        ),
         Option("--seed", "seed", "seed of the weights, batch order and noise", parse_seed, "N"),
         Option("--device", "device", "auto picks CUDA when available", choices=DEVICES),
+        Option(
+            "--threads",
+            "threads",
+            "CPU threads for this process; use 1 per run when several runs share a machine",
+            int,
+            "N",
+            unset="torch's default",
+        ),
         Option("--amp", "amp", "bfloat16 mixed precision (CUDA only)", switch=True),
-        Option("--early-stopping", "early_stopping",
-               "stop after N epochs without a better validation loss, or 'off'",
-               _off_or(int, "off"), "N", unset="off"),
-        Option("--tensorboard", "tensorboard", "also log to RUN/tensorboard "
-               "(pip install 'vaelab[tensorboard]')", switch=True),
-        Option("--on-nan", "on_nan", "at a NaN/inf loss or gradient: stop, or skip the batch "
-               "(skip costs a device sync per step)", choices=ON_NAN),
-        Option("--checkpoint-every", "checkpoint_every",
-               "also save last/ every N steps within an epoch, or 'off'",
-               _off_or(int, "off"), "N", unset="off"),
+        Option(
+            "--early-stopping",
+            "early_stopping",
+            "stop after N epochs without a better validation loss, or 'off'",
+            _off_or(int, "off"),
+            "N",
+            unset="off",
+        ),
+        Option(
+            "--tensorboard",
+            "tensorboard",
+            "also log to RUN/tensorboard (pip install 'vaelab[tensorboard]')",
+            switch=True,
+        ),
+        Option(
+            "--on-nan",
+            "on_nan",
+            "at a NaN/inf loss or gradient: stop, or skip the batch "
+            "(skip costs a device sync per step)",
+            choices=ON_NAN,
+        ),
+        Option(
+            "--checkpoint-every",
+            "checkpoint_every",
+            "also save last/ every N steps within an epoch, or 'off'",
+            _off_or(int, "off"),
+            "N",
+            unset="off",
+        ),
     ),
-}  # fmt: skip
+}
 
 GROUP_TITLES = {
     "model": "model ([model] in a config file)",
@@ -181,24 +274,39 @@ def _default_text(section: str, option: Option) -> str:
 
 
 def add_train_parser(subparsers: Any) -> None:
+    """The `train` subcommand: the run options, then one group of flags per config section."""
     parser = subparsers.add_parser(
-        "train", help="train a model into a run folder",
+        "train",
+        help="train a model into a run folder",
         description="Train a model into a run folder: checkpoints (best/, last/), config.json, "
         "metrics.jsonl and samples/reconstructions/interpolation PNGs. Every option has a "
         "default; a --config file sets them too, and the flags given here win.",
-    )  # fmt: skip
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="RUN", help="run folder (default runs/<dataset>-<model>)")
-    run.add_argument("--config", metavar="FILE",
-                     help="TOML file with [model] [data] [optim] [train] tables, or a run's "
-                     "config.json (or its folder) to repeat that run")  # fmt: skip
-    run.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly "
-                     "where it stopped (raise --epochs to train longer)")  # fmt: skip
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with [model] [data] [optim] [train] tables, or a run's config.json (or "
+        "its folder) to repeat that run",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in this folder exactly where it stopped (raise --epochs to "
+        "train longer)",
+    )
     run.add_argument("--force", action="store_true", help="replace the run already in --out")
-    run.add_argument("--no-progress", action="store_true",
-                     help="no progress bar (it only shows on a terminal anyway)")  # fmt: skip
-    run.add_argument("--no-figures", action="store_true",
-                     help="skip the samples/reconstructions/interpolation PNGs")  # fmt: skip
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it only shows on a terminal anyway)",
+    )
+    run.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="skip the samples/reconstructions/interpolation PNGs",
+    )
     add_quiet(parser)
     for section, options in OPTION_GROUPS.items():
         group = parser.add_argument_group(GROUP_TITLES[section])
@@ -209,13 +317,17 @@ def add_train_parser(subparsers: Any) -> None:
 def _add_option(group: argparse._ArgumentGroup, section: str, option: Option) -> None:
     """A flag whose value, when given, lands in args as 'section.field' (absent otherwise)."""
     help_text = f"{option.help} (default: {_default_text(section, option)})"
-    kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS,
-                              "dest": f"{section}.{option.field}"}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "help": help_text,
+        "default": argparse.SUPPRESS,
+        "dest": f"{section}.{option.field}",
+    }
     if option.switch:
         kwargs["action"] = argparse.BooleanOptionalAction
     else:
-        kwargs.update(type=option.type, nargs=option.nargs, choices=option.choices,
-                      metavar=option.metavar)  # fmt: skip
+        kwargs.update(
+            type=option.type, nargs=option.nargs, choices=option.choices, metavar=option.metavar
+        )
     group.add_argument(option.flag, **kwargs)
 
 
@@ -234,6 +346,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return overrides
 
 
+def saved_run_config(run_dir: Path) -> RunConfig:
+    """The configuration a run was trained with (from its last checkpoint), to resume it."""
+    if not run_dir.is_dir():
+        raise VaelabError(f"cannot resume {run_dir}: no such folder")
+    if not is_run_folder(run_dir):
+        raise VaelabError(f"nothing to resume: {run_dir} holds no vaelab run")
+    return read_config(resolve_checkpoint(run_dir, prefer=LAST))
+
+
 def train_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     """Defaults <- --config file (or the resumed run) <- flags. Returns (config, run, resume)."""
     overrides = _overrides(args)
@@ -243,7 +364,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path, b
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise VaelabError("--out and --resume name different folders; give only --resume")
         run_dir = Path(args.resume)
-        return commands.saved_run_config(run_dir).updated(overrides), run_dir, True
+        return saved_run_config(run_dir).updated(overrides), run_dir, True
     base = RunConfig.from_dict(read_config_file(args.config)) if args.config else RunConfig()
     config = base.updated(overrides)
     if args.out:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaelab.cli.arguments import add_quiet, add_shared_arguments
 from vaelab.errors import VaelabError
-from vaelab.figure_commands import check_run
 from vaelab.models import build_model
 from vaelab.models.networks import count_parameters
+from vaelab.runs import check_run
 from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta, resolve_checkpoint
 from vaelab.training.metrics import read_metrics
 from vaelab.training.runs import BEST, LAST
@@ -45,8 +48,10 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
         model, _, _ = load_checkpoint(checkpoint)
     except VaelabError as error:  # meta and config are fine, so it is the weights
         model = build_model(config.model)
-        weights_error = (f"the weights of checkpoint {checkpoint} are unreadable: {error}"
-                         f"{_other_checkpoint(run, checkpoint)}")  # fmt: skip
+        weights_error = (
+            f"the weights of checkpoint {checkpoint} are unreadable: {error}"
+            f"{_other_checkpoint(run, checkpoint)}"
+        )
     history = read_metrics(checkpoint.parent)
     return {
         "run": str(checkpoint.parent),
@@ -81,6 +86,34 @@ def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
         lines.append(f"[{section}]")
         lines += [f"  {key} = {json.dumps(value)}" for key, value in values.items()]
     lines.append("last metrics")
-    lines += [f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}"
-              for key, value in report["last_metrics"].items()]  # fmt: skip
+    lines += [
+        f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}"
+        for key, value in report["last_metrics"].items()
+    ]
     return Info("\n".join(lines), error)
+
+
+def add_parsers(subparsers: Any) -> None:
+    """The `info` subcommand."""
+    parser = subparsers.add_parser(
+        "info",
+        help="a run's configuration and last metrics",
+        description="A run's configuration, size and last metrics. When the checkpoint's "
+        "weights cannot be read, the report is still printed (parameters counted from "
+        "config.json), and then the command exits with code 1 and an error naming the problem.",
+    )
+    parser.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
+    add_shared_arguments(parser, checkpoint=True)
+    parser.add_argument("--json", action="store_true", help="print JSON instead")
+    add_quiet(parser)
+
+
+def _info(args: argparse.Namespace) -> Iterator[str]:
+    """The report first, then (with unreadable weights) the error: both reach the user."""
+    report = info(Path(args.run), checkpoint=args.checkpoint, as_json=args.json)
+    yield report.text
+    if report.error:
+        raise VaelabError(report.error)
+
+
+COMMANDS = {"info": _info}

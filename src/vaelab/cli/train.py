@@ -1,42 +1,26 @@
-"""`vaelab train` as a plain function over paths: train a run, draw its standard figures, and
-tidy up after a failed start (the CLI only parses)."""
+"""`vaelab train`: train a run, draw its standard figures, and tidy up after a failed start."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from vaelab.cli.arguments import show_progress
+from vaelab.cli.run_images import standard_figures
+from vaelab.cli.train_flags import add_train_parser, train_config_from_args
 from vaelab.errors import VaelabError, plural
-from vaelab.figure_commands import (
-    DEFAULT_RECONSTRUCTIONS,
-    INTERPOLATION_PNG,
-    RECONSTRUCTIONS_PNG,
-    SAMPLES_PNG,
-    _default_end,
-    _interpolation,
-    _samples,
-    _save,
-    _save_reconstructions,
-    choose_split,
-    load_trained,
-)
-from vaelab.training.checkpoint import read_config, read_meta, resolve_checkpoint
+from vaelab.training.checkpoint import read_meta, resolve_checkpoint
 from vaelab.training.config import RunConfig
 from vaelab.training.distributed import process_rank
-from vaelab.training.runs import LAST, RUN_ENTRIES, is_run_folder, load_run_data
+from vaelab.training.runs import LAST, RUN_ENTRIES, is_run_folder
 from vaelab.training.trainer import train
 
 logger = logging.getLogger(__name__)
-
-
-def saved_run_config(run_dir: Path) -> RunConfig:
-    """The configuration a run was trained with (from its last checkpoint), to resume it."""
-    if not run_dir.is_dir():
-        raise VaelabError(f"cannot resume {run_dir}: no such folder")
-    if not is_run_folder(run_dir):
-        raise VaelabError(f"nothing to resume: {run_dir} holds no vaelab run")
-    return read_config(resolve_checkpoint(run_dir, prefer=LAST))
 
 
 def _epochs_done(run_dir: Path) -> int | None:
@@ -111,28 +95,41 @@ def train_run(
             _remove_unfinished(run_dir, created, before)
         raise
     watched = "validation" if any(k.startswith("val/") for k in result.metrics) else "training"
-    logger.info("done: %s, best %s loss %.3f nats per example%s",
-                plural(result.epochs, "epoch"), watched, result.best_loss,
-                " (stopped early)" if result.stopped_early else "")  # fmt: skip
+    logger.info(
+        "done: %s, best %s loss %.3f nats per example%s",
+        plural(result.epochs, "epoch"),
+        watched,
+        result.best_loss,
+        " (stopped early)" if result.stopped_early else "",
+    )
     paths = [run_dir]
     if figures and process_rank() == 0:  # under torchrun, one process draws them
         paths += standard_figures(run_dir, seed=config.train.seed)
     return paths
 
 
-def standard_figures(run_dir: Path, *, seed: int = 0) -> list[Path]:
-    """samples.png, reconstructions.png and interpolation.png of the best checkpoint.
+def add_parsers(subparsers: Any) -> None:
+    """The `train` subcommand (see `train_flags`)."""
+    add_train_parser(subparsers)
 
-    They show the test split, or val, then train, when it is empty: what `vaelab reconstruct`
-    and `vaelab interpolate` show by default.
-    """
-    trained = load_trained(run_dir, "best", "cpu")
-    _, chosen = choose_split(load_run_data(trained.config), None)
-    n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
-    end = _default_end(chosen, 0)
-    return [
-        _save(_samples(trained.model, 64, seed), run_dir / SAMPLES_PNG, trained.value_range),
-        _save_reconstructions(trained, chosen, n, run_dir / RECONSTRUCTIONS_PNG),
-        _save(_interpolation(trained.model, chosen.x[0], chosen.x[end], 10),
-              run_dir / INTERPOLATION_PNG, trained.value_range),
-    ]  # fmt: skip
+
+def _train(args: argparse.Namespace) -> list[Path]:
+    config, run_dir, resume = train_config_from_args(args)
+    try:
+        return train_run(
+            config,
+            run_dir,
+            resume=resume,
+            force=args.force,
+            progress=show_progress(args),
+            figures=not args.no_figures,
+        )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(saved_state(run_dir)) from None
+    except torch.cuda.OutOfMemoryError:
+        raise VaelabError(
+            f"out of GPU memory; try a smaller --batch-size ({saved_state(run_dir)})"
+        ) from None
+
+
+COMMANDS = {"train": _train}

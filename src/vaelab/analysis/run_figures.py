@@ -1,0 +1,147 @@
+"""Every figure of a trained run, drawn from one split of its data: `draw_figures` returns
+the figures of `vaelab.analysis.plots` by name (writing them is the caller's part)."""
+
+from __future__ import annotations
+
+import torch
+from matplotlib.figure import Figure
+
+from vaelab.analysis.latents import PROJECTIONS, Plane, encode_dataset, project_2d
+from vaelab.analysis.plots import (
+    interpolation_strips,
+    latent_map,
+    latent_traversals,
+    manifold_grid,
+    reconstructions_figure,
+    samples_grid,
+    training_curves,
+)
+from vaelab.errors import VaelabError
+from vaelab.models import Autoencoder
+from vaelab.runs import RunSplit
+from vaelab.training.metrics import read_metrics
+
+# The figures, in the order a report shows them; each is written as NAME.png.
+FIGURES = (
+    "latent_map",
+    "manifold",
+    "samples",
+    "reconstructions",
+    "interpolations",
+    "traversals",
+    "curves",
+)
+N_SAMPLES = 64
+N_RECONSTRUCTIONS = 20
+N_PAIRS = 4
+INTERPOLATION_STEPS = 10
+
+
+def draw_figures(
+    loaded: RunSplit, *, projection: str = "pca", max_points: int = 5000, seed: int = 0
+) -> dict[str, Figure]:
+    """Every figure of FIGURES for a run and one split of its data (see `vaelab.runs.load_run`),
+    by name; the training curves come from the run folder's metrics.jsonl."""
+    check_options(projection=projection, max_points=max_points)
+    run = loaded.run
+    model, value_range = run.model, run.value_range
+    codes = encode_dataset(model, loaded.x)  # (N, D) posterior means, on the CPU
+    generator = torch.Generator().manual_seed(seed)
+    sample_generator = torch.Generator(device=model.device).manual_seed(seed)
+    with torch.inference_mode():
+        samples = model.sample(N_SAMPLES, generator=sample_generator).float().cpu()
+        x = loaded.x[:N_RECONSTRUCTIONS]
+        x_hat = model.reconstruct(x.to(model.device, model.dtype)).float().cpu()
+    pairs = choose_pairs(loaded.y, len(loaded.x), N_PAIRS, generator)
+    names = loaded.class_names
+    return {
+        "latent_map": _latent_map(loaded, codes, projection, max_points, generator, seed),
+        "manifold": manifold_grid(model, codes, value_range=value_range),
+        "samples": samples_grid(samples, title=_samples_title(model), value_range=value_range),
+        "reconstructions": reconstructions_figure(
+            x,
+            x_hat,
+            title=f"{loaded.split} images above their reconstructions",
+            value_range=value_range,
+        ),
+        "interpolations": interpolation_strips(
+            model,
+            [(loaded.x[i], loaded.x[j]) for i, j in pairs],
+            steps=INTERPOLATION_STEPS,
+            pair_names=_pair_names(loaded, pairs, names),
+            value_range=value_range,
+        ),
+        "traversals": latent_traversals(model, codes, value_range=value_range),
+        "curves": training_curves(
+            read_metrics(run.run_dir), title=f"Training of {run.run_dir.name}"
+        ),
+    }
+
+
+def check_options(*, projection: str = "pca", max_points: int = 5000) -> None:
+    """Raise VaelabError for a projection or point budget `draw_figures` cannot use."""
+    if projection not in PROJECTIONS:
+        raise VaelabError(f"unknown projection '{projection}': use one of {', '.join(PROJECTIONS)}")
+    if max_points < 2:
+        raise VaelabError(f"max points must be at least 2, got {max_points}")
+
+
+def _latent_map(
+    loaded: RunSplit,
+    codes: torch.Tensor,
+    projection: str,
+    max_points: int,
+    generator: torch.Generator,
+    seed: int,
+) -> Figure:
+    """The scatter of a random subset of at most `max_points` codes, in random order so that
+    no class is drawn entirely on top of the others."""
+    keep = torch.randperm(len(codes), generator=generator)[:max_points]
+    chosen = codes[keep]
+    dim = codes.shape[1]
+    what = "posterior means μ" if loaded.run.model.has_prior else "codes"
+    if dim <= 2:
+        points, labels = project_2d(chosen, "pca"), ("$z_1$", "$z_2$" if dim == 2 else "")
+        how = f"{dim}-D latent space"
+    elif projection == "pca":
+        plane = Plane.fit(chosen)
+        points = plane.project(chosen)
+        share = plane.scales.pow(2) / chosen.var(dim=0).sum().clamp_min(1e-12)
+        labels = tuple(f"principal axis {k + 1} ({share[k]:.0%} of variance)" for k in (0, 1))
+        how = f"PCA of the {dim}-D codes"
+    else:
+        points, labels = project_2d(chosen, "tsne", seed=seed), ("t-SNE 1", "t-SNE 2")
+        how = f"t-SNE of the {dim}-D codes"
+    y = None if loaded.y is None else loaded.y[keep]
+    title = f"Latent map: {what} of {len(chosen)} {loaded.split} images\n{how}"
+    return latent_map(
+        points, y, loaded.class_names, title=title, xlabel=labels[0], ylabel=labels[1]
+    )
+
+
+def _samples_title(model: Autoencoder) -> str:
+    if model.has_prior:
+        return "Samples from the prior: decoded z ~ N(0, I)"
+    return "Decoded z ~ N(0, I)\nan autoencoder has no prior, so these need not look like data"
+
+
+def choose_pairs(
+    y: torch.Tensor | None, n: int, count: int, generator: torch.Generator
+) -> list[tuple[int, int]]:
+    """`count` random index pairs into n examples, of different classes where labels allow."""
+    pairs = []
+    for a in torch.randint(n, (count,), generator=generator).tolist():
+        others = torch.arange(n) if y is None else torch.nonzero(y != y[a]).flatten()
+        others = others[others != a] if len(others) else torch.arange(n)
+        b = int(others[torch.randint(len(others), (1,), generator=generator)])
+        pairs.append((a, b))
+    return pairs
+
+
+def _pair_names(
+    loaded: RunSplit, pairs: list[tuple[int, int]], names: tuple[str, ...] | None
+) -> list[str]:
+    if loaded.y is None:
+        return [f"#{a} → #{b}" for a, b in pairs]
+    label = [names[int(c)] if names else str(int(c)) for c in loaded.y.tolist()]
+    return [f"{label[a]} → {label[b]}" for a, b in pairs]

@@ -1,0 +1,236 @@
+"""`vaelab eval`: measure a trained run on one split, print a table and keep it in eval.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vaelab.analysis.evaluate import (
+    ACTIVE_THRESHOLD,
+    DEFAULT_CHUNK,
+    DEFAULT_K,
+    EvalResult,
+    evaluate,
+)
+from vaelab.cli.arguments import (
+    MODEL_DEVICE,
+    RUN_DATA_DIR,
+    RUN_DATASET,
+    add_quiet,
+    add_shared_arguments,
+    parse_positive,
+    show_progress,
+)
+from vaelab.errors import VaelabError, plural
+from vaelab.files import atomic_write_text, write_error
+from vaelab.runs import open_run
+from vaelab.training.runs import EVAL_FILE
+from vaelab.version import __version__
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_run(
+    run: Path,
+    *,
+    split: str | None = None,
+    k: int,
+    chunk: int,
+    seed: int = 0,
+    checkpoint: str = "best",
+    device: str = "auto",
+    binarize: bool | None = None,
+    limit: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    progress: bool = False,
+) -> tuple[EvalResult, dict[str, Any], Path]:
+    """Evaluate a run's checkpoint on a split; returns (result, its eval.json record, path).
+
+    `binarize` None follows the run: a run trained with dynamic binarisation is scored on a
+    fixed Bernoulli draw of the split (seeded by `seed`), as in Burda et al. (2015).
+    """
+    if limit is not None and limit <= 0:
+        raise VaelabError(f"--limit must be positive, got {limit}")
+    trained = open_run(run, checkpoint=checkpoint, device=device)
+    path = trained.run_dir / EVAL_FILE
+    _check_writable(path)  # before the long pass, not after it
+    chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
+    if limit is not None and limit > len(chosen):
+        logger.info(
+            "--limit %d is more than the %s split's %s; using them all",
+            limit,
+            chosen.split,
+            plural(len(chosen), "image"),
+        )
+    x = chosen.x if limit is None else chosen.x[:limit]
+    likelihood = trained.config.model.likelihood
+    if binarize is None:
+        binarize = trained.config.data.binarize
+    if binarize and likelihood != "bernoulli":
+        raise VaelabError(
+            f"--binarize applies to a bernoulli likelihood; this run's is {likelihood}"
+        )
+    if likelihood == "bernoulli" and not binarize and not bool(((x == 0) | (x == 1)).all()):
+        logger.warning(
+            "note: the images are not binary, so a bernoulli decoder's NLL is a cross-entropy, "
+            "not a log-likelihood; --binarize scores a binary draw"
+        )
+    result = evaluate(
+        trained.model, x, k=k, chunk=chunk, seed=seed, binarize=binarize, progress=progress
+    )
+    record = {
+        "checkpoint": trained.checkpoint_name,
+        "split": chosen.split,
+        "dataset": chosen.dataset,
+        "chunk": chunk,
+        "device": str(trained.model.device),
+        "vaelab": __version__,
+        **result.to_dict(),
+    }
+    key = f"{trained.checkpoint_name}/{chosen.split}"
+    key += f"/k={k}" if result.k is not None else ""
+    if len(x) < len(chosen):
+        key += f"/first-{len(x)}"
+    _save(path, key, record)
+    return result, record, path
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent
+    probe = folder / f".{EVAL_FILE}.probe"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise write_error(path, error) from None
+
+
+def _save(path: Path, key: str, record: dict[str, Any]) -> None:
+    """Add `record` under `key` to eval.json, keeping the other records. An eval.json that
+    cannot be read is moved aside to eval.json.bak, never overwritten."""
+    records: Any = {}
+    if path.exists():
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, ValueError):
+            records = None
+        if not isinstance(records, dict):
+            backup = path.with_name(f"{path.name}.bak")
+            path.replace(backup)
+            logger.warning("%s was not an eval.json vaelab can read; moved it to %s", path, backup)
+            records = {}
+    records[key] = record
+    atomic_write_text(path, json.dumps(records, indent=2) + "\n")
+
+
+def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
+    """The table `vaelab eval` prints."""
+    drawn = f", binarised (seed {result.seed})" if result.binarized else ""
+    lines = [
+        f"{run} ({record['checkpoint']} checkpoint), {record['split']} split of "
+        f"{record['dataset']}: {plural(result.examples, 'image')}{drawn}"
+    ]
+    if result.nll is None:  # ae / dae
+        lines += [
+            f"  reconstruction NLL   {result.recon:10.3f} nats per image",
+            f"  reconstruction MSE   {result.mse:10.5f} per pixel",
+            "  (a deterministic autoencoder has no ELBO, likelihood or active units)",
+        ]
+        return "\n".join(lines)
+    kl_per_dim = sorted(result.kl_per_dim or [], reverse=True)
+    shown = " ".join(f"{v:.2f}" for v in kl_per_dim[:10]) + (" ..." if len(kl_per_dim) > 10 else "")
+    lines += [
+        f"  negative ELBO        {result.neg_elbo:10.3f} nats   (reconstruction "
+        f"{result.recon:.3f} + KL {result.kl:.3f})",
+        f"  NLL, k={result.k:<13} {result.nll:10.3f} nats   (± {result.nll_stderr or 0:.3f} "
+        f"standard error; {result.nll_bits_per_dim:.4f} bits/dim)",
+        f"  active units         {result.active_units!s:>10} of {result.latent_dim}   "
+        f"(Cov_x E_q[z_u] > {ACTIVE_THRESHOLD})"
+        if result.active_units is not None
+        else "  active units                n/a   (needs two images or more)",
+        f"  KL per dimension     {shown}   (nats, largest first)",
+        f"  reconstruction MSE   {result.mse:10.5f} per pixel (decoded posterior mean)",
+        f"  throughput           {result.images_per_second:10.1f} images/s   "
+        f"({result.images_per_second * result.k / 1e6:.2f}M decoded samples/s; "
+        f"{result.seconds:.1f} s in all)",
+    ]
+    return "\n".join(lines)
+
+
+def add_parsers(subparsers: Any) -> None:
+    """The `eval` subcommand."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="negative ELBO, importance-weighted NLL, active units of a run",
+        description="Measure a run the way papers report VAEs, on its test split by default: "
+        "the negative ELBO (reconstruction + KL), the importance-weighted estimate of -log p(x) "
+        "with k samples (Burda et al. 2015), active units, KL per latent dimension and the "
+        "reconstruction error. Prints a table and keeps it in RUN/eval.json.",
+    )
+    parser.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoints")
+    parser.add_argument(
+        "--k",
+        type=parse_positive,
+        default=DEFAULT_K,
+        help=f"importance samples per image (default: {DEFAULT_K})",
+    )
+    parser.add_argument(
+        "--chunk",
+        type=parse_positive,
+        default=DEFAULT_CHUNK,
+        help="at most this many (image, sample) pairs per decoder pass; bounds memory, not the "
+        f"result (default: {DEFAULT_CHUNK})",
+    )
+    parser.add_argument(
+        "--limit", type=parse_positive, metavar="N", help="only the first N images of the split"
+    )
+    parser.add_argument(
+        "--binarize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score a fixed Bernoulli draw of the images (default: when the run was trained "
+        "with --binarize)",
+    )
+    add_shared_arguments(
+        parser,
+        checkpoint=True,
+        device=f"{MODEL_DEVICE} (default: auto)",
+        seed="seed of the samples and the binarisation (default: 0)",
+        split=True,
+        dataset=RUN_DATASET,
+        data_dir=RUN_DATA_DIR,
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(parser)
+
+
+def _eval(args: argparse.Namespace) -> Iterator[str | Path]:
+    result, record, path = evaluate_run(
+        Path(args.run),
+        split=args.split,
+        k=args.k,
+        chunk=args.chunk,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        binarize=args.binarize,
+        limit=args.limit,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        progress=show_progress(args),
+    )
+    if args.json:
+        yield json.dumps(record, indent=2)
+        return
+    if not args.quiet:
+        yield format_result(result, record, Path(args.run))
+    yield path
+
+
+COMMANDS = {"eval": _eval}

@@ -1,0 +1,223 @@
+"""`vaelab plot` (every figure of a run as PNGs) and `vaelab report` (the same figures in one
+self-contained HTML page, with the run's config, metrics and eval.json)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from vaelab.analysis.latents import PROJECTIONS
+from vaelab.analysis.report import CAPTIONS, render_report
+from vaelab.analysis.run_figures import FIGURES, check_options, draw_figures
+from vaelab.cli.arguments import (
+    MODEL_DEVICE,
+    RUN_DATA_DIR,
+    RUN_DATASET,
+    add_quiet,
+    add_shared_arguments,
+    output_path,
+)
+from vaelab.errors import VaelabError
+from vaelab.figures import save_figure
+from vaelab.files import atomic_write_text, write_error
+from vaelab.runs import RunSplit, load_run
+from vaelab.training.metrics import read_metrics
+from vaelab.training.runs import EVAL_FILE
+from vaelab.version import __version__
+
+logger = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+REPORT_FILE = "report.html"
+
+
+def save_figures(figures: dict[str, Figure], out_dir: Path) -> list[Path]:
+    """Write each figure as out_dir/NAME.png (creating out_dir); the paths, in FIGURES order."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VaelabError(f"cannot create {out_dir}: {error.strerror or error}") from None
+    return [save_figure(figures[name], out_dir / f"{name}.png") for name in FIGURES]
+
+
+def plot_run(
+    run: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    projection: str = "pca",
+    split: str | None = None,
+    checkpoint: str = "best",
+    max_points: int = 5000,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> list[Path]:
+    """Draw every figure of a run into `out_dir` (default RUN/plots/) as NAME.png for NAME in
+    FIGURES; return the paths. `projection` ("pca" or "tsne") flattens latent spaces of more
+    than two dimensions for the latent map, which shows at most `max_points` codes. See
+    `vaelab.runs.load_run` for `split`, `checkpoint`, `dataset`, `data_dir` and `device`."""
+    check_options(projection=projection, max_points=max_points)
+    loaded = load_run(
+        run, split=split, checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, device=device
+    )
+    figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
+    out = Path(out_dir) if out_dir is not None else loaded.run.run_dir / PLOTS_DIR
+    paths = save_figures(figures, out)
+    logger.info("wrote %d figures into %s", len(paths), out)
+    return paths
+
+
+def write_report(
+    run: str | Path,
+    out: str | Path | None = None,
+    *,
+    projection: str = "pca",
+    split: str | None = None,
+    checkpoint: str = "best",
+    max_points: int = 5000,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> Path:
+    """Draw a run's figures (as `plot_run`, into a `plots/` folder beside the report) and write
+    one self-contained HTML report, by default RUN/report.html; return its path."""
+    check_options(projection=projection, max_points=max_points)
+    loaded = load_run(
+        run, split=split, checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, device=device
+    )
+    run_dir = loaded.run.run_dir
+    path = _report_path(run_dir, out)
+    figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
+    pngs = save_figures(figures, path.parent / PLOTS_DIR)
+    page = render_report(
+        title=f"vaelab report: {run_dir.name}",
+        summary=_summary(loaded, checkpoint=checkpoint, projection=projection),
+        figures=[(p.stem, CAPTIONS[p.stem], p.read_bytes()) for p in pngs],
+        config=loaded.run.config.to_dict(),
+        records=read_metrics(run_dir),
+        evaluation=read_evaluation(run_dir),
+    )
+    try:
+        atomic_write_text(path, page)
+    except OSError as error:
+        raise write_error(path, error) from None
+    logger.info("wrote %s", path)
+    return path
+
+
+def _report_path(run_dir: Path, out: str | Path | None) -> Path:
+    return output_path(run_dir / REPORT_FILE, out, suffixes=(".html", ".htm"), what="an .html file")
+
+
+def read_evaluation(run_dir: Path) -> Any:
+    """The contents of RUN/eval.json, or None when there is none. A file that is not JSON is
+    reported in the page (and logged) rather than stopping the report."""
+    path = Path(run_dir) / EVAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        logger.warning("%s could not be read (%s); the report leaves it out", path, error)
+        return {"error": f"{path} could not be read: {error}"}
+
+
+def _summary(loaded: RunSplit, *, checkpoint: str, projection: str) -> dict[str, Any]:
+    model, data = loaded.run.config.model, loaded.run.config.data
+    return {
+        "run": str(loaded.run.run_dir),
+        "model": model.model,
+        "latent dimensions": model.latent_dim,
+        "architecture": model.architecture,
+        "dataset": data.dataset,
+        "image shape (C, H, W)": list(model.data_shape),
+        "checkpoint": f"{checkpoint} (epoch {loaded.run.meta.get('epoch', '?')})",
+        "figures drawn from": f"{len(loaded.x)} {loaded.split} images",
+        "projection": projection if model.latent_dim > 2 else "none (2-D latent space)",
+        "vaelab": __version__,
+        "written": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def add_parsers(subparsers: Any) -> None:
+    """The `plot` and `report` subcommands, which take the same options."""
+    plot = subparsers.add_parser(
+        "plot",
+        help="every figure of a run as PNGs",
+        description="Latent map, manifold grid, prior samples, reconstructions, interpolations, "
+        "latent traversals and training curves of a run, as PNG files.",
+    )
+    report = subparsers.add_parser(
+        "report",
+        help="one self-contained HTML report of a run",
+        description="The figures of `vaelab plot` embedded in one HTML file, with the run's "
+        "config, metrics and eval.json results (when present).",
+    )
+    plot.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: RUN/plots)")
+    report.add_argument(
+        "--out",
+        metavar="FILE",
+        help="the HTML file, or a folder for report.html (default: RUN/report.html); the PNGs "
+        "go into plots/ beside it",
+    )
+    for parser in (plot, report):
+        parser.add_argument("run", metavar="RUN", help="run folder, or a checkpoint folder")
+        parser.add_argument(
+            "--projection",
+            choices=PROJECTIONS,
+            default="pca",
+            help="how the latent map flattens more than two latent dimensions (default: pca; "
+            "tsne is slower)",
+        )
+        parser.add_argument(
+            "--max-points",
+            type=int,
+            default=5000,
+            metavar="N",
+            help="codes drawn in the latent map, a seeded random subset (default: 5000)",
+        )
+        add_shared_arguments(parser, seed="seed of the subset, samples and interpolation pairs")
+        add_shared_arguments(
+            parser,
+            checkpoint=True,
+            device=MODEL_DEVICE,
+            split=True,
+            dataset=RUN_DATASET,
+            data_dir=RUN_DATA_DIR,
+        )
+        add_quiet(parser)
+
+
+def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "projection": args.projection,
+        "split": args.split,
+        "checkpoint": args.checkpoint,
+        "max_points": args.max_points,
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "device": args.device,
+        "seed": args.seed,
+    }
+
+
+def _plot(args: argparse.Namespace) -> list[Path]:
+    return plot_run(Path(args.run), args.out, **_figure_options(args))
+
+
+def _report(args: argparse.Namespace) -> list[Path]:
+    return [write_report(Path(args.run), args.out, **_figure_options(args))]
+
+
+COMMANDS = {"plot": _plot, "report": _report}

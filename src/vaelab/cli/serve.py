@@ -1,0 +1,62 @@
+"""`vaelab serve`: the latent-space explorer in the browser (needs the explorer extra)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from vaelab.cli.arguments import MODELS_DEVICE, add_quiet, add_shared_arguments
+from vaelab.errors import VaelabError
+
+
+def add_parsers(subparsers: Any) -> None:
+    """The `serve` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="the latent-space explorer in the browser",
+        description="A local web page to move through the latent space of one or more runs "
+        "(two side by side, moving in step). Needs the explorer extra: "
+        "pip install 'vaelab[explorer]'.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two: side by side)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    add_shared_arguments(parser, device=MODELS_DEVICE)
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="refuse request bodies larger than this (default: 1000000)",
+    )
+    add_quiet(parser)
+
+
+def _serve(args: argparse.Namespace) -> list[Path]:
+    try:
+        from vaelab.explorer import serve
+    except ImportError as error:
+        raise VaelabError(
+            f"vaelab serve needs the explorer extra ({error.name} is missing): "
+            "pip install 'vaelab[explorer]'"
+        ) from None
+    if not 0 < args.port < 65536:
+        raise VaelabError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_request_bytes <= 0:
+        raise VaelabError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
+    serve(
+        [Path(p) for p in args.runs],
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        max_request_bytes=args.max_request_bytes,
+    )
+    return []
+
+
+COMMANDS = {"serve": _serve}

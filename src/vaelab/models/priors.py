@@ -1,0 +1,79 @@
+"""Priors p(z) (or p(z|y)) of the latent-variable models.
+
+A prior gives `log_prob(z)`, `sample(n)` and, where one exists in closed form, `kl(posterior)`;
+where it returns None the bound falls back to a Monte Carlo estimate, log q(z|x) - log p(z) at
+the sampled z. Learned and conditional priors plug in here; the condition y is ignored by
+unconditional ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vaelab.models.distributions import (
+    DiagonalGaussian,
+    Posterior,
+    at_least_float32,
+    gaussian_log_density,
+)
+
+
+class Prior(nn.Module):
+    """p(z), or p(z|y) for a conditional prior, over D latent dimensions."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def log_prob(self, z: Tensor, *, y: Tensor | None = None) -> Tensor:
+        """log p(z) summed over D: z (..., B, D) -> (..., B)."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        n: int,
+        *,
+        y: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """n codes z ~ p(z): (n, D), on `device` in `dtype` (the caller's)."""
+        raise NotImplementedError
+
+    def kl_per_dim(self, posterior: Posterior, *, y: Tensor | None = None) -> Tensor | None:
+        """KL(q || p) of each latent dimension, (B, D), where it has a closed form, else None."""
+        return None
+
+    def kl(self, posterior: Posterior, *, y: Tensor | None = None) -> Tensor | None:
+        """KL(q || p) per example, (B,), where it has a closed form, else None (the bound then
+        estimates it by Monte Carlo)."""
+        per_dim = self.kl_per_dim(posterior, y=y)
+        return None if per_dim is None else per_dim.sum(dim=-1)
+
+
+class StandardNormalPrior(Prior):
+    """p(z) = N(0, I). No parameters (and no state_dict entries)."""
+
+    def log_prob(self, z: Tensor, *, y: Tensor | None = None) -> Tensor:
+        return gaussian_log_density(z, 0.0, 0.0).sum(dim=-1)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        y: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator, device=device, dtype=dtype)
+
+    def kl_per_dim(self, posterior: Posterior, *, y: Tensor | None = None) -> Tensor | None:
+        """Closed form for a diagonal Gaussian q (Kingma & Welling 2013, appendix B):
+        -1/2 * (1 + logvar - mu^2 - sigma^2)."""
+        if not isinstance(posterior, DiagonalGaussian):
+            return None
+        mu, logvar = at_least_float32(posterior.mu, posterior.logvar)
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)

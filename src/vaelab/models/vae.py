@@ -1,0 +1,70 @@
+"""The variational autoencoder (Kingma & Welling 2013): a Gaussian posterior q(z|x), a prior
+p(z), a decoder p(x|z), trained on the ELBO or the importance-weighted bound."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vaelab.models.autoencoders import Autoencoder, LossTerms
+from vaelab.models.bounds import log_mean_exp
+from vaelab.models.config import ModelConfig
+from vaelab.models.distributions import DiagonalGaussian
+from vaelab.models.priors import StandardNormalPrior
+
+
+class VAE(Autoencoder):
+    """A Gaussian encoder, the unit Gaussian prior, and a beta-weighted KL (Higgins et al. 2017).
+
+    `config.objective` and `config.k` choose the bound `loss` minimises; see `loss`.
+    """
+
+    has_prior = True
+    title = "VAE"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.prior = StandardNormalPrior(config.latent_dim)
+
+    def _encoder_outputs(self) -> int:
+        return 2 * self.config.latent_dim  # mu and log-variance
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, D) each
+        return DiagonalGaussian(mu, logvar)
+
+    def loss(
+        self,
+        x: Tensor,
+        *,
+        y: Tensor | None = None,
+        kl_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> LossTerms:
+        """The negative of a lower bound on log p(x), with the KL weighted by beta * kl_scale.
+
+        objective "elbo": the negative ELBO (Kingma & Welling 2013, eq. 10), its reconstruction
+        term averaged over k reparameterised samples. objective "iwae": the negative
+        importance-weighted bound of Burda et al. (2015) with k samples, which is the ELBO at
+        k = 1 (computed as such). `recon` and `kl` are always the ELBO's terms; `kl_scale` is
+        the trainer's KL warm-up.
+        """
+        posterior = self.encode(x, y)
+        # The closed-form KL (None without one) before the samples: autograd then adds the
+        # gradients into mu and logvar in the order it always has, so runs repeat bit for bit.
+        closed_kl = self.require_prior().kl(posterior, y=y)
+        weight = self.config.beta * kl_scale
+        k = self.config.k
+        if k == 1:
+            z = posterior.rsample(generator=generator)  # (B, D)
+            recon = self.likelihood.nll(self.decode_params(z, x, y), x).mean()
+            kl = (self.kl(posterior, z, y=y) if closed_kl is None else closed_kl).mean()
+            return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
+        z = posterior.rsample(k=k, generator=generator)  # (K, B, D)
+        terms = self.importance_terms(x, z, posterior, y=y)
+        recon = -terms.log_px_z.mean()
+        kl = (self.kl(posterior, z, y=y) if closed_kl is None else closed_kl).mean()
+        if self.config.objective == "iwae":
+            total = -log_mean_exp(terms.log_weights(kl_weight=weight), dim=0).mean()
+            return LossTerms(total=total, recon=recon, kl=kl)
+        return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
