@@ -1,9 +1,16 @@
 # Set-up and everyday commands. `make demo` and `make test` each install what they need first.
+# The commands land in $(VENV)/bin: `source .venv/bin/activate` puts `vaelab` on your PATH.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of PyTorch: a bare `torch` requirement would pull a multi-GB CUDA build.
+# PyTorch's CPU build (about 750 MB installed) comes from PyTorch's own wheel index, since a bare
+# `torch` from PyPI is, on Linux, the CUDA build with its NVIDIA libraries (several GB). Where
+# that index cannot be reached, pip gives up on it within seconds (--timeout 5 --retries 0) and
+# the install falls back to plain PyPI. TORCH_INDEX= (empty) goes to PyPI straight away: the
+# CUDA build on a Linux GPU machine.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/python -m pip install --quiet
 
 .PHONY: install demo test test-fast lint clean
 
@@ -11,9 +18,16 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+ifneq ($(strip $(TORCH_INDEX)),)
+	$(PIP_INSTALL) --timeout 5 --retries 0 --index-url "$(TORCH_INDEX)" "$(TORCH)" \
+	  || { echo "could not install $(TORCH) from $(TORCH_INDEX); trying PyPI" >&2; \
+	       $(PIP_INSTALL) "$(TORCH)"; }
+else
+	$(PIP_INSTALL) "$(TORCH)"
+endif
+	$(PIP_INSTALL) -e ".[dev]"
 	touch $@
+	@echo "installed into $(VENV); run 'source $(BIN)/activate' to put vaelab on your PATH"
 
 demo: install  ## train a VAE on the bundled digits; figures land in runs/demo
 	$(BIN)/vaelab train --out runs/demo --force

@@ -265,7 +265,7 @@ def test_download_md5_mismatch_leaves_nothing(server, isolated_env, monkeypatch)
     handler.routes[path] = (status, body[:-1] + bytes([body[-1] ^ 1]), None)
     with pytest.raises(VaelabError, match="could not download MNIST file .*md5 mismatch"):
         load_data(DataConfig(dataset="mnist"), progress=False)
-    assert list((isolated_env / "mnist").iterdir()) == []
+    assert not isolated_env.exists()  # no .part file, and no empty cache folder it made
 
 
 def test_download_dropped_connection_leaves_nothing(server, isolated_env, monkeypatch):
@@ -277,7 +277,7 @@ def test_download_dropped_connection_leaves_nothing(server, isolated_env, monkey
     with pytest.raises(VaelabError, match="could not download MNIST file.*connection") as info:
         load_data(DataConfig(dataset="mnist"), progress=False)
     assert "put the four IDX files" in str(info.value) and "\n" not in str(info.value)
-    assert list((isolated_env / "mnist").iterdir()) == []
+    assert not isolated_env.exists()  # no .part file, and no empty cache folder it made
 
 
 def test_download_falls_back_to_second_mirror(server, isolated_env, monkeypatch):
@@ -294,7 +294,7 @@ def test_download_all_mirrors_fail(server, isolated_env, monkeypatch):
     serve_mnist(handler, monkeypatch, [f"{url}/missing/"])
     with pytest.raises(VaelabError, match=r"train-images-idx3-ubyte.gz \(.*HTTP 404"):
         load_data(DataConfig(dataset="mnist"), progress=False)
-    assert list((isolated_env / "mnist").iterdir()) == []
+    assert not isolated_env.exists()  # no .part file, and no empty cache folder it made
 
 
 @pytest.mark.parametrize("via", ["data_dir", "VAELAB_DATA"])
@@ -345,7 +345,27 @@ def test_download_interrupted_leaves_nothing(server, isolated_env, monkeypatch):
     monkeypatch.setattr(download_module, "tqdm", InterruptingBar)
     with pytest.raises(KeyboardInterrupt):
         load_data(DataConfig(dataset="mnist"), progress=False)
+    assert not isolated_env.exists()  # no .part file, and no empty cache folder it made
+
+
+def test_failed_download_keeps_folders_that_were_there_or_hold_files(
+    server, isolated_env, monkeypatch
+):
+    """Only the (empty) folders the failed attempt created go; an existing cache folder stays,
+    and so does one holding a file an earlier attempt downloaded."""
+    handler, url = server
+    serve_mnist(handler, monkeypatch, [f"{url}/good/"])
+    (isolated_env / "mnist").mkdir(parents=True)  # there before, empty
+    del handler.routes[f"/good/{IDX_STEMS[0]}.gz"]
+    with pytest.raises(VaelabError, match="could not download"):
+        load_data(DataConfig(dataset="mnist"), progress=False)
     assert list((isolated_env / "mnist").iterdir()) == []
+    (isolated_env / "mnist").rmdir()
+    serve_mnist(handler, monkeypatch, [f"{url}/good/"])
+    del handler.routes[f"/good/{IDX_STEMS[1]}.gz"]  # the first file arrives, the second fails
+    with pytest.raises(VaelabError, match="could not download"):
+        load_data(DataConfig(dataset="mnist"), progress=False)
+    assert [p.name for p in (isolated_env / "mnist").iterdir()] == [f"{IDX_STEMS[0]}.gz"]
 
 
 # --- the real data set, when available ---------------------------------------------------------

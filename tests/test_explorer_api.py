@@ -225,6 +225,24 @@ def test_images_larger_than_4096_are_refused(client: TestClient) -> None:
     assert "4097x8" in detail
 
 
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"not an image at all", _png_bytes()[:40], b"\x89PNG\r\n\x1a\n" + b"\0" * 64],
+    ids=["garbage", "truncated", "png-signature-only"],
+)
+def test_unreadable_images_are_422_without_python_reprs(client: TestClient, data: bytes) -> None:
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    detail = _refused(client.post("/api/runs/vae/encode", json={"image": url}), 422)
+    assert detail.startswith("could not read the image as PNG")
+    assert "BytesIO" not in detail and " object at " not in detail and "0x" not in detail
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -14,12 +14,14 @@ from vaelab import ModelConfig, RunConfig, VaelabError, build_model, train
 from vaelab.analysis.grids import manifold_latents, most_active, traversal_latents
 from vaelab.analysis.latents import Plane
 from vaelab.analysis.plots import (
+    curve_limits,
     interpolation_strips,
     latent_map,
     latent_traversals,
     manifold_grid,
     reconstructions_figure,
     samples_grid,
+    tick_labels,
     training_curves,
 )
 from vaelab.analysis.run_figures import FIGURES, choose_pairs, draw_figures
@@ -204,6 +206,34 @@ def test_training_curves_have_three_panels_of_train_and_validation() -> None:
 def test_training_curves_without_records_say_so() -> None:
     fig = training_curves([])
     assert all("not recorded" in [t.get_text() for t in ax.texts] for ax in fig.axes)
+
+
+def test_a_flat_noisy_kl_curve_is_not_drawn_as_instability() -> None:
+    kl = [6.0, 6.3, 5.7, 6.2, 5.8, 6.1]  # ±0.3 nats of noise around 6
+    records = [
+        {"epoch": e + 1, "train/loss": 150.0 - e, "train/recon": 144.0 - e, "train/kl": v}
+        for e, v in enumerate(kl)
+    ]
+    loss_ax, _, kl_ax = training_curves(records).axes
+    low, high = kl_ax.get_ylim()
+    assert low == 0.0 and high >= 6.3  # from 0, so the noise is a twentieth of the panel
+    low, high = loss_ax.get_ylim()
+    assert high - low >= 15.0  # at least 10% of a loss of 150
+    low, high = curve_limits([0.1, 0.2])
+    assert high - low >= 2.0  # at least 2 nats, however small the values
+    assert curve_limits([10.0, 50.0]) == pytest.approx((8.0, 52.0))  # a real trend: as it is
+
+
+def test_ticks_show_float_noise_around_zero_as_zero() -> None:
+    labels = tick_labels(torch.linspace(-2.0, 2.0, 15) * 0.07)
+    assert labels[7] == "0" and not any("e-" in label for label in labels)
+    assert tick_labels(torch.tensor([-1.0, -1.2e-7, 1.0])) == ["-1", "0", "1"]
+    assert tick_labels(torch.tensor([-2.0, 0.0, 2.0]), sign=True) == ["-2", "0", "+2"]
+    assert tick_labels(torch.tensor([1e-8, 2e-8])) == ["1e-08", "2e-08"]  # small but not noise
+    fig = manifold_grid(tiny_model("vae", 2), n=15)  # Φ⁻¹(0.5) comes out as -2.8e-16
+    (ax,) = fig.axes
+    texts = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    assert "0" in texts and not any("e-" in text for text in texts)
 
 
 def test_pairs_join_different_classes() -> None:

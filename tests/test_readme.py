@@ -49,3 +49,33 @@ def test_presets_are_valid_configs(preset: Path) -> None:
     config = RunConfig.from_dict(read_config_file(preset))
     assert build_model(config.model).config == config.model
     assert preset.name in README.read_text()  # each preset is documented
+
+
+def test_readme_comparison_table_has_only_rows_that_compare_prints() -> None:
+    from vaelab.analysis.compare_report import MEASURES
+
+    titles = {title for title, _ in MEASURES.values()}
+    section = README.read_text().split("## AE against VAE")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| ([^|]+?) \| [\d.]+ \| [\d.]+ \|$", section, flags=re.M)
+    assert rows, "the comparison table is gone"
+    assert set(rows) <= titles
+
+
+def test_readme_documents_the_npz_keys() -> None:
+    from vaelab.data.arrays import IMAGE_KEYS, LABEL_KEYS
+
+    text = README.read_text()
+    assert all(f"`{key}`" in text for key in (*IMAGE_KEYS, *LABEL_KEYS))
+
+
+def test_readme_run_folder_lists_what_plot_and_report_write() -> None:
+    listing = README.read_text().split("### The run folder")[1].split("```")[1]
+    assert "plots/" in listing and "report.html" in listing
+
+
+def test_readme_creates_every_run_it_uses() -> None:
+    """Each `runs/NAME` a command reads is written by some `--out runs/NAME` first."""
+    text = README.read_text()
+    created = set(re.findall(r"--out (runs/[\w-]+)", text)) | {"runs/demo", "runs/api-demo"}
+    used = set(re.findall(r"^vaelab \w+ (runs/[\w-]+)", text, flags=re.M))
+    assert used and used <= created

@@ -22,6 +22,17 @@ MIN_CELL_PIXELS = 56  # small images (8x8 digits) are enlarged so a grid is read
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
+def spread_indices(count: int, n: int) -> torch.Tensor:
+    """min(n, count) indices spread evenly over range(count), the first and last included.
+
+    Figures show these rather than the first n examples: a split stored class by class (an
+    image folder, read one class folder after another) would otherwise show one class only.
+    """
+    if count <= 0 or n <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.linspace(0, count - 1, min(n, count), dtype=torch.float64).round().long().unique()
+
+
 def to_display(
     images: torch.Tensor, *, value_range: tuple[float, float] | None = None
 ) -> torch.Tensor:

@@ -31,22 +31,29 @@ class LatentGrid:
 
 
 def manifold_latents(
-    latent_dim: int, codes: Tensor | None = None, *, prior: bool, n: int = 15
+    latent_dim: int,
+    codes: Tensor | None = None,
+    *,
+    prior: bool,
+    n: int = 15,
+    plane: Plane | None = None,
 ) -> LatentGrid:
     """The codes of the manifold figure.
 
     With a prior (a VAE) and D <= 2: z = Φ⁻¹(p) for p on an even grid in [0.05, 0.95], the
     unit Gaussian's quantiles (Kingma & Welling 2013, fig. 4). Without one (an autoencoder),
     the same quantiles of the codes' own marginals. For D > 2: an even grid over the first two
-    principal axes of `codes` (N, D), ±2 standard deviations, other directions at the mean.
+    principal axes, ±2 standard deviations, other directions at the mean; the axes are
+    `plane`'s (the latent map's, so both figures agree), else fitted to `codes` (N, D).
     """
     if n < 2:
         raise ValueError(f"a manifold grid needs n >= 2, got {n}")
     p = torch.linspace(*PROBABILITIES, n, dtype=torch.float64)
-    if (latent_dim > 2 or not prior) and (codes is None or len(codes) < 2):
+    needs_codes = (latent_dim > 2 and plane is None) or (latent_dim <= 2 and not prior)
+    if needs_codes and (codes is None or len(codes) < 2):
         raise ValueError("this manifold grid needs the codes (N, D) of at least two examples")
     if latent_dim > 2:
-        plane = Plane.fit(codes)
+        plane = plane if plane is not None else Plane.fit(codes)
         steps = torch.linspace(-SPAN, SPAN, n)
         xs, ys = steps * plane.scales[0], steps.flip(0) * plane.scales[1]
         labels = [f"principal axis {k} (±{SPAN:g} std)" for k in (1, 2)]

@@ -55,7 +55,13 @@ class Plane:
 
     @classmethod
     def fit(cls, codes: torch.Tensor) -> Plane:
-        """Fit to codes (N, D), D >= 2."""
+        """Fit to codes (N, D), D >= 2.
+
+        A principal axis is only defined up to its sign, and an SVD may return either; so each
+        axis is turned to make its largest-magnitude loading positive (the rule of
+        scikit-learn's `svd_flip`). The plane then depends on the set of codes alone, not on
+        their order, and a subset of the same codes gives the same orientation.
+        """
         if codes.ndim != 2 or codes.shape[1] < 2:
             raise VaelabError("a latent plane needs codes with at least 2 dimensions")
         codes = codes.double()
@@ -67,7 +73,9 @@ class Plane:
             center = codes.mean(dim=0)
             # Principal axes from the SVD of the centred codes (Pearson 1901).
             _, _, vh = torch.linalg.svd(codes - center, full_matrices=False)
-            axes = vh[:2]
+            axes = vh[:2]  # (2, D)
+            largest = axes.gather(1, axes.abs().argmax(dim=1, keepdim=True))  # (2, 1)
+            axes = axes * torch.where(largest < 0, -1.0, 1.0).to(axes)
         projected = (codes - center) @ axes.T
         scales = projected.std(dim=0) if len(codes) > 1 else torch.ones(2, dtype=torch.float64)
         return cls(center.float(), axes.float(), scales.float())
@@ -79,6 +87,18 @@ class Plane:
     def lift(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 2) -> (N, D): points of the plane back in the latent space."""
         return self.center + points.float() @ self.axes
+
+
+def latent_plane(codes: torch.Tensor) -> Plane:
+    """The one plane a run's codes (N, D) are drawn on, by every figure and the explorer.
+
+    Fitted once on all the codes of the split shown (never a subsample, so the latent map, the
+    manifold and the explorer agree): the identity for D = 2, the first two principal axes for
+    D > 2 (see `Plane.fit`), and the line (z, 0) for D = 1.
+    """
+    if codes.ndim == 2 and codes.shape[1] == 1:
+        return Plane(torch.zeros(1), torch.tensor([[1.0], [0.0]]), torch.ones(2))
+    return Plane.fit(codes)
 
 
 def project_2d(codes: torch.Tensor, method: str = "pca", *, seed: int = 0) -> torch.Tensor:

@@ -7,6 +7,7 @@ into one mosaic per panel (one `imshow`), so a 15x15 grid is one image, not 225 
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from vaelab.analysis.grids import SPAN, manifold_latents, most_active, traversal_latents
-from vaelab.analysis.latents import decode_codes
+from vaelab.analysis.latents import Plane, decode_codes
 from vaelab.figures import mosaic, to_display
 from vaelab.models import Autoencoder
 
@@ -44,6 +45,18 @@ def _show(ax: Any, images: Tensor, rows: int, cols: int, value_range: ValueRange
     )
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def tick_labels(values: Tensor, *, sign: bool = False) -> list[str]:
+    """Tick labels to 2 significant digits, with float noise around zero shown as 0.
+
+    An even grid computed in float32 puts its middle value near 0 rather than at it (e.g.
+    -1.2e-07, or Φ⁻¹(0.5) = -2.8e-16); a value smaller than 1e-6 of the largest is taken as 0.
+    """
+    array = values.double().flatten()
+    tiny = 1e-6 * float(array.abs().max()) if len(array) else 0.0
+    array = torch.where(array.abs() <= tiny, torch.zeros_like(array), array)
+    return ["0" if v == 0 else f"{v:+.2g}" if sign else f"{v:.2g}" for v in array.tolist()]
 
 
 def _image_figure(rows: int, cols: int, *, extra: tuple[float, float] = (0.6, 0.9)) -> Figure:
@@ -131,11 +144,13 @@ def manifold_grid(
     codes: Tensor | None = None,
     *,
     n: int = 15,
+    plane: Plane | None = None,
     value_range: ValueRange | None = None,
 ) -> Figure:
-    """Images decoded on a regular grid of the latent space (see `manifold_latents`); `codes`
-    (N, D) of a dataset are needed unless the model is a VAE with D <= 2."""
-    grid = manifold_latents(model.config.latent_dim, codes, prior=model.has_prior, n=n)
+    """Images decoded on a grid of codes (see `manifold_latents`): quantiles for D <= 2, an
+    even grid over `plane`'s principal axes for D > 2. `codes` (N, D) of a dataset are needed
+    unless the model is a VAE with D <= 2 or, for D > 2, `plane` is given."""
+    grid = manifold_latents(model.config.latent_dim, codes, prior=model.has_prior, n=n, plane=plane)
     images = decode_codes(model, grid.z, batch_size=DECODE_BATCH)
     fig = _image_figure(grid.rows, grid.cols, extra=(1.2, 1.4))
     ax = fig.add_subplot()
@@ -143,10 +158,10 @@ def manifold_grid(
     _, _, height, width = images.shape
     every = max(1, grid.cols // 8)  # at most ~8 tick labels per axis stay readable
     xs = _tile_centers(grid.cols, width)
-    ax.set_xticks(xs[::every], [f"{v:.2g}" for v in grid.x_values.tolist()[::every]])
+    ax.set_xticks(xs[::every], tick_labels(grid.x_values)[::every])
     if grid.rows > 1:
         ys = _tile_centers(grid.rows, height)
-        ax.set_yticks(ys[::every], [f"{v:.2g}" for v in grid.y_values.tolist()[::every]])
+        ax.set_yticks(ys[::every], tick_labels(grid.y_values)[::every])
     ax.set_xlabel(grid.xlabel)
     ax.set_ylabel(grid.ylabel)
     _title(fig, ax, f"{model.title} manifold: {grid.rows}x{grid.cols} decoded codes\n{grid.note}")
@@ -227,7 +242,7 @@ def interpolation_strips(
     ax = fig.add_subplot()
     _show(ax, torch.cat(strips), rows, cols, value_range)
     height, width = strips[0].shape[-2:]
-    t = [f"{v:.2g}" for v in torch.linspace(0, 1, steps).tolist()]
+    t = tick_labels(torch.linspace(0, 1, steps))
     ax.set_xticks(_tile_centers(cols, width), ["$x_a$", *t, "$x_b$"], fontsize=8)
     ax.set_yticks(_tile_centers(rows, height), names, fontsize=8)
     ax.set_xlabel("t along the path from code($x_a$) to code($x_b$)")
@@ -258,7 +273,7 @@ def latent_traversals(
     height, width = images.shape[-2:]
     names = [f"$z_{{{d + 1}}}$ (std {scales[d]:.2g})" for d in dims.tolist()]
     ax.set_yticks(_tile_centers(rows, height), names, fontsize=8)
-    t = [f"{v:+.2g}" for v in torch.linspace(-SPAN, SPAN, steps).tolist()]
+    t = tick_labels(torch.linspace(-SPAN, SPAN, steps), sign=True)
     ax.set_xticks(_tile_centers(steps, width), t, fontsize=8)
     ax.set_xlabel("offset from the mean code, in standard deviations of that dimension")
     shown = f"the {rows} most active of {dim} dimensions" if rows < dim else f"all {dim} dimensions"
@@ -269,6 +284,26 @@ def latent_traversals(
 # --- training curves ----------------------------------------------------------------------
 
 CURVES = (("loss", "loss (negative ELBO for a VAE)"), ("recon", "reconstruction"), ("kl", "KL"))
+# Autoscaled, a flat curve fills its panel: ±0.3 nats of epoch-to-epoch noise on a KL of 6 would
+# look like instability. So each panel spans at least MIN_SPAN_NATS or MIN_SPAN_SHARE of its
+# largest value, whichever is more, and the KL panel (KL >= 0) starts at 0.
+MIN_SPAN_NATS = 2.0
+MIN_SPAN_SHARE = 0.1
+
+
+def curve_limits(values: Sequence[float], *, from_zero: bool = False) -> tuple[float, float]:
+    """The y-range of a training-curve panel showing `values`, with a 5% margin: at least
+    MIN_SPAN_NATS or MIN_SPAN_SHARE of the largest magnitude wide, and from 0 if `from_zero`."""
+    finite = [float(v) for v in values if math.isfinite(v)] or [0.0]
+    low, high = min(finite), max(finite)
+    if from_zero:
+        low, high = min(low, 0.0), max(high, 0.0)
+    span = max(high - low, MIN_SPAN_NATS, MIN_SPAN_SHARE * max(abs(low), abs(high)))
+    floor = from_zero and low == 0.0  # the axis starts at 0 and grows upwards only
+    middle = span / 2 if floor else (low + high) / 2
+    low, high = middle - span / 2, middle + span / 2
+    margin = 0.05 * span
+    return (low if floor else low - margin, high + margin)
 
 
 def training_curves(records: Sequence[Mapping[str, Any]], *, title: str = "Training") -> Figure:
@@ -279,9 +314,11 @@ def training_curves(records: Sequence[Mapping[str, Any]], *, title: str = "Train
     fig = Figure(figsize=(12.0, 3.8), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(CURVES))
     for ax, (term, name) in zip(axes, CURVES, strict=True):
+        shown: list[float] = []
         for split, style in (("train", "-"), ("val", "--")):
             key = f"{split}/{term}"
             xs = [e for e in epochs if isinstance(by_epoch[e].get(key), int | float)]
+            shown += [float(by_epoch[e][key]) for e in xs]
             if xs:
                 ax.plot(
                     xs,
@@ -297,6 +334,7 @@ def training_curves(records: Sequence[Mapping[str, Any]], *, title: str = "Train
         ax.grid(alpha=0.25)
         if ax.has_data():
             ax.legend(frameon=False)
+            ax.set_ylim(*curve_limits(shown, from_zero=term == "kl"))
         else:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(title)

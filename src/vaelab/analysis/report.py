@@ -9,17 +9,55 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 CAPTIONS = {
-    "latent_map": "Codes of the split (the posterior mean μ for a VAE), coloured by class.",
-    "manifold": "Images decoded on a regular grid of the latent space.",
+    "latent_map": "Codes of the split (the posterior mean μ for a VAE), coloured by class; with "
+    "more than two latent dimensions, on the plane of their first two principal axes (fitted on "
+    "all the split's codes, the plane the manifold and the explorer use).",
+    "manifold": "Images decoded on a grid of codes: the prior's quantiles for a VAE with at most "
+    "two latent dimensions, the codes' own quantiles for an autoencoder, an even grid over the "
+    "codes' first two principal axes beyond two dimensions.",
     "samples": "Images decoded from codes drawn from N(0, I).",
-    "reconstructions": "Images of the split, each above its reconstruction.",
+    "reconstructions": "Images spread evenly over the split, each above its reconstruction.",
     "interpolations": "Decoded codes along the path between the codes of two images.",
     "traversals": "Decoded codes moved along one latent dimension at a time.",
-    "curves": "Loss, reconstruction and KL per epoch (nats per example).",
+    "curves": "Loss, reconstruction and KL per epoch (nats per example); the KL panel starts at "
+    "0 and no panel spans less than 2 nats or 10% of its values, so noise stays small.",
 }
+
+
+def figure_captions(*, latent_dim: int, has_prior: bool) -> dict[str, str]:
+    """CAPTIONS, with the manifold's saying which grid `vaelab.analysis.grids` decodes for a
+    model with `latent_dim` dimensions, with a prior (a VAE) or without (an autoencoder)."""
+    if latent_dim > 2:
+        manifold = (
+            "Images decoded on an even grid over the first two principal axes of the codes "
+            "(±2 standard deviations along each, the other directions at the mean): the latent "
+            "map's plane."
+        )
+    elif has_prior:
+        manifold = (
+            "Images decoded on a grid of the prior's quantiles z = Φ⁻¹(p), p evenly from 0.05 to "
+            "0.95 (Kingma & Welling 2013, fig. 4): even in probability, denser near 0 in z."
+        )
+    else:
+        manifold = (
+            "Images decoded on a grid of the quantiles 5% … 95% of the codes' own marginals (an "
+            "autoencoder has no prior): even in probability, not in z."
+        )
+    return {**CAPTIONS, "manifold": manifold}
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    """One record of eval.json, as the report shows it."""
+
+    key: str  # its key in eval.json, e.g. "best/test/k=5000"
+    text: str  # the table `vaelab eval` prints, or why the record cannot be shown
+    kl_per_dim: Sequence[float] | None = None  # nats, in dimension order (z_1 first)
+
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
@@ -41,15 +79,16 @@ def render_report(
     figures: Sequence[tuple[str, str, bytes]],
     config: Mapping[str, Mapping[str, Any]],
     records: Sequence[Mapping[str, Any]],
-    evaluation: Any = None,
+    evaluation: Sequence[EvalSection] | None = None,
 ) -> str:
     """The report page. `figures` are (name, caption, PNG bytes); `config` is
-    {section: {option: value}}; `records` the per-epoch metrics; `evaluation` eval.json's
-    contents or None. Every piece of text is HTML-escaped."""
+    {section: {option: value}}; `records` the per-epoch metrics; `evaluation` the records of
+    eval.json, or None for none. Every piece of text is HTML-escaped."""
     parts = [f"<h1>{_e(title)}</h1>", key_value_table(summary), "<h2>Figures</h2>"]
     parts += [_figure(name, caption, png) for name, caption, png in figures]
     if evaluation is not None:
-        parts += ["<h2>Evaluation (eval.json)</h2>", _value(evaluation)]
+        parts.append("<h2>Evaluation (eval.json)</h2>")
+        parts += [_evaluation(section) for section in evaluation]
     parts.append("<h2>Metrics</h2>")
     if records:
         parts += [
@@ -81,6 +120,19 @@ def _figure(name: str, caption: str, png: bytes) -> str:
         f'<figure id="{_e(name)}"><img src="data:image/png;base64,{data}" alt="{_e(name)}">'
         f"<figcaption><b>{_e(name)}.png</b> — {_e(caption)}</figcaption></figure>"
     )
+
+
+def _evaluation(section: EvalSection) -> str:
+    """The record's `vaelab eval` table, then its KL per dimension labelled z_1, z_2, ..."""
+    html_parts = [f"<h3>{_e(section.key)}</h3>", f"<pre>{_e(section.text)}</pre>"]
+    if section.kl_per_dim:
+        head = "".join(f"<th>z<sub>{d}</sub></th>" for d in range(1, len(section.kl_per_dim) + 1))
+        cells = "".join(_cell(float(v)) for v in section.kl_per_dim)
+        html_parts.append(
+            "<p>KL per latent dimension (nats), in dimension order:</p>"
+            f'<div class="scroll"><table><tr>{head}</tr><tr>{cells}</tr></table></div>'
+        )
+    return "\n".join(html_parts)
 
 
 def format_value(value: Any) -> str:

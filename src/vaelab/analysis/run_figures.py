@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 from matplotlib.figure import Figure
 
-from vaelab.analysis.latents import PROJECTIONS, Plane, encode_dataset, project_2d
+from vaelab.analysis.latents import (
+    PROJECTIONS,
+    Plane,
+    encode_dataset,
+    latent_plane,
+    project_2d,
+)
 from vaelab.analysis.plots import (
     interpolation_strips,
     latent_map,
@@ -17,6 +23,7 @@ from vaelab.analysis.plots import (
     training_curves,
 )
 from vaelab.errors import VaelabError
+from vaelab.figures import spread_indices
 from vaelab.models import Autoencoder
 from vaelab.runs import RunSplit
 from vaelab.training.metrics import read_metrics
@@ -41,27 +48,32 @@ def draw_figures(
     loaded: RunSplit, *, projection: str = "pca", max_points: int = 5000, seed: int = 0
 ) -> dict[str, Figure]:
     """Every figure of FIGURES for a run and one split of its data (see `vaelab.runs.load_run`),
-    by name; the training curves come from the run folder's metrics.jsonl."""
+    by name; the training curves come from the run folder's metrics.jsonl.
+
+    The latent map and the manifold share one plane, `latent_plane` of all the split's codes
+    (the explorer's too), so a class lies in the same corner of both."""
     check_options(projection=projection, max_points=max_points)
     run = loaded.run
     model, value_range = run.model, run.value_range
     codes = encode_dataset(model, loaded.x)  # (N, D) posterior means, on the CPU
+    plane = latent_plane(codes)
     generator = torch.Generator().manual_seed(seed)
     sample_generator = torch.Generator(device=model.device).manual_seed(seed)
     with torch.inference_mode():
         samples = model.sample(N_SAMPLES, generator=sample_generator).float().cpu()
-        x = loaded.x[:N_RECONSTRUCTIONS]
+        x = loaded.x[spread_indices(len(loaded.x), N_RECONSTRUCTIONS)]
         x_hat = model.reconstruct(x.to(model.device, model.dtype)).float().cpu()
     pairs = choose_pairs(loaded.y, len(loaded.x), N_PAIRS, generator)
     names = loaded.class_names
     return {
-        "latent_map": _latent_map(loaded, codes, projection, max_points, generator, seed),
-        "manifold": manifold_grid(model, codes, value_range=value_range),
+        "latent_map": _latent_map(loaded, codes, plane, projection, max_points, generator, seed),
+        "manifold": manifold_grid(model, codes, plane=plane, value_range=value_range),
         "samples": samples_grid(samples, title=_samples_title(model), value_range=value_range),
         "reconstructions": reconstructions_figure(
             x,
             x_hat,
-            title=f"{loaded.split} images above their reconstructions",
+            title=f"{len(x)} {loaded.split} images spread evenly over the split, above their "
+            "reconstructions",
             value_range=value_range,
         ),
         "interpolations": interpolation_strips(
@@ -78,6 +90,34 @@ def draw_figures(
     }
 
 
+def figure_inputs(loaded: RunSplit, *, max_points: int = 5000) -> dict[str, str]:
+    """What each figure of `draw_figures` is drawn from, by figure name, in words (for the
+    report's summary): the counts `draw_figures` uses, from the same constants."""
+    n, split = len(loaded.x), loaded.split
+    images = f"{n:,} {split} images"
+    shown = min(max_points, n)
+    dim = loaded.run.config.model.latent_dim
+    prior = loaded.run.model.has_prior
+    if dim > 2:
+        manifold = f"a grid over the principal axes of the codes of all {images}"
+    elif prior:
+        manifold = "the prior's quantiles (no images)"
+    else:
+        manifold = f"quantiles of the codes of all {images}"
+    pairs = f"{N_PAIRS} random pairs of the {images}"
+    return {
+        "latent map": f"{shown:,} of {images} (a seeded random subset)"
+        if shown < n
+        else f"all {images}",
+        "manifold": manifold,
+        "samples": f"{N_SAMPLES} codes drawn from N(0, I)",
+        "reconstructions": f"{min(N_RECONSTRUCTIONS, n)} of {images}, spread evenly",
+        "interpolations": pairs + (", of different classes" if loaded.y is not None else ""),
+        "traversals": f"the mean and spread of the codes of all {images}",
+        "curves": "metrics.jsonl",
+    }
+
+
 def check_options(*, projection: str = "pca", max_points: int = 5000) -> None:
     """Raise VaelabError for a projection or point budget `draw_figures` cannot use."""
     if projection not in PROJECTIONS:
@@ -89,31 +129,33 @@ def check_options(*, projection: str = "pca", max_points: int = 5000) -> None:
 def _latent_map(
     loaded: RunSplit,
     codes: torch.Tensor,
+    plane: Plane,
     projection: str,
     max_points: int,
     generator: torch.Generator,
     seed: int,
 ) -> Figure:
     """The scatter of a random subset of at most `max_points` codes, in random order so that
-    no class is drawn entirely on top of the others."""
+    no class is drawn entirely on top of the others; projected on `plane` (fitted on all the
+    codes, not the subset) unless the projection is t-SNE."""
     keep = torch.randperm(len(codes), generator=generator)[:max_points]
     chosen = codes[keep]
     dim = codes.shape[1]
     what = "posterior means μ" if loaded.run.model.has_prior else "codes"
     if dim <= 2:
-        points, labels = project_2d(chosen, "pca"), ("$z_1$", "$z_2$" if dim == 2 else "")
+        points, labels = plane.project(chosen), ("$z_1$", "$z_2$" if dim == 2 else "")
         how = f"{dim}-D latent space"
     elif projection == "pca":
-        plane = Plane.fit(chosen)
         points = plane.project(chosen)
-        share = plane.scales.pow(2) / chosen.var(dim=0).sum().clamp_min(1e-12)
+        share = plane.scales.pow(2) / codes.var(dim=0).sum().clamp_min(1e-12)
         labels = tuple(f"principal axis {k + 1} ({share[k]:.0%} of variance)" for k in (0, 1))
-        how = f"PCA of the {dim}-D codes"
+        how = f"PCA of the {dim}-D codes of all {len(codes):,} images"
     else:
         points, labels = project_2d(chosen, "tsne", seed=seed), ("t-SNE 1", "t-SNE 2")
         how = f"t-SNE of the {dim}-D codes"
     y = None if loaded.y is None else loaded.y[keep]
-    title = f"Latent map: {what} of {len(chosen)} {loaded.split} images\n{how}"
+    of = f"{len(chosen):,} of {len(codes):,}" if len(chosen) < len(codes) else f"all {len(codes):,}"
+    title = f"Latent map: {what} of {of} {loaded.split} images\n{how}"
     return latent_map(
         points, y, loaded.class_names, title=title, xlabel=labels[0], ylabel=labels[1]
     )

@@ -4,26 +4,35 @@ every expected failure into one line on stderr and an exit code."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import torch
-
-from vaelab.cli import compare, console, evaluate, figures, info, plot, serve, train
+from vaelab.cli import console
 from vaelab.cli.arguments import add_quiet
 from vaelab.errors import VaelabError
-from vaelab.training.distributed import process_rank
 from vaelab.version import __version__
 
-# The subcommands' modules, in the order `vaelab --help` lists them; each has add_parsers
-# (subparsers) and COMMANDS, its subcommands' functions from parsed arguments to outputs.
-MODULES = (train, figures, info, evaluate, plot, compare, serve)
-COMMANDS: dict[str, Callable[[argparse.Namespace], Iterable[Path | str]]] = {
-    name: run for module in MODULES for name, run in module.COMMANDS.items()
+# The subcommands, in the order `vaelab --help` lists them: the module in vaelab.cli that defines
+# each (its add_parsers declares the arguments, its COMMANDS maps the name to a function from
+# parsed arguments to outputs) and its line in that list. A module, and torch with it, is
+# imported only for the subcommand being run: `vaelab --help` and a mistyped command answer at
+# once instead of after the seconds torch and matplotlib take to import.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train a model into a run folder"),
+    "sample": ("figures", "PNG grid of images decoded from the prior"),
+    "reconstruct": ("figures", "images above their reconstructions"),
+    "interpolate": ("figures", "PNG strip along the latent path between two images"),
+    "info": ("info", "a run's configuration and last metrics"),
+    "eval": ("evaluate", "negative ELBO, importance-weighted NLL, active units of a run"),
+    "plot": ("plot", "every figure of a run as PNGs"),
+    "report": ("plot", "one self-contained HTML report of a run"),
+    "compare": ("compare", "runs on the same data side by side: figure and table of measures"),
+    "serve": ("serve", "the latent-space explorer in the browser"),
 }
 
 EXAMPLES = """\
@@ -32,10 +41,18 @@ examples:
   vaelab train --dataset mnist --latent-dim 2 --epochs 20 --out runs/mnist-vae
   vaelab train --resume runs/mnist-vae --epochs 40
   vaelab sample runs/mnist-vae --n 100
-  vaelab interpolate runs/mnist-vae --from 3 --to 7
+  vaelab interpolate runs/mnist-vae --from 3 --to 2   between test images 3 and 2 (a 0 and a 1)
   vaelab info runs/mnist-vae
   vaelab eval runs/mnist-vae --k 5000             test NLL, as papers report it
+
+'vaelab COMMAND --help' describes each command and its options, with their defaults.
 """
+
+
+def command(name: str) -> Callable[[argparse.Namespace], Iterable[Path | str]]:
+    """The function that runs subcommand `name` (importing its module)."""
+    module = importlib.import_module(f"vaelab.cli.{SUBCOMMANDS[name][0]}")
+    return module.COMMANDS[name]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,8 +61,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vaelab: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `vaelab` parser with every subcommand."""
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The `vaelab` parser. The arguments of the subcommands in `commands` (default: all) are
+    declared by their modules; the others are only listed, so building it needs no torch."""
     parser = _Parser(
         prog="vaelab",
         epilog=EXAMPLES,
@@ -56,9 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
     add_quiet(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in MODULES:
-        module.add_parsers(subparsers)
+    wanted = {SUBCOMMANDS[name][0] for name in (SUBCOMMANDS if commands is None else commands)}
+    declared: set[str] = set()
+    for name, (module, summary) in SUBCOMMANDS.items():
+        if module not in wanted:
+            subparsers.add_parser(name, help=summary)
+        elif module not in declared:  # add_parsers declares all of the module's subcommands
+            importlib.import_module(f"vaelab.cli.{module}").add_parsers(subparsers)
+            declared.add(module)
     return parser
+
+
+def _named_command(argv: Sequence[str]) -> list[str]:
+    """The subcommand `argv` names, if any: its first word that is not an option (vaelab's own
+    options, before the subcommand, take no values)."""
+    words = [word for word in argv if not word.startswith("-")]
+    return words[:1] if words and words[0] in SUBCOMMANDS else []
 
 
 _SIZE_FLAGS = defaultdict(
@@ -69,11 +100,21 @@ _SIZE_FLAGS = defaultdict(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `vaelab` with `argv` (default sys.argv[1:]); returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_named_command(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand, printing its outputs; expected failures become one line."""
+    import torch  # every command needs it; only parsing and --help go without
+
+    from vaelab.training.distributed import process_rank
+
     try:
         main_process = process_rank() == 0  # under torchrun, only rank 0 talks
     except VaelabError as error:
@@ -82,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine_readable = getattr(args, "json", False)  # stdout holds only the JSON then
     console.configure_logging(quiet=args.quiet or machine_readable or not main_process)
     try:
-        for output in COMMANDS[args.command](args):
+        for output in command(args.command)(args):
             if main_process:
                 print(output, flush=True)
     except BrokenPipeError:  # `vaelab info RUN | head`: the reader left; not an error

@@ -1,4 +1,8 @@
-"""The arguments several `vaelab` subcommands share, each declared once, and their help texts."""
+"""The arguments several `vaelab` subcommands share, each declared once, and their help texts.
+
+This module imports no torch (nor anything that does): `vaelab --help` and argument errors
+build the parser with it and should answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import VaelabError
-from vaelab.training.config import DEVICES
 
+# `--device` choices: training.config.DEVICES (which imports torch), repeated here;
+# tests/test_setup_and_help.py checks that the two agree.
+DEVICES = ("auto", "cpu", "cuda")
 # Help texts that several subcommands share word for word.
 MODEL_DEVICE = "where to run the model; auto picks CUDA when available"
 MODELS_DEVICE = "where to run the models; auto picks CUDA when available"
@@ -59,6 +65,11 @@ def add_quiet(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS)
     )
 
 
+def with_default(help_text: str, default: str) -> str:
+    """`help_text` ending in "(default: ...)", unless it already says its default."""
+    return help_text if "default" in help_text else f"{help_text} (default: {default})"
+
+
 def add_shared_arguments(
     parser: argparse.ArgumentParser,
     *,
@@ -70,7 +81,8 @@ def add_shared_arguments(
     data_dir: str | None = None,
 ) -> None:
     """The flags several subcommands take, each declared here once, in this order; `device`,
-    `seed`, `dataset` and `data_dir` are the help texts (they differ between subcommands)."""
+    `seed`, `dataset` and `data_dir` are the help texts (they differ between subcommands).
+    Every flag's help ends with its default, as everywhere in `vaelab --help`."""
     if checkpoint:
         parser.add_argument(
             "--checkpoint",
@@ -79,9 +91,11 @@ def add_shared_arguments(
             help="which checkpoint of a run folder (default: best)",
         )
     if device is not None:
-        parser.add_argument("--device", choices=DEVICES, default="auto", help=device)
+        parser.add_argument(
+            "--device", choices=DEVICES, default="auto", help=with_default(device, "auto")
+        )
     if seed is not None:
-        parser.add_argument("--seed", type=parse_seed, default=0, help=seed)
+        parser.add_argument("--seed", type=parse_seed, default=0, help=with_default(seed, "0"))
     if split:
         parser.add_argument(
             "--split",

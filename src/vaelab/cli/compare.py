@@ -148,8 +148,9 @@ def add_parsers(subparsers: Any) -> None:
     add_shared_arguments(
         parser,
         device=MODELS_DEVICE,
-        dataset="the runs' data, if it moved",
-        data_dir="folder with the MNIST IDX files",
+        dataset="the runs' data, if it moved (default: the path in the first run's config.json)",
+        data_dir="folder with the MNIST IDX files (default: the first run's, then $VAELAB_DATA, "
+        "then the download cache)",
     )
     add_quiet(parser)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -14,17 +16,33 @@ class _ConsoleHandler(logging.Handler):
 
     Keeping information off stderr means a failed command's stderr is its one error line.
     The streams are looked up at each record, so redirecting sys.stdout later still works.
+    A stream whose reader has gone (`vaelab train | head -1`) is sent to /dev/null: the
+    command goes on without it (a training run is worth more than its log lines) and ends
+    with its usual exit code, without a traceback.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
         try:
-            if record.levelno >= logging.WARNING:
-                text = f"vaelab: {record.levelname.lower()}: {record.getMessage()}"
-                tqdm.write(text, file=sys.stderr)
-            else:
-                tqdm.write(record.getMessage(), file=sys.stdout)
+            text = record.getMessage()
+            if stream is sys.stderr:
+                text = f"vaelab: {record.levelname.lower()}: {text}"
+            tqdm.write(text, file=stream)
+        except BrokenPipeError:  # the reader left: stop writing there, quietly
+            silence(stream)
         except Exception:  # never let a broken console kill training; logging reports it
             self.handleError(record)
+
+
+def silence(stream: TextIO) -> None:
+    """Point a stream whose reader has gone at /dev/null, so that later writes (and the flush
+    at exit) succeed quietly instead of raising BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
 
 
 def configure_logging(quiet: bool) -> None:

@@ -77,7 +77,7 @@ def evaluate_run(
         )
     if likelihood == "bernoulli" and not binarize and not bool(((x == 0) | (x == 1)).all()):
         logger.warning(
-            "note: the images are not binary, so a bernoulli decoder's NLL is a cross-entropy, "
+            "the images are not binary, so a bernoulli decoder's NLL is a cross-entropy, "
             "not a log-likelihood; --binarize scores a binary draw"
         )
     result = evaluate(

@@ -202,7 +202,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_png: str) -> N
 
 
 def _add_sample_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("sample", help="PNG grid of images decoded from the prior")
+    parser = subparsers.add_parser(
+        "sample",
+        help="PNG grid of images decoded from the prior",
+        description="A grid of images decoded from random codes: drawn from the prior N(0, I), "
+        "or with --sampler gmm from a Gaussian mixture fitted to the run's training codes.",
+    )
     _add_model_arguments(parser, SAMPLES_PNG)
     parser.add_argument(
         "--n",
@@ -220,8 +225,10 @@ def _add_sample_parser(subparsers: Any) -> None:
     )
     add_shared_arguments(
         parser,
-        dataset="with --sampler gmm: the run's data, if it moved",
-        data_dir="with --sampler gmm: folder with the MNIST IDX files",
+        dataset="with --sampler gmm: the run's data, if it moved (default: the path in the "
+        "run's config.json)",
+        data_dir="with --sampler gmm: folder with the MNIST IDX files (default: the run's, "
+        "then $VAELAB_DATA, then the download cache)",
     )
 
 
@@ -244,14 +251,19 @@ def _add_reconstruct_parser(subparsers: Any) -> None:
 
 def _add_interpolate_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "interpolate", help="PNG strip along the latent path between two images"
+        "interpolate",
+        help="PNG strip along the latent path between two images",
+        description="A strip from one image to another: both originals and the decodings of "
+        "--steps codes on the line (or, with --spherical, the great circle) between their "
+        "codes. Each end is an index into the split (--from 3 is the split's fourth image) or "
+        "an image file.",
     )
     _add_model_arguments(parser, INTERPOLATION_PNG)
     parser.add_argument(
         "--from",
         dest="start",
         metavar="INDEX|IMAGE",
-        help="an index into --split or an image file (default: 0)",
+        help="an index into --split (0 is its first image) or an image file (default: 0)",
     )
     parser.add_argument(
         "--to",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaelab.cli.arguments import add_quiet, add_shared_arguments
+from vaelab.cli.train_flags import OPTION_GROUPS
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.models.networks import count_parameters
@@ -67,7 +70,10 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
 
 def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
     """A run's (or checkpoint's) configuration, size and last metrics, as text or JSON; the
-    report is made even when the checkpoint's weights are unreadable, with `error` set."""
+    report is made even when the checkpoint's weights are unreadable, with `error` set.
+
+    The text is valid TOML that `vaelab train --config` accepts: the configuration as its
+    [model] [data] [optim] [train] tables, everything else as comments."""
     report = _info_report(run, checkpoint)
     error = report["weights_error"]
     if as_json:
@@ -75,22 +81,64 @@ def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
     epochs = report["config"]["train"]["epochs"]
     counted = " (counted from config.json)" if error else ""
     lines = [
-        f"run         {report['run']}",
-        f"epochs      {report['epochs_done']} of {epochs}",
-        f"checkpoint  {report['checkpoint']} (epoch {report['checkpoint_epoch']})",
-        f"parameters  {report['parameters']:,}{counted}",
+        f"# run         {report['run']}",
+        f"# epochs      {report['epochs_done']} of {epochs}",
+        f"# checkpoint  {report['checkpoint']} (epoch {report['checkpoint_epoch']})",
+        f"# parameters  {report['parameters']:,}{counted}",
     ]
     if error:
-        lines.append(f"weights     UNREADABLE{_other_checkpoint(run, Path(report['checkpoint']))}")
-    for section, values in report["config"].items():
-        lines.append(f"[{section}]")
-        lines += [f"  {key} = {json.dumps(value)}" for key, value in values.items()]
-    lines.append("last metrics")
+        other = _other_checkpoint(run, Path(report["checkpoint"]))
+        lines.append(f"# weights     UNREADABLE{other}")
+    lines.append("# the configuration, as `vaelab train --config FILE` reads it:")
+    lines += config_toml(report["config"])
+    lines += ["", "# last metrics"]
     lines += [
-        f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}"
+        f"#   {key} = {value:.6g}" if isinstance(value, float) else f"#   {key} = {value}"
         for key, value in report["last_metrics"].items()
     ]
     return Info("\n".join(lines), error)
+
+
+# What a None option means, in the words `vaelab train --help` uses for its default.
+UNSET = {
+    (section, option.field): option.unset
+    for section, options in OPTION_GROUPS.items()
+    for option in options
+}
+
+
+def config_toml(config: dict[str, dict[str, Any]]) -> list[str]:
+    """{section: {option: value}} as TOML lines. TOML has no null, so an option that is None
+    is left out (the config then takes its default, which is None) and shown as a comment
+    saying what it means, e.g. `# sigma: learned`."""
+    lines = []
+    for section, values in config.items():
+        lines += ["", f"[{section}]"]
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key}: {UNSET.get((section, key), 'none')}")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return lines
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML value for a config option: a string, bool, number or list of them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):  # a basic string; TOML allows no raw control character or DEL
+        return '"' + _TOML_ESCAPED.sub(_toml_escape, value) + '"'
+    return json.dumps(value)  # JSON's numbers and true/false are TOML's too
+
+
+_TOML_ESCAPED = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def _toml_escape(match: re.Match[str]) -> str:
+    char = match[0]
+    return "\\" + char if char in '"\\' else f"\\u{ord(char):04x}"
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -98,7 +146,10 @@ def add_parsers(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "info",
         help="a run's configuration and last metrics",
-        description="A run's configuration, size and last metrics. When the checkpoint's "
+        description="A run's configuration, size and last metrics, as TOML: the "
+        "configuration is the [model] [data] [optim] [train] tables that `vaelab train "
+        "--config` reads (an unset option is a comment saying what that means, e.g. "
+        "'# sigma: learned'), the rest is comments. When the checkpoint's "
         "weights cannot be read, the report is still printed (parameters counted from "
         "config.json), and then the command exits with code 1 and an error naming the problem.",
     )

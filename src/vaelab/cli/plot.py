@@ -4,6 +4,7 @@ self-contained HTML page, with the run's config, metrics and eval.json)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -12,9 +13,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from vaelab.analysis.evaluate import EvalResult
 from vaelab.analysis.latents import PROJECTIONS
-from vaelab.analysis.report import CAPTIONS, render_report
-from vaelab.analysis.run_figures import FIGURES, check_options, draw_figures
+from vaelab.analysis.report import EvalSection, figure_captions, render_report
+from vaelab.analysis.run_figures import FIGURES, check_options, draw_figures, figure_inputs
 from vaelab.cli.arguments import (
     MODEL_DEVICE,
     RUN_DATA_DIR,
@@ -23,6 +25,7 @@ from vaelab.cli.arguments import (
     add_shared_arguments,
     output_path,
 )
+from vaelab.cli.evaluate import format_result
 from vaelab.errors import VaelabError
 from vaelab.figures import save_figure
 from vaelab.files import atomic_write_text, write_error
@@ -97,10 +100,14 @@ def write_report(
     path = _report_path(run_dir, out)
     figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
     pngs = save_figures(figures, path.parent / PLOTS_DIR)
+    model = loaded.run.model
+    captions = figure_captions(latent_dim=model.config.latent_dim, has_prior=model.has_prior)
     page = render_report(
         title=f"vaelab report: {run_dir.name}",
-        summary=_summary(loaded, checkpoint=checkpoint, projection=projection),
-        figures=[(p.stem, CAPTIONS[p.stem], p.read_bytes()) for p in pngs],
+        summary=_summary(
+            loaded, checkpoint=checkpoint, projection=projection, max_points=max_points
+        ),
+        figures=[(p.stem, captions[p.stem], p.read_bytes()) for p in pngs],
         config=loaded.run.config.to_dict(),
         records=read_metrics(run_dir),
         evaluation=read_evaluation(run_dir),
@@ -117,20 +124,41 @@ def _report_path(run_dir: Path, out: str | Path | None) -> Path:
     return output_path(run_dir / REPORT_FILE, out, suffixes=(".html", ".htm"), what="an .html file")
 
 
-def read_evaluation(run_dir: Path) -> Any:
-    """The contents of RUN/eval.json, or None when there is none. A file that is not JSON is
-    reported in the page (and logged) rather than stopping the report."""
+def read_evaluation(run_dir: Path) -> list[EvalSection] | None:
+    """The records of RUN/eval.json, each as the table `vaelab eval` prints; None when there
+    is no eval.json. A file or record that cannot be read is reported in the page (and logged)
+    rather than stopping the report."""
     path = Path(run_dir) / EVAL_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        records = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         logger.warning("%s could not be read (%s); the report leaves it out", path, error)
-        return {"error": f"{path} could not be read: {error}"}
+        return [EvalSection(EVAL_FILE, f"{path} could not be read: {error}")]
+    if not isinstance(records, dict):
+        return [EvalSection(EVAL_FILE, f"{path} is not a record of `vaelab eval` (not an object)")]
+    return [_eval_section(str(key), record, run_dir) for key, record in records.items()]
 
 
-def _summary(loaded: RunSplit, *, checkpoint: str, projection: str) -> dict[str, Any]:
+EVAL_FIELDS = {f.name for f in dataclasses.fields(EvalResult)}
+
+
+def _eval_section(key: str, record: Any, run_dir: Path) -> EvalSection:
+    """One eval.json record through `format_result`, the table `vaelab eval` printed for it."""
+    try:
+        result = EvalResult(**{k: v for k, v in record.items() if k in EVAL_FIELDS})
+        text = format_result(result, record, run_dir)
+    except (AttributeError, TypeError, KeyError, ValueError) as error:
+        logger.warning("eval.json record %s could not be read (%s)", key, error)
+        shown = json.dumps(record, indent=2, default=str)
+        return EvalSection(key, f"not a record `vaelab eval` wrote ({error}):\n{shown}")
+    return EvalSection(key, text, result.kl_per_dim)
+
+
+def _summary(
+    loaded: RunSplit, *, checkpoint: str, projection: str, max_points: int
+) -> dict[str, Any]:
     model, data = loaded.run.config.model, loaded.run.config.data
     return {
         "run": str(loaded.run.run_dir),
@@ -140,7 +168,7 @@ def _summary(loaded: RunSplit, *, checkpoint: str, projection: str) -> dict[str,
         "dataset": data.dataset,
         "image shape (C, H, W)": list(model.data_shape),
         "checkpoint": f"{checkpoint} (epoch {loaded.run.meta.get('epoch', '?')})",
-        "figures drawn from": f"{len(loaded.x)} {loaded.split} images",
+        "figures drawn from": figure_inputs(loaded, max_points=max_points),
         "projection": projection if model.latent_dim > 2 else "none (2-D latent space)",
         "vaelab": __version__,
         "written": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

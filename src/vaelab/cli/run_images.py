@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.figures import save_image_grid, save_image_pairs
+from vaelab.figures import save_image_grid, save_image_pairs, spread_indices
 from vaelab.models import Autoencoder
 from vaelab.runs import RunSplit, TrainedRun, open_run
 
@@ -31,7 +31,7 @@ def save_grid(images: torch.Tensor, path: Path, value_range: tuple[float, float]
 def save_reconstructions(trained: TrainedRun, x: torch.Tensor, n: int, path: Path) -> Path:
     """n images spread evenly over x (N, C, H, W), first and last included, above their
     reconstructions, 10 pairs a row."""
-    x = x[torch.linspace(0, len(x) - 1, n).round().long().unique()]
+    x = x[spread_indices(len(x), n)]
     with torch.inference_mode():
         x_hat = trained.model.reconstruct(x.to(trained.model.device)).cpu()
     return save_image_pairs(

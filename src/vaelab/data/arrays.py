@@ -149,14 +149,26 @@ def _unflatten(x: np.ndarray, path: Path) -> np.ndarray:
     side = math.isqrt(d)
     if side * side == d:
         log.info(
-            "%s holds flat vectors of length %d: read as %dx%d grayscale images",
+            "%s holds a 2-D array %s, flat vectors of length %d: read as %dx%d grayscale "
+            "images, rows first",
             path,
+            x.shape,
             d,
             side,
             side,
         )
         return x.reshape(n, 1, side, side)
-    log.info("%s holds flat vectors of length %d (not a square): read as 1x%d images", path, d, d)
+    # Rarely what an image toolkit's user meant (conv networks and figures need 2-D images),
+    # so a warning, which --quiet does not hide.
+    log.warning(
+        "%s holds a 2-D array %s and %d is not a square: read as 1x%d images, shape "
+        "(1, 1, %d); save images as (N, H, W) or (N, C, H, W) to keep their shape",
+        path,
+        x.shape,
+        d,
+        d,
+        d,
+    )
     return x.reshape(n, 1, 1, d)
 
 

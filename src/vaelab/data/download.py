@@ -41,9 +41,19 @@ def download(
 ) -> Path:
     """Fetch `resource` into `folder` from the first mirror that works; returns the final path.
 
-    Raises DownloadFailed with the last reason when no mirror gives a complete, verified file.
+    Raises DownloadFailed with the last reason when no mirror gives a complete, verified file;
+    then (or on Ctrl-C) the folders this call created are removed again, if they are empty.
     """
+    created = _missing_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _from_mirrors(resource, folder, progress, timeout)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _from_mirrors(resource: Resource, folder: Path, progress: bool, timeout: float) -> Path:
     reason = "no mirrors configured"
     for base in resource.mirrors:
         url = base.rstrip("/") + "/" + resource.filename
@@ -55,6 +65,26 @@ def download(
             # one line on the command line rather than one warning per mirror.
             log.debug("download failed: %s", reason)
     raise DownloadFailed(reason)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (innermost first) while they are empty: an empty cache folder left by a
+    failed download would look like a cache that is there. A folder holding anything stays."""
+    for path in folders:
+        try:
+            path.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
 
 
 class _MirrorFailed(Exception):

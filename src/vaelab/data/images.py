@@ -44,14 +44,15 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tens
         problem = "is not a file" if path.exists() else "does not exist"
         raise VaelabError(f"image file {path} {problem}; pass a PNG or JPEG file")
     array = read_image(path, size=(height, width), fix="pass a PNG or JPEG file")
-    return torch.from_numpy(_to_channels(array, channels))
+    return torch.from_numpy(_converted(array, channels, str(path)))
 
 
 def image_to_tensor(image: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
     """An opened PIL image as (C, H, W) float32 in [0, 1] matching `shape`, converted the way
     the dataset loader converts files (transparency onto white, Lanczos resize)."""
     channels, height, width = shape
-    return torch.from_numpy(_to_channels(_decode(image, (height, width)), channels))
+    name = getattr(image, "filename", "") or "the image"
+    return torch.from_numpy(_converted(_decode(image, (height, width)), channels, name))
 
 
 def read_image(
@@ -128,6 +129,22 @@ def _to_channels(array: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(array, 3, axis=0)
     luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
     return np.tensordot(luma, array, axes=1)[None].astype(np.float32)
+
+
+def _converted(array: np.ndarray, channels: int, name: str) -> np.ndarray:
+    """`_to_channels`, saying so when the image had to change colour to fit the run."""
+    if array.shape[0] != channels:
+        log.info(
+            "%s is %s; converted to %s for this %d-channel run",
+            name,
+            _COLOURS[array.shape[0]],
+            "grayscale (luma)" if channels == 1 else "RGB (gray in each channel)",
+            channels,
+        )
+    return _to_channels(array, channels)
+
+
+_COLOURS = {1: "grayscale", 3: "RGB"}
 
 
 def _is_image(path: Path) -> bool:

@@ -7,6 +7,7 @@ import base64
 import binascii
 import io
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from vaelab.analysis.latents import Plane, decode_codes, encode_dataset
+from vaelab.analysis.latents import Plane, decode_codes, encode_dataset, latent_plane
 from vaelab.data import Split, image_to_tensor
 from vaelab.errors import VaelabError
 from vaelab.figures import to_display
@@ -100,17 +101,10 @@ def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu"
         data_range=trained.value_range or UNKNOWN_RANGE,
         test=test,
         codes=codes,
-        plane=_fit_plane(codes),
+        plane=latent_plane(codes),  # the plane of `vaelab plot`'s figures, for this split
         map_indices=map_indices,
         class_names=chosen.class_names,
     )
-
-
-def _fit_plane(codes: torch.Tensor) -> Plane:
-    """The map's plane: identity for D = 2, PCA for D > 2, the line (z, 0) for D = 1."""
-    if codes.shape[1] >= 2:
-        return Plane.fit(codes)
-    return Plane(torch.zeros(1), torch.tensor([[1.0], [0.0]]), torch.ones(2))
 
 
 # --- images <-> PNG data URLs ----------------------------------------------------------------
@@ -158,8 +152,20 @@ def read_data_url(text: str, shape: tuple[int, int, int]) -> torch.Tensor:
         raise
     except Exception as error:  # noqa: BLE001 - PIL raises many types on malformed bytes,
         # and any failure to decode an uploaded image is the client's bad input, not ours.
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        reason = _reason(error)
         raise BadInput(
             f"could not read the image as PNG, JPEG, GIF, BMP or WebP: {reason}"
         ) from None
     return x
+
+
+# PIL names the file it read in its messages, e.g. "cannot identify image file
+# <_io.BytesIO object at 0x7f...>": for an upload that is an address in this process, which says
+# nothing to the client (and should not be shown), so such object reprs are taken out.
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong reading an upload, in one line of at most 200 characters."""
+    text = " ".join(_OBJECT_REPR.sub("", str(error)).split()).rstrip(" :")
+    return text[:200] or type(error).__name__

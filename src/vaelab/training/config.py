@@ -88,7 +88,7 @@ class TrainConfig:
         if self.kl_warmup_epochs < 0:
             raise VaelabError(f"KL warm-up must be zero or positive, got {self.kl_warmup_epochs}")
         if self.on_nan not in ON_NAN:
-            raise VaelabError(f"unknown --on-nan '{self.on_nan}': use stop or skip")
+            raise VaelabError(f"unknown on_nan (--on-nan) '{self.on_nan}': use stop or skip")
         if self.threads is not None and self.threads <= 0:
             raise VaelabError(f"threads must be positive, got {self.threads}")
         if self.checkpoint_every is not None and self.checkpoint_every <= 0:

@@ -64,7 +64,7 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
         if not has_checkpoint(run_dir):
             raise VaelabError(
                 f"nothing to resume: {run_dir} stopped before its first checkpoint; "
-                "train it again with the same --out"
+                "train it again into the same folder (--out)"
             )
         return
     if is_run_folder(run_dir) and not has_checkpoint(run_dir):
@@ -74,20 +74,22 @@ def check_run_folder(run_dir: Path, *, resume: bool, force: bool) -> None:
     if is_run_folder(run_dir):
         if not force:
             raise VaelabError(
-                f"output folder {run_dir} already holds another run; pass --resume to continue "
-                "it, --force to start over, or choose another --out"
+                f"output folder {run_dir} already holds another run; pass resume=True "
+                "(--resume) to continue it, force=True (--force) to start over, or choose "
+                "another folder (--out)"
             )
         return
     clashes = [entry for entry in RUN_ENTRIES if (run_dir / entry).exists()]
     if clashes:
         raise VaelabError(
             f"output folder {run_dir} holds {clashes[0]}, which vaelab did not write; move it "
-            "or choose another --out (--force only replaces vaelab's own runs)"
+            "or choose another folder (--out); force=True (--force) only replaces vaelab's "
+            "own runs"
         )
     if not force:
         raise VaelabError(
-            f"output folder {run_dir} already holds other files; pass --force to write the run "
-            "beside them, or choose another --out"
+            f"output folder {run_dir} already holds other files; pass force=True (--force) to "
+            "write the run beside them, or choose another folder (--out)"
         )
 
 

@@ -310,12 +310,10 @@ def _show_progress(
     if not session.group.enabled:  # under torchrun, ranks only stop together, at epoch ends
         _check_finite(means, session, epoch)
     speed = steps * session.config.train.batch_size / seconds
-    session.bar.set_postfix(
-        loss=f"{means.total:.2f}",
-        recon=f"{means.recon:.2f}",
-        kl=f"{means.kl:.2f}",
-        samples_s=f"{speed:.0f}",
-    )
+    terms = {"loss": f"{means.total:.2f}", "recon": f"{means.recon:.2f}"}
+    if session.model.has_prior:  # without a prior there is no KL term, only a 0 in the record
+        terms["kl"] = f"{means.kl:.2f}"
+    session.bar.set_postfix(**terms, samples_s=f"{speed:.0f}")
     session.bar.update(steps)
 
 
@@ -336,7 +334,8 @@ def _finish_epoch(session: Session, epoch: int, sums: RunningSums) -> None:
         session.save_best()  # resume and saves best/ again; the other way round it is lost
     session.save_last()
     if session.group.is_main:
-        logger.info(_epoch_summary(record, session.config.train.epochs))
+        summary = _epoch_summary(record, session.config.train.epochs, session.model.has_prior)
+        logger.info(summary)
     session.callbacks.on_epoch_end(record)
 
 
@@ -393,10 +392,12 @@ def _check_finite(
     return means
 
 
-def _epoch_summary(record: dict[str, Any], epochs: int) -> str:
+def _epoch_summary(record: dict[str, Any], epochs: int, has_prior: bool) -> str:
+    """The epoch's log line; the KL only for a model with a prior (metrics.jsonl keeps its
+    key, always 0 otherwise, so that every run's records read alike)."""
     parts = [f"epoch {record['epoch']}/{epochs}"]
     for key in ("train/loss", "train/recon", "train/kl", "val/loss"):
-        if key in record:
+        if key in record and (has_prior or key != "train/kl"):
             parts.append(f"{key} {record[key]:.3f}")
     parts.append(f"{record['samples_per_second']:.0f} samples/s")
     return "  ".join(parts)
