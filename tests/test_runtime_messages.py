@@ -119,7 +119,8 @@ def test_an_rgb_image_for_a_gray_run_is_converted_with_a_note(
     x = load_image_file(path, (1, 8, 8))
     assert x.shape == (1, 8, 8)
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path} is RGB; converted to grayscale (luma) for this 1-channel run"
+        f"{path} is 10x10; resized to 8x8 for this run",
+        f"{path} is in colour; converted to grayscale (luma) for this 1-channel run",
     ]
     caplog.clear()
     with Image.open(path) as image:
@@ -129,7 +130,7 @@ def test_an_rgb_image_for_a_gray_run_is_converted_with_a_note(
     assert image_to_tensor(Image.new("L", (8, 8)), (3, 8, 8)).shape == (3, 8, 8)
     assert "the image is grayscale; converted to RGB" in caplog.text
     caplog.clear()
-    load_image_file(path, (3, 8, 8))  # nothing to convert: nothing said
+    load_image_file(path, (3, 10, 10))  # nothing to convert: nothing said
     assert caplog.records == []
 
 

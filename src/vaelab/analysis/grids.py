@@ -83,7 +83,8 @@ def _grid_points(xs: Tensor, ys: Tensor) -> Tensor:
 def most_active(codes: Tensor, k: int) -> Tensor:
     """The k latent dimensions whose codes vary most over the data (cf. the active units of
     Burda et al. 2016, Cov_x E_q[z]), in descending order of variance: (min(k, D),)."""
-    return codes.float().var(dim=0).argsort(descending=True)[:k]
+    variance = codes.float().var(dim=0, correction=int(len(codes) > 1))  # one code: 0
+    return variance.argsort(descending=True)[:k]
 
 
 def traversal_latents(center: Tensor, scales: Tensor, dims: Tensor, steps: int) -> Tensor:

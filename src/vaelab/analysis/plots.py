@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from vaelab.analysis.grids import SPAN, manifold_latents, most_active, traversal_latents
@@ -48,15 +49,21 @@ def _show(ax: Any, images: Tensor, rows: int, cols: int, value_range: ValueRange
 
 
 def tick_labels(values: Tensor, *, sign: bool = False) -> list[str]:
-    """Tick labels to 2 significant digits, with float noise around zero shown as 0.
+    """Tick labels to 2 significant digits, or more where 2 would give two different ticks
+    the same label, with float noise around zero shown as 0.
 
     An even grid computed in float32 puts its middle value near 0 rather than at it (e.g.
     -1.2e-07, or Φ⁻¹(0.5) = -2.8e-16); a value smaller than 1e-6 of the largest is taken as 0.
     """
     array = values.double().flatten()
     tiny = 1e-6 * float(array.abs().max()) if len(array) else 0.0
-    array = torch.where(array.abs() <= tiny, torch.zeros_like(array), array)
-    return ["0" if v == 0 else f"{v:+.2g}" if sign else f"{v:.2g}" for v in array.tolist()]
+    values_list = torch.where(array.abs() <= tiny, torch.zeros_like(array), array).tolist()
+    for digits in range(2, 7):
+        form = f"{{:{'+' if sign else ''}.{digits}g}}"
+        labels = ["0" if v == 0 else form.format(v) for v in values_list]
+        if len(set(labels)) == len(set(values_list)):
+            break
+    return labels
 
 
 def _image_figure(rows: int, cols: int, *, extra: tuple[float, float] = (0.6, 0.9)) -> Figure:
@@ -261,7 +268,8 @@ def latent_traversals(
     """One row per latent dimension: decoded codes moved along it from -2 to +2 standard
     deviations of `codes` (N, D), the other dimensions at their mean. Past `max_dims`
     dimensions, only the most active (largest variance over the data) are shown."""
-    center, scales = codes.float().mean(dim=0), codes.float().std(dim=0).nan_to_num(0.0)
+    center = codes.float().mean(dim=0)
+    scales = codes.float().std(dim=0, correction=int(len(codes) > 1))  # one code: spread 0
     dims = most_active(codes, max_dims)
     images = decode_codes(
         model, traversal_latents(center, scales, dims, steps), batch_size=DECODE_BATCH
@@ -330,6 +338,7 @@ def training_curves(records: Sequence[Mapping[str, Any]], *, title: str = "Train
                 )
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no tick at epoch 1.5
         ax.set_ylabel("nats per example")
         ax.grid(alpha=0.25)
         if ax.has_data():

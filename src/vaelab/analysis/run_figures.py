@@ -170,11 +170,17 @@ def _samples_title(model: Autoencoder) -> str:
 def choose_pairs(
     y: torch.Tensor | None, n: int, count: int, generator: torch.Generator
 ) -> list[tuple[int, int]]:
-    """`count` random index pairs into n examples, of different classes where labels allow."""
+    """`count` random index pairs into n examples, of different classes where labels allow,
+    else of different examples; a single example is paired with itself."""
     pairs = []
+    everyone = torch.arange(n)
     for a in torch.randint(n, (count,), generator=generator).tolist():
-        others = torch.arange(n) if y is None else torch.nonzero(y != y[a]).flatten()
-        others = others[others != a] if len(others) else torch.arange(n)
+        others = everyone if y is None else torch.nonzero(y != y[a]).flatten()
+        if len(others) == 0:  # one class only
+            others = everyone
+        others = others[others != a]
+        if len(others) == 0:  # one example only
+            others = torch.tensor([a])
         b = int(others[torch.randint(len(others), (1,), generator=generator)])
         pairs.append((a, b))
     return pairs

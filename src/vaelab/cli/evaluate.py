@@ -142,8 +142,9 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
             "  (a deterministic autoencoder has no ELBO, likelihood or active units)",
         ]
         return "\n".join(lines)
-    kl_per_dim = sorted(result.kl_per_dim or [], reverse=True)
-    shown = " ".join(f"{v:.2f}" for v in kl_per_dim[:10]) + (" ..." if len(kl_per_dim) > 10 else "")
+    # Each value labelled with its dimension (z1 is the first), the ten largest first.
+    ranked = sorted(enumerate(result.kl_per_dim or [], start=1), key=lambda p: -p[1])
+    shown = " ".join(f"z{d}={v:.2f}" for d, v in ranked[:10]) + (" ..." if len(ranked) > 10 else "")
     lines += [
         f"  negative ELBO        {result.neg_elbo:10.3f} nats   (reconstruction "
         f"{result.recon:.3f} + KL {result.kl:.3f})",

@@ -263,7 +263,8 @@ def _add_interpolate_parser(subparsers: Any) -> None:
         "--from",
         dest="start",
         metavar="INDEX|IMAGE",
-        help="an index into --split (0 is its first image) or an image file (default: 0)",
+        help="an index into --split (0 is its first image, -1 its last) or an image file "
+        "(default: 0)",
     )
     parser.add_argument(
         "--to",

@@ -107,6 +107,18 @@ UNSET = {
 }
 
 
+def config_in_words(config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{section: {option: value}} with each None replaced by what it means (e.g. "learned"),
+    for pages that show a configuration to read rather than to load."""
+    return {
+        section: {
+            key: UNSET.get((section, key), "none") if value is None else value
+            for key, value in values.items()
+        }
+        for section, values in config.items()
+    }
+
+
 def config_toml(config: dict[str, dict[str, Any]]) -> list[str]:
     """{section: {option: value}} as TOML lines. TOML has no null, so an option that is None
     is left out (the config then takes its default, which is None) and shown as a comment

@@ -26,6 +26,7 @@ from vaelab.cli.arguments import (
     output_path,
 )
 from vaelab.cli.evaluate import format_result
+from vaelab.cli.info import config_in_words
 from vaelab.errors import VaelabError
 from vaelab.figures import save_figure
 from vaelab.files import atomic_write_text, write_error
@@ -108,7 +109,7 @@ def write_report(
             loaded, checkpoint=checkpoint, projection=projection, max_points=max_points
         ),
         figures=[(p.stem, captions[p.stem], p.read_bytes()) for p in pngs],
-        config=loaded.run.config.to_dict(),
+        config=config_in_words(loaded.run.config.to_dict()),
         records=read_metrics(run_dir),
         evaluation=read_evaluation(run_dir),
     )

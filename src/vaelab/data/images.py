@@ -44,6 +44,9 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tens
         problem = "is not a file" if path.exists() else "does not exist"
         raise VaelabError(f"image file {path} {problem}; pass a PNG or JPEG file")
     array = read_image(path, size=(height, width), fix="pass a PNG or JPEG file")
+    with Image.open(path) as image:  # read_image has checked that it opens
+        if image.size != (width, height):
+            log.info("%s is %dx%d; resized to %dx%d for this run", path, *image.size, width, height)
     return torch.from_numpy(_converted(array, channels, str(path)))
 
 
@@ -144,7 +147,7 @@ def _converted(array: np.ndarray, channels: int, name: str) -> np.ndarray:
     return _to_channels(array, channels)
 
 
-_COLOURS = {1: "grayscale", 3: "RGB"}
+_COLOURS = {1: "grayscale", 3: "in colour"}  # RGBA and palette images decode to colour too
 
 
 def _is_image(path: Path) -> bool:

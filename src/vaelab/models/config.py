@@ -90,8 +90,8 @@ class ModelConfig:
             )
         if self.sigma is not None and not self.sigma > 0:
             raise VaelabError(f"sigma must be positive (or omitted to learn it), got {self.sigma}")
-        if not self.beta >= 0:
-            raise VaelabError(f"beta must be zero or positive, got {self.beta}")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise VaelabError(f"beta must be zero or a positive finite number, got {self.beta}")
         if self.model == "dae":  # the other models ignore the noise options
             upper = 1.0 if self.noise == "mask" else math.inf
             if not 0 <= self.noise_level <= upper:

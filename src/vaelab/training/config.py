@@ -137,7 +137,8 @@ def _describe(hint: Any) -> str:
         else (hint,)
     )
     words = [
-        names.get(p, "a list of numbers" if typing.get_origin(p) is tuple else "none")
+        # TOML has no null: an option that may be None is left out of the file instead
+        names.get(p, "a list of numbers" if typing.get_origin(p) is tuple else "left out")
         for p in parts
     ]
     return " or ".join(dict.fromkeys(words))
