@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+import vaelab
 from vaelab import ModelConfig, RunConfig, VaelabError
 from vaelab.analysis.evaluate import EvalResult
 from vaelab.analysis.plots import tick_labels, training_curves
 from vaelab.analysis.run_figures import choose_pairs
+from vaelab.cli.app import main
 from vaelab.cli.evaluate import format_result
 from vaelab.cli.info import config_in_words
 
@@ -111,3 +113,27 @@ def test_config_errors_say_to_leave_an_unset_option_out() -> None:
 def test_beta_must_be_finite_and_not_negative(beta: float) -> None:
     with pytest.raises(VaelabError, match="beta must be zero or a positive finite number"):
         ModelConfig(beta=beta)
+
+
+def test_wrong_shapes_get_one_line_errors_from_the_python_api() -> None:
+    model = vaelab.build_model(ModelConfig(data_shape=(1, 8, 8), latent_dim=2))
+    with pytest.raises(VaelabError, match=r"x has shape \(4, 1, 28, 28\), but this model takes"):
+        model.encode(torch.rand(4, 1, 28, 28))
+    with pytest.raises(VaelabError, match=r"z has shape \(3, 5\), but this model's codes are"):
+        model.decode(torch.zeros(3, 5))
+    with pytest.raises(VaelabError, match="but this model takes batches of images"):
+        vaelab.evaluate(model, torch.rand(4, 1, 28, 28), k=5)
+
+
+def test_a_resume_error_names_what_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before anything is loaded, and before the 'already trained' check."""
+    config = RunConfig.from_dict(
+        {"model": {"hidden_dims": [8]}, "train": {"epochs": 1, "device": "cpu"}}
+    )
+    vaelab.train(config, tmp_path / "run", progress=False)
+    assert main(["train", "--resume", str(tmp_path / "run"), "--latent-dim", "5", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "different [model] options" in err and "(latent_dim 2 -> 5)" in err
+    assert "already trained" not in err

@@ -14,10 +14,11 @@ from vaelab.cli.arguments import show_progress
 from vaelab.cli.run_images import standard_figures
 from vaelab.cli.train_flags import add_train_parser, train_config_from_args
 from vaelab.errors import VaelabError, plural
-from vaelab.training.checkpoint import read_meta, resolve_checkpoint
+from vaelab.training.checkpoint import read_config, read_meta, resolve_checkpoint
 from vaelab.training.config import RunConfig
 from vaelab.training.distributed import process_rank
 from vaelab.training.runs import LAST, RUN_ENTRIES, is_run_folder
+from vaelab.training.session import check_resumable
 from vaelab.training.trainer import train
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def train_run(
     config: RunConfig, run_dir: Path, *, resume: bool, force: bool, progress: bool, figures: bool
 ) -> list[Path]:
     """Train, then write the three standard figures into the run folder; return what was made."""
-    if resume:
+    if resume:  # what may not change first, then whether there is anything left to train
+        check_resumable(read_config(resolve_checkpoint(run_dir, prefer=LAST)), config)
         _check_more_epochs(run_dir, config)
     verb = "resuming" if resume else "training"
     logger.info("%s a %s on %s into %s", verb, config.model.model, config.data.dataset, run_dir)

@@ -73,8 +73,25 @@ class Autoencoder(nn.Module):
 
     # --- the public API, the same for every model -------------------------------------------
 
+    def check_images(self, x: Tensor) -> None:
+        """A one-line VaelabError unless x is a batch (B, C, H, W) of this model's images."""
+        if tuple(x.shape[1:]) != tuple(self.config.data_shape) or x.dim() != 4:
+            raise VaelabError(
+                f"x has shape {tuple(x.shape)}, but this model takes batches of images of shape "
+                f"(B, {', '.join(map(str, self.config.data_shape))})"
+            )
+
+    def check_codes(self, z: Tensor) -> None:
+        """A one-line VaelabError unless z holds codes of this model's latent size, (..., D)."""
+        if z.dim() < 2 or z.shape[-1] != self.config.latent_dim:
+            raise VaelabError(
+                f"z has shape {tuple(z.shape)}, but this model's codes are "
+                f"(B, {self.config.latent_dim})"
+            )
+
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
         """q(z|x) for x (B, C, H, W); `.mean` is the code (mu for a VAE), shape (B, D)."""
+        self.check_images(x)
         return PointMass(self.encoder(x))
 
     def decode_params(self, z: Tensor, x: Tensor | None = None, y: Tensor | None = None) -> Tensor:
@@ -84,6 +101,7 @@ class Autoencoder(nn.Module):
         being scored: an autoregressive decoder reads the pixels before each one from it
         (teacher forcing, once per image for all K samples); a factorised one ignores it.
         """
+        self.check_codes(z)
         base = self.decoder(z.reshape(-1, z.shape[-1])).view(*z.shape[:-1], *self.config.data_shape)
         if self.context is None:
             return base
@@ -97,6 +115,7 @@ class Autoencoder(nn.Module):
         With an autoregressive decoder, each pixel is the mean given the means chosen for the
         pixels before it: one pass per pixel, so decoding is slower than encoding.
         """
+        self.check_codes(z)
         if self.context is None:
             return self.likelihood.mean(self.decoder(z))
         base = self.decoder(z).flatten(1)

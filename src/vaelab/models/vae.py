@@ -30,6 +30,7 @@ class VAE(Autoencoder):
         return 2 * self.config.latent_dim  # mu and log-variance
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
+        self.check_images(x)
         mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, D) each
         return DiagonalGaussian(mu, logvar)
 

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +256,7 @@ class Session:
         saved_model, saved_config, saved_meta = load_checkpoint(
             checkpoint, device=self.group.device
         )
-        _check_resumable(saved_config, self.config)
+        check_resumable(saved_config, self.config)
         self.model.load_state_dict(saved_model.state_dict())
         saved = load_training_state(checkpoint)
         self._restore_loop(saved, checkpoint)
@@ -319,7 +319,9 @@ def _position(state: LoopState) -> str:
     return f"step {state.step}, batch {state.batch} of epoch {state.epoch + 1}"
 
 
-def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
+def check_resumable(saved: RunConfig, requested: RunConfig) -> None:
+    """Raise unless `requested` may continue a run saved with `saved`: only training-loop
+    options ([train]) and where the data lives may change. The error names what differs."""
     # Where the data lives and whether it may be downloaded can change; what it is cannot.
     for name in ("objective", "k"):  # the loss, and so the best checkpoint, would change meaning
         before, after = getattr(saved.model, name), getattr(requested.model, name)
@@ -331,8 +333,15 @@ def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
     saved = replace(saved, data=replace(saved.data, **movable))
     requested = replace(requested, data=replace(requested.data, **movable))
     for section in ("model", "data", "optim"):
-        if getattr(saved, section) != getattr(requested, section):
+        before, after = getattr(saved, section), getattr(requested, section)
+        changed = [
+            f"{f.name} {getattr(before, f.name)!r} -> {getattr(after, f.name)!r}"
+            for f in fields(before)
+            if getattr(before, f.name) != getattr(after, f.name)
+        ]
+        if changed:
             raise VaelabError(
-                f"cannot resume with different [{section}] options than the run was started with; "
-                "only training-loop options (e.g. --epochs) may change"
+                f"cannot resume with different [{section}] options than the run was started "
+                f"with ({'; '.join(changed)}); only training-loop options (e.g. --epochs) may "
+                "change"
             )
