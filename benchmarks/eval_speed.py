@@ -48,7 +48,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
     parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads (default: 2; the README's figures used 2, this machine's "
+        "cores); set, since torch's default can run 100x slower on a busy machine",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
     x = torch.bernoulli(data.test.x[: args.images], generator=torch.Generator().manual_seed(0))

@@ -58,10 +58,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--models", nargs="*", choices=tuple(MODELS), default=list(MODELS))
     parser.add_argument("--runs", nargs="*", default=[], help="trained runs to add to the table")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default: 1; the README's table ran each model on one "
+        "core); set, since torch's default can run 100x slower on a busy machine",
+    )
     parser.add_argument("--out", default="runs/nll", help="folder for the runs and nll.json")
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--test-images", type=int, default=10000)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
     test_x = data.test.x[: args.test_images]

@@ -176,7 +176,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per loop (first is warm-up)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--skip-tutorial", action="store_true")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads (default: 2; the README's figures used 2, this machine's "
+        "cores); set, since torch's default can run 100x slower on a busy machine",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
     x = data.train.x  # (60000, 1, 28, 28) float32
