@@ -16,6 +16,7 @@ from vaelab.version import __version__
 if TYPE_CHECKING:
     import torch
 
+    from vaelab.analysis.embedding import Embedding, embed
     from vaelab.analysis.evaluate import EvalResult, evaluate
     from vaelab.data import DataConfig, load_data
     from vaelab.models import (
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 # Each lazily imported public name and the module that defines it.
 _LAZY = {
+    "Embedding": "vaelab.analysis.embedding",
+    "embed": "vaelab.analysis.embedding",
     "EvalResult": "vaelab.analysis.evaluate",
     "evaluate": "vaelab.analysis.evaluate",
     "DataConfig": "vaelab.data",
@@ -81,6 +84,7 @@ __all__ = [
     "Autoencoder",
     "DataConfig",
     "DenoisingAutoencoder",
+    "Embedding",
     "EvalResult",
     "LossTerms",
     "ModelConfig",
@@ -92,6 +96,7 @@ __all__ = [
     "VaelabError",
     "__version__",
     "build_model",
+    "embed",
     "evaluate",
     "load",
     "load_data",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,6 +56,63 @@ def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_replaceable(path: Path, *, replace_if: Callable[[Path], bool]) -> None:
+    """A one-line error unless `atomic_folder` may write `path`: its parent exists, and it is
+    absent, an empty folder, or a folder `replace_if` accepts."""
+    path = Path(path)
+    try:
+        replaceable = path.is_dir() and (not any(path.iterdir()) or replace_if(path))
+    except FileNotFoundError:  # gone while looked at: another process is replacing it
+        replaceable = True
+    if path.exists() and not replaceable:
+        raise VaelabError(f"{path} already exists and is not one to replace; choose another --out")
+    if not path.parent.is_dir():
+        raise VaelabError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
+@contextmanager
+def atomic_folder(
+    path: str | Path, *, replace_if: Callable[[Path], bool] = lambda folder: False
+) -> Iterator[Path]:
+    """A temporary folder beside `path` to fill; on success it takes `path`'s place, on any
+    failure it is removed, so `path` is never half-written.
+
+    An existing `path` is replaced only when it is empty or `replace_if(path)` says it is a
+    folder of the same kind (an earlier export); otherwise a one-line error, before any work.
+    """
+    path = Path(path)
+    check_replaceable(path, replace_if=replace_if)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as error:
+        raise write_error(path, error) from None
+    try:
+        make_private_temp_public(tmp)
+        yield tmp
+        _swap_in(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Rename the folder `tmp` to `path`, replacing what is there. Two renames, not one atomic
+    exchange: should another process write `path` between them, this one gives way with a
+    one-line error, and no folder is left behind under a temporary name."""
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):  # put the earlier folder back, unless replaced
+            os.rename(old, path)
+        raise VaelabError(
+            f"cannot write {path}: {error.strerror or error} (is another process writing it?)"
+        ) from None
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
+from vaelab.bundles import bundle_home, is_bundle, locate
 from vaelab.data import DataSplits, load_data, registered_name
 from vaelab.errors import VaelabError, plural
 from vaelab.models import Autoencoder
-from vaelab.training.checkpoint import META_FILE, load_checkpoint, resolve_checkpoint
+from vaelab.training.checkpoint import META_FILE, load_checkpoint
 from vaelab.training.config import RunConfig
 from vaelab.training.runs import resolve_device
 
@@ -32,12 +33,17 @@ ValueRange = tuple[float, float]
 def check_run(path: Path) -> None:
     """Raise a one-line error when `path` does not exist."""
     if not Path(path).exists():
-        raise VaelabError(f"{path} does not exist; pass a run folder such as runs/digits-vae")
+        raise VaelabError(
+            f"{path} does not exist; pass a run folder such as runs/digits-vae, or a bundle"
+        )
 
 
 def run_folder(path: Path) -> Path:
-    """The run folder of `path`, which may also name one of its checkpoint folders."""
+    """The run folder of `path`, which may also name one of its checkpoint folders, or a
+    bundle's home (see `bundle_home`): where a command's outputs go by default."""
     path = Path(path)
+    if is_bundle(path):
+        return bundle_home(path)
     return path.parent if (path / META_FILE).is_file() else path
 
 
@@ -111,14 +117,11 @@ class TrainedRun:
     model: Autoencoder
     config: RunConfig
     meta: dict[str, Any]
-    checkpoint: Path  # the checkpoint folder: RUN/best, RUN/last, or the one given
-    run_dir: Path  # the run folder holding it
+    checkpoint: Path  # the checkpoint folder: RUN/best, RUN/last, the one given, or a bundle
+    run_dir: Path  # where outputs go by default: the run folder, or a bundle's outputs folder
     value_range: ValueRange | None  # see `read_value_range`
-
-    @property
-    def checkpoint_name(self) -> str:
-        """The checkpoint's name, "best" or "last" (also for the `.best.old` a crash leaves)."""
-        return self.checkpoint.name.strip(".").removesuffix(".old")
+    checkpoint_name: str  # "best" or "last": the checkpoint, or the one packed
+    records_dir: Path  # the folder of metrics.jsonl and eval.json, as trained or packed
 
     def load_data(self, dataset: str | None = None, data_dir: str | None = None) -> DataSplits:
         """The run's dataset; see `load_run_data`."""
@@ -153,13 +156,23 @@ class RunSplit:
 def open_run(
     path: str | Path, *, checkpoint: str = "best", device: str | torch.device = "cpu"
 ) -> TrainedRun:
-    """Load a run folder's `checkpoint` ("best" or "last"), or the checkpoint folder `path`,
-    onto `device` ("auto" picks CUDA when available)."""
+    """Load a run folder's `checkpoint` ("best" or "last"), the checkpoint folder `path`, or a
+    bundle (a folder or .zip from `vaelab pack`), onto `device` ("auto" picks CUDA when
+    available)."""
     path = Path(path)
     check_run(path)
-    folder = resolve_checkpoint(path, prefer=checkpoint)
-    model, config, meta = load_checkpoint(folder, device=resolve_device(str(device)))
-    return TrainedRun(model, config, meta, folder, folder.parent, read_value_range(meta))
+    found = locate(path, prefer=checkpoint)
+    model, config, meta = load_checkpoint(found.checkpoint, device=resolve_device(str(device)))
+    return TrainedRun(
+        model,
+        config,
+        meta,
+        found.checkpoint,
+        found.home,
+        read_value_range(meta),
+        found.name,
+        found.records,
+    )
 
 
 def load_run(

@@ -85,7 +85,7 @@ def draw_figures(
         ),
         "traversals": latent_traversals(model, codes, value_range=value_range),
         "curves": training_curves(
-            read_metrics(run.run_dir), title=f"Training of {run.run_dir.name}"
+            read_metrics(run.records_dir), title=f"Training of {run.run_dir.name}"
         ),
     }
 

@@ -33,6 +33,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("plot", "one self-contained HTML report of a run"),
     "compare": ("compare", "runs on the same data side by side: figure and table of measures"),
     "serve": ("serve", "the latent-space explorer in the browser"),
+    "embed": ("embed", "the codes of every image of a dataset, as .npy, .npz or .csv"),
+    "export": ("export", "the encoder and decoder as ONNX files, checked against PyTorch"),
+    "pack": ("pack", "a shareable bundle of a run: weights, ONNX, a model card"),
 }
 
 EXAMPLES = """\
@@ -44,6 +47,8 @@ examples:
   vaelab interpolate runs/mnist-vae --from 3 --to 2   between test images 3 and 2 (a 0 and a 1)
   vaelab info runs/mnist-vae
   vaelab eval runs/mnist-vae --k 5000             test NLL, as papers report it
+  vaelab export runs/mnist-vae                    encoder and decoder as ONNX files
+  vaelab pack runs/mnist-vae bundles/mnist-vae.zip   a shareable bundle with a model card
 
 'vaelab COMMAND --help' describes each command and its options, with their defaults.
 """

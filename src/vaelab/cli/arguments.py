@@ -19,13 +19,15 @@ DEVICES = ("auto", "cpu", "cuda")
 # Help texts that several subcommands share word for word.
 MODEL_DEVICE = "where to run the model; auto picks CUDA when available"
 MODELS_DEVICE = "where to run the models; auto picks CUDA when available"
+RUN_PATH = "run folder, one of its checkpoints, or a bundle"  # every command's RUN
 RUN_DATASET = (
     "the run's image folder, .npy or .npz file, if it moved since training (default: the path "
     "in the run's config.json)"
 )
 RUN_DATA_DIR = (
     "folder holding the MNIST / Fashion-MNIST IDX files, for runs on those (default: the "
-    "run's, then $VAELAB_DATA, then the download cache)"
+    "run's, then $VAELAB_DATA, then the download cache, then for Fashion-MNIST Debian's "
+    "/usr/share/datasets/fashion-mnist)"
 )
 
 
@@ -121,6 +123,10 @@ def output_path(
     with one of `suffixes` (`what`, in words: "a .png file"); `default`'s name inside --out
     when that is an existing folder."""
     if out is None:
+        try:
+            default.parent.mkdir(exist_ok=True)  # a bundle's outputs folder, made on first use
+        except OSError as error:
+            raise VaelabError(f"cannot write {default}: {error.strerror or error}") from None
         return default
     path = Path(out)
     if path.is_dir():

@@ -150,7 +150,7 @@ def add_parsers(subparsers: Any) -> None:
         device=MODELS_DEVICE,
         dataset="the runs' data, if it moved (default: the path in the first run's config.json)",
         data_dir="folder with the MNIST IDX files (default: the first run's, then $VAELAB_DATA, "
-        "then the download cache)",
+        "then the download cache, then Debian's /usr/share/datasets/fashion-mnist)",
     )
     add_quiet(parser)
 

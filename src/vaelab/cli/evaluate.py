@@ -20,6 +20,7 @@ from vaelab.cli.arguments import (
     MODEL_DEVICE,
     RUN_DATA_DIR,
     RUN_DATASET,
+    RUN_PATH,
     add_quiet,
     add_shared_arguments,
     parse_positive,
@@ -27,7 +28,7 @@ from vaelab.cli.arguments import (
 )
 from vaelab.errors import VaelabError, plural
 from vaelab.files import atomic_write_text, write_error
-from vaelab.runs import open_run
+from vaelab.runs import TrainedRun, open_run
 from vaelab.training.runs import EVAL_FILE
 from vaelab.version import __version__
 
@@ -49,16 +50,47 @@ def evaluate_run(
     data_dir: str | None = None,
     progress: bool = False,
 ) -> tuple[EvalResult, dict[str, Any], Path]:
-    """Evaluate a run's checkpoint on a split; returns (result, its eval.json record, path).
-
-    `binarize` None follows the run: a run trained with dynamic binarisation is scored on a
-    fixed Bernoulli draw of the split (seeded by `seed`), as in Burda et al. (2015).
-    """
+    """Evaluate a run's checkpoint on a split and keep the record in the run's eval.json;
+    returns (result, the record, eval.json's path). See `measure_run`."""
     if limit is not None and limit <= 0:
         raise VaelabError(f"--limit must be positive, got {limit}")
     trained = open_run(run, checkpoint=checkpoint, device=device)
     path = trained.run_dir / EVAL_FILE
     _check_writable(path)  # before the long pass, not after it
+    result, record, key = measure_run(
+        trained,
+        split=split,
+        k=k,
+        chunk=chunk,
+        seed=seed,
+        binarize=binarize,
+        limit=limit,
+        dataset=dataset,
+        data_dir=data_dir,
+        progress=progress,
+    )
+    save_record(path, key, record)
+    return result, record, path
+
+
+def measure_run(
+    trained: TrainedRun,
+    *,
+    split: str | None = None,
+    k: int,
+    chunk: int,
+    seed: int = 0,
+    binarize: bool | None = None,
+    limit: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    progress: bool = False,
+) -> tuple[EvalResult, dict[str, Any], str]:
+    """Evaluate an opened run on a split; returns (result, its eval.json record, its key).
+
+    `binarize` None follows the run: a run trained with dynamic binarisation is scored on a
+    fixed Bernoulli draw of the split (seeded by `seed`), as in Burda et al. (2015).
+    """
     chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
     if limit is not None and limit > len(chosen):
         logger.info(
@@ -96,12 +128,15 @@ def evaluate_run(
     key += f"/k={k}" if result.k is not None else ""
     if len(x) < len(chosen):
         key += f"/first-{len(x)}"
-    _save(path, key, record)
-    return result, record, path
+    return result, record, key
 
 
 def _check_writable(path: Path) -> None:
     folder = path.parent
+    try:
+        folder.mkdir(exist_ok=True)  # a bundle's outputs folder, made on first use
+    except OSError as error:
+        raise write_error(path, error) from None
     probe = folder / f".{EVAL_FILE}.probe"
     try:
         probe.touch()
@@ -110,7 +145,7 @@ def _check_writable(path: Path) -> None:
         raise write_error(path, error) from None
 
 
-def _save(path: Path, key: str, record: dict[str, Any]) -> None:
+def save_record(path: Path, key: str, record: dict[str, Any]) -> None:
     """Add `record` under `key` to eval.json, keeping the other records. An eval.json that
     cannot be read is moved aside to eval.json.bak, never overwritten."""
     records: Any = {}
@@ -173,7 +208,7 @@ def add_parsers(subparsers: Any) -> None:
         "with k samples (Burda et al. 2015), active units, KL per latent dimension and the "
         "reconstruction error. Prints a table and keeps it in RUN/eval.json.",
     )
-    parser.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoints")
+    parser.add_argument("run", metavar="RUN", help=RUN_PATH)
     parser.add_argument(
         "--k",
         type=parse_positive,

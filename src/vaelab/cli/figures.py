@@ -14,6 +14,7 @@ from vaelab.cli.arguments import (
     MODEL_DEVICE,
     RUN_DATA_DIR,
     RUN_DATASET,
+    RUN_PATH,
     add_quiet,
     add_shared_arguments,
     output_path,
@@ -191,7 +192,7 @@ def interpolate(
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, default_png: str) -> None:
-    parser.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
+    parser.add_argument("run", metavar="RUN", help=RUN_PATH)
     parser.add_argument(
         "--out",
         metavar="PNG",
@@ -228,7 +229,7 @@ def _add_sample_parser(subparsers: Any) -> None:
         dataset="with --sampler gmm: the run's data, if it moved (default: the path in the "
         "run's config.json)",
         data_dir="with --sampler gmm: folder with the MNIST IDX files (default: the run's, "
-        "then $VAELAB_DATA, then the download cache)",
+        "then $VAELAB_DATA, then the download cache, then Debian's /usr/share/datasets)",
     )
 
 

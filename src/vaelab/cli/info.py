@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaelab.cli.arguments import add_quiet, add_shared_arguments
+from vaelab.bundles import is_bundle, locate
+from vaelab.cli.arguments import RUN_PATH, add_quiet, add_shared_arguments
 from vaelab.cli.train_flags import OPTION_GROUPS
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.models.networks import count_parameters
 from vaelab.runs import check_run
-from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta, resolve_checkpoint
+from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta
 from vaelab.training.metrics import read_metrics
 from vaelab.training.runs import BEST, LAST
 
@@ -44,7 +45,8 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
     """The report; with unreadable weights, "weights_error" says why and the parameters are
     counted on a model built from config.json."""
     check_run(run)
-    checkpoint = resolve_checkpoint(run, prefer=prefer)
+    found = locate(run, prefer=prefer)
+    checkpoint = found.checkpoint
     meta, config = read_meta(checkpoint), read_config(checkpoint)
     weights_error = None
     try:
@@ -55,10 +57,10 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
             f"the weights of checkpoint {checkpoint} are unreadable: {error}"
             f"{_other_checkpoint(run, checkpoint)}"
         )
-    history = read_metrics(checkpoint.parent)
+    history = read_metrics(found.records)
     return {
-        "run": str(checkpoint.parent),
-        "checkpoint": str(checkpoint),
+        "run": str(run if is_bundle(run) else found.home),
+        "checkpoint": str(run if is_bundle(run) else checkpoint),
         "checkpoint_epoch": meta.get("epoch"),
         "epochs_done": history[-1].get("epoch") if history else meta.get("epoch"),
         "parameters": count_parameters(model),
@@ -165,7 +167,7 @@ def add_parsers(subparsers: Any) -> None:
         "weights cannot be read, the report is still printed (parameters counted from "
         "config.json), and then the command exits with code 1 and an error naming the problem.",
     )
-    parser.add_argument("run", metavar="RUN", help="run folder, or one of its checkpoint folders")
+    parser.add_argument("run", metavar="RUN", help=RUN_PATH)
     add_shared_arguments(parser, checkpoint=True)
     parser.add_argument("--json", action="store_true", help="print JSON instead")
     add_quiet(parser)

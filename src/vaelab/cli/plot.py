@@ -21,6 +21,7 @@ from vaelab.cli.arguments import (
     MODEL_DEVICE,
     RUN_DATA_DIR,
     RUN_DATASET,
+    RUN_PATH,
     add_quiet,
     add_shared_arguments,
     output_path,
@@ -110,8 +111,8 @@ def write_report(
         ),
         figures=[(p.stem, captions[p.stem], p.read_bytes()) for p in pngs],
         config=config_in_words(loaded.run.config.to_dict()),
-        records=read_metrics(run_dir),
-        evaluation=read_evaluation(run_dir),
+        records=read_metrics(loaded.run.records_dir),
+        evaluation=read_evaluation(run_dir) or read_evaluation(loaded.run.records_dir),
     )
     try:
         atomic_write_text(path, page)
@@ -201,7 +202,7 @@ def add_parsers(subparsers: Any) -> None:
         "go into plots/ beside it",
     )
     for parser in (plot, report):
-        parser.add_argument("run", metavar="RUN", help="run folder, or a checkpoint folder")
+        parser.add_argument("run", metavar="RUN", help=RUN_PATH)
         parser.add_argument(
             "--projection",
             choices=PROJECTIONS,

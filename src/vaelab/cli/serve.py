@@ -19,7 +19,9 @@ def add_parsers(subparsers: Any) -> None:
         "(two side by side, moving in step). Needs the explorer extra: "
         "pip install 'vaelab[explorer]'.",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two: side by side)")
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folders or bundles (two: side by side)"
+    )
     parser.add_argument(
         "--host",
         default="127.0.0.1",

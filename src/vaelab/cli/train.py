@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vaelab.bundles import is_bundle
 from vaelab.cli.arguments import show_progress
 from vaelab.cli.run_images import standard_figures
 from vaelab.cli.train_flags import add_train_parser, train_config_from_args
@@ -115,7 +117,19 @@ def add_parsers(subparsers: Any) -> None:
     add_train_parser(subparsers)
 
 
+def _refuse_bundles(args: argparse.Namespace) -> None:
+    """A bundle holds no training state, and training into one would change it."""
+    for value in (args.resume, args.out):
+        if value is not None and is_bundle(value):
+            raise VaelabError(
+                f"{value} is a bundle, which holds no training state and is not trained into; "
+                f"start a run from its configuration: vaelab train --config "
+                f"{shlex.quote(str(value))} --out runs/NAME"
+            )
+
+
 def _train(args: argparse.Namespace) -> list[Path]:
+    _refuse_bundles(args)
     config, run_dir, resume = train_config_from_args(args)
     try:
         return train_run(

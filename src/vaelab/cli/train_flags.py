@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaelab.bundles import is_bundle, locate
 from vaelab.cli.arguments import add_quiet, parse_seed
 from vaelab.data import DataConfig
 from vaelab.errors import VaelabError
@@ -21,7 +22,7 @@ from vaelab.models.config import (
     NOISE_KINDS,
     OBJECTIVES,
 )
-from vaelab.training.checkpoint import read_config, resolve_checkpoint
+from vaelab.training.checkpoint import CONFIG_FILE, read_config, resolve_checkpoint
 from vaelab.training.config import (
     DEVICES,
     ON_NAN,
@@ -146,7 +147,8 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "data_dir",
             "folder holding the MNIST IDX files",
             metavar="DIR",
-            unset="$VAELAB_DATA, then the download cache",
+            unset="$VAELAB_DATA, then the download cache, then (Fashion-MNIST) "
+            "Debian's /usr/share/datasets/fashion-mnist",
         ),
         Option(
             "--image-size",
@@ -288,7 +290,7 @@ def add_train_parser(subparsers: Any) -> None:
         "--config",
         metavar="FILE",
         help="TOML file with [model] [data] [optim] [train] tables, or a run's config.json (or "
-        "its folder) to repeat that run",
+        "its folder, or a bundle) to repeat that run",
     )
     run.add_argument(
         "--resume",
@@ -355,6 +357,14 @@ def saved_run_config(run_dir: Path) -> RunConfig:
     return read_config(resolve_checkpoint(run_dir, prefer=LAST))
 
 
+def config_source(path: str) -> Path:
+    """The file `--config` names: a TOML file, a run's config.json or folder, or a bundle's
+    config.json (a bundle folder or .zip, checked and unpacked as every command does)."""
+    if is_bundle(path):
+        return locate(path).checkpoint / CONFIG_FILE
+    return Path(path)
+
+
 def train_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     """Defaults <- --config file (or the resumed run) <- flags. Returns (config, run, resume)."""
     overrides = _overrides(args)
@@ -365,7 +375,11 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path, b
             raise VaelabError("--out and --resume name different folders; give only --resume")
         run_dir = Path(args.resume)
         return saved_run_config(run_dir).updated(overrides), run_dir, True
-    base = RunConfig.from_dict(read_config_file(args.config)) if args.config else RunConfig()
+    base = (
+        RunConfig.from_dict(read_config_file(config_source(args.config)))
+        if args.config
+        else RunConfig()
+    )
     config = base.updated(overrides)
     if args.out:
         run_dir = Path(args.out)

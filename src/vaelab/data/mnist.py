@@ -35,6 +35,11 @@ class IdxDataset:
 
     `train_images_md5` is the md5 of the uncompressed train-images file. MNIST and Fashion-MNIST
     use the same file names, so it is how one is recognised where the other was asked for.
+    `system_dirs` are folders an OS package installs the files into, searched after the user's
+    folders and the cache, before any download; `system_package` names that package for errors.
+    The `resources`' md5s are of the published .gz files and are checked only on download: a
+    package may recompress the files (Debian's do), which changes those bytes but not the
+    uncompressed contents that `train_images_md5` checks.
     """
 
     name: str
@@ -42,6 +47,8 @@ class IdxDataset:
     class_names: tuple[str, ...]
     resources: tuple[Resource, Resource, Resource, Resource]  # in IDX_STEMS order
     train_images_md5: str
+    system_dirs: tuple[Path, ...] = ()
+    system_package: str | None = None  # e.g. a Debian package installing into system_dirs
 
 
 def _resources(mirrors: tuple[str, ...], md5s: tuple[str, str, str, str]) -> tuple:
@@ -98,6 +105,9 @@ IDX_DATASETS: dict[str, IdxDataset] = {
             ),
         ),
         train_images_md5="f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        # Debian's (and Ubuntu's) `dataset-fashion-mnist` package installs the four .gz files here.
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+        system_package="dataset-fashion-mnist",
     ),
 }
 
@@ -155,22 +165,25 @@ def _data_dir(config: DataConfig) -> Path | None:
 def _locate(dataset: IdxDataset, config: DataConfig, progress: bool) -> list[Path]:
     """Paths of the four files: the first folder holding all of them, else the cache + downloads.
 
-    Searched in order: <data dir>/<name>, <data dir> (data_dir, else $VAELAB_DATA), the cache.
+    Searched in order: <data dir>/<name>, <data dir> (data_dir, else $VAELAB_DATA), the cache,
+    the dataset's system folders (an OS package's, e.g. /usr/share/datasets/fashion-mnist).
     """
     data_dir = _data_dir(config)
     cache = cache_root() / dataset.name
     folders = [data_dir / dataset.name, data_dir] if data_dir else []
-    for folder in [*folders, cache]:
+    for folder in [*folders, cache, *dataset.system_dirs]:
         found = [_find(folder, stem) for stem in IDX_STEMS]
         if all(found):
             return found
     files = f"the four IDX files ({', '.join(IDX_STEMS)}, optionally .gz)"
+    looked = _and([*map(str, folders), f"the cache {cache}", *map(str, dataset.system_dirs)])
     if data_dir:
-        looked = f"{folders[0]}, {folders[1]} and the cache {cache}"
         hint = f"put {files} in {folders[0]}"
     else:
-        looked = f"the cache {cache}, as neither data_dir nor VAELAB_DATA is set"
+        looked += ", as neither data_dir nor VAELAB_DATA is set"
         hint = f"put {files} in {cache}, or in DIR/{dataset.name} and set VAELAB_DATA=DIR"
+    if dataset.system_package:
+        hint += f"; or install them with `sudo apt install {dataset.system_package}`"
     if not config.download:
         raise VaelabError(f"{dataset.title} files not found (looked in {looked}); {hint}")
     missing = [
@@ -193,6 +206,11 @@ def _locate(dataset: IdxDataset, config: DataConfig, progress: bool) -> list[Pat
                 "folder"
             ) from None
     return [_find(cache, stem) for stem in IDX_STEMS]
+
+
+def _and(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
 def _read_pair(images: np.ndarray, images_path: Path, labels_path: Path, num_classes: int) -> Split:

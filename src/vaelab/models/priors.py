@@ -8,6 +8,8 @@ unconditional ones.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +23,8 @@ from vaelab.models.distributions import (
 
 class Prior(nn.Module):
     """p(z), or p(z|y) for a conditional prior, over D latent dimensions."""
+
+    title: ClassVar[str] = "a learned prior"  # how model cards and exports name it
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -55,6 +59,8 @@ class Prior(nn.Module):
 
 class StandardNormalPrior(Prior):
     """p(z) = N(0, I). No parameters (and no state_dict entries)."""
+
+    title = "N(0, I)"
 
     def log_prob(self, z: Tensor, *, y: Tensor | None = None) -> Tensor:
         return gaussian_log_density(z, 0.0, 0.0).sum(dim=-1)
