@@ -243,7 +243,9 @@ def test_pack_without_onnx_or_eval(packed, tmp_path, capsys) -> None:
     assert vaelab.load(out).config.latent_dim == 2
 
 
-@pytest.mark.parametrize("extra", [(), ("--autoregressive", "local", "--likelihood", "gaussian")])
+@pytest.mark.parametrize(
+    "extra", [(), ("--autoregressive", "local", "--likelihood", "gaussian"), ("--model", "ae")]
+)
 def test_the_cards_onnx_example_runs(extra, tmp_path, monkeypatch, capsys) -> None:
     """The card's onnxruntime snippet works as written, in the bundle folder, for a factorised
     and an autoregressive decoder (which needs the images it scores)."""
@@ -255,5 +257,50 @@ def test_the_cards_onnx_example_runs(extra, tmp_path, monkeypatch, capsys) -> No
     monkeypatch.chdir(bundle)
     namespace: dict = {}
     exec(snippet, namespace)
-    assert ("x" in namespace) == bool(extra)
-    assert "vaelab sample 'my bundle' --n 64" in card  # a shell word, quoted
+    assert ("x" in namespace) == bool(extra)  # images to score, or to encode
+    if "ae" in extra:  # no prior: no samples, no NLL
+        assert "vaelab reconstruct 'my bundle' --n 10" in card and "vaelab sample" not in card
+    else:
+        assert "vaelab sample 'my bundle' --n 64" in card  # a shell word, quoted
+
+
+def test_a_failed_command_leaves_no_outputs_folder(packed, tmp_path, capsys) -> None:
+    zipped = tmp_path / "fresh.zip"
+    zipped.write_bytes(packed["zip"].read_bytes())
+    for args in (("sample", "--n", "5000"), ("eval", "--split", "val", "--limit", "0")):
+        code, _, err = run_cli(capsys, args[0], zipped, *args[1:])
+        assert code != 0
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(packed["zip"].read_bytes()[:500])
+    assert run_cli(capsys, "sample", broken)[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.zip", "fresh.zip"]
+
+
+def test_a_bundle_without_its_description_is_refused(packed, tmp_path, capsys) -> None:
+    bundle = copy_of(packed["folder"], tmp_path / "b")
+    (bundle / BUNDLE_FILE).unlink()
+    code, _, err = run_cli(capsys, "sample", bundle)
+    assert_one_line_error(code, err, "looks like a vaelab bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_a_zip_of_two_bundles_is_refused(packed, tmp_path, capsys) -> None:
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as archive:
+        for top in ("a", "b"):
+            for file in packed["folder"].rglob("*"):
+                if file.is_file():
+                    archive.write(file, f"{top}/{file.relative_to(packed['folder']).as_posix()}")
+    code, _, err = run_cli(capsys, "eval", tmp_path / "two.zip")
+    assert_one_line_error(code, err, "holds 2 bundles; a bundle .zip holds one")
+
+
+def test_an_output_under_a_file_is_named_as_such(packed, tmp_path, capsys) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    for args in (
+        ("pack", packed["run"], tmp_path / "file.txt" / "b"),
+        ("pack", packed["run"], tmp_path / "file.txt" / "b.zip"),
+        ("export", packed["run"], "--out", tmp_path / "file.txt" / "onnx"),
+        ("sample", packed["run"], "--out", tmp_path / "file.txt" / "s.png"),
+    ):
+        code, _, err = run_cli(capsys, *args)
+        assert_one_line_error(code, err, "file.txt is a file, not a folder")

@@ -256,3 +256,43 @@ def test_onnx_decodes_like_the_model_in_numpy_alone(run, tmp_path) -> None:
     x = np.zeros((2, *sidecar["data_shape"]), dtype=np.float32)
     mean, log_variance = session.run(None, {"x": x})
     assert mean.shape == (2, sidecar["latent_dim"]) == log_variance.shape
+
+
+def test_ctrl_c_while_tracing_is_an_interrupt(digits, tmp_path, monkeypatch) -> None:
+    """torch's exporter wraps a KeyboardInterrupt in its own error, with colour codes; it must
+    still stop the command as an interrupt, not as an export failure."""
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("Failed to export. \x1b[96mThis is step 1/3\x1b[0m") from interrupt
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted)
+    model = trained_model({}, digits)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(model, tmp_path / "onnx", images=digits[:9], codes=torch.randn(9, 3))
+    assert list(tmp_path.iterdir()) == []
+
+    def failed(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Failed to export. \x1b[96mThis is step 1/3\x1b[0m of exporting")
+
+    monkeypatch.setattr(torch.onnx, "export", failed)
+    with pytest.raises(
+        VaelabError,
+        match=r"^cannot export the encoder to ONNX: Failed to export. This is step 1/3 of expo",
+    ):
+        export_onnx(model, tmp_path / "onnx", images=digits[:9], codes=torch.randn(9, 3))
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does() -> None:
+    import os
+    import signal
+
+    from vaelab.cli.app import _terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="terminated"), _terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0.5) if hasattr(signal, "sigtimedwait") else None
+    assert signal.getsignal(signal.SIGTERM) is before  # restored after the command

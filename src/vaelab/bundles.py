@@ -26,6 +26,8 @@ from vaelab.errors import VaelabError
 from vaelab.training.checkpoint import resolve_checkpoint
 
 BUNDLE_FILE = "bundle.json"
+CARD_FILE = "README.md"  # the model card
+LIBRARY_NAME = "vaelab"  # the card's `library_name` on the Hugging Face Hub
 FORMAT = "vaelab-bundle"
 FORMAT_VERSION = 1
 OUTPUTS_SUFFIX = "-outputs"  # a bundle's outputs go to NAME-outputs beside it
@@ -67,9 +69,23 @@ def locate(path: str | Path, *, prefer: str = "best") -> Located:
         folder, description = open_bundle(path)
         name = str(description.get("checkpoint", "best"))
         return Located(folder, folder, bundle_home(path), name)
+    if _looks_packed(path):
+        raise VaelabError(
+            f"{path} looks like a vaelab bundle (its README.md is a vaelab model card) but has "
+            f"no {BUNDLE_FILE}, so its files cannot be checked; pack the run again"
+        )
     folder = resolve_checkpoint(path, prefer=prefer)
     name = folder.name.strip(".").removesuffix(".old")  # also for the `.best.old` of a crash
     return Located(folder, folder.parent, folder.parent, name)
+
+
+def _looks_packed(path: Path) -> bool:
+    """Whether the folder `path` holds a vaelab model card, as a bundle does."""
+    try:
+        with open(path / CARD_FILE, encoding="utf-8", errors="replace") as card:
+            return f"library_name: {LIBRARY_NAME}" in card.read(2000)
+    except OSError:
+        return False
 
 
 def file_digest(path: Path) -> str:
@@ -144,9 +160,11 @@ def _unpack(path: Path) -> Path:
             archive.extractall(folder)
         except (zipfile.BadZipFile, OSError, ValueError) as error:
             raise VaelabError(f"{path} is a corrupt .zip bundle ({error})") from None
-    tops = [entry for entry in folder.iterdir()]
-    if not (folder / BUNDLE_FILE).is_file() and len(tops) == 1 and tops[0].is_dir():
-        folder = tops[0]  # zipped as one folder rather than its contents
+    if not (folder / BUNDLE_FILE).is_file():  # zipped as one folder, as `pack` does
+        inner = [entry for entry in folder.iterdir() if (entry / BUNDLE_FILE).is_file()]
+        if len(inner) > 1:
+            raise VaelabError(f"{path} holds {len(inner)} bundles; a bundle .zip holds one")
+        folder = inner[0] if inner else folder
     _unpacked[key] = folder
     return folder
 

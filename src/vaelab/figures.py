@@ -144,7 +144,7 @@ def save_image_grid(
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise VaelabError(f"output {path} must be a .png file")
-    if not path.parent.is_dir():
+    if not path.parent.is_dir() and not path.parent.parent.is_dir():  # one level is made
         raise VaelabError(f"output folder {path.parent} does not exist")
     scale = _scale(images)
     rows = _grid_rows(len(images), columns, slots)

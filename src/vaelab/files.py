@@ -38,12 +38,15 @@ def make_private_temp_public(path: Path) -> None:
 @contextmanager
 def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary file beside `path` to write; on success it is flushed to disk and renamed
-    over `path`, on any failure (or Ctrl-C) removed, so `path` is never half-written.
+    over `path`, on any failure (or Ctrl-C) removed, so `path` is never half-written. A missing
+    folder of `path` is made (one level), for outputs whose folder is made on first use.
 
         with atomic_path(out, suffix=".png") as tmp:
             picture.save(tmp, format="PNG")
     """
     path = Path(path)
+    if not path.parent.exists():
+        path.parent.mkdir()  # one level: a bundle's outputs folder, made on its first write
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -58,7 +61,38 @@ def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
         raise
 
 
-def check_replaceable(path: Path, *, replace_if: Callable[[Path], bool]) -> None:
+@contextmanager
+def folder_made_for(folder: Path) -> Iterator[Path]:
+    """`folder`, made for the writes in the block when missing (one level), and removed again
+    when the block fails and leaves it empty: a failed command leaves no empty folder."""
+    made = not folder.exists()
+    if made:
+        try:
+            folder.mkdir()
+        except OSError as error:
+            raise write_error(folder, error) from None
+    try:
+        yield folder
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
+def check_folder_of(path: Path) -> None:
+    """A one-line error unless `path`'s folder exists (and is a folder, not a file)."""
+    folder = Path(path).parent
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise VaelabError(f"cannot write {path}: {folder} is a file, not a folder")
+    raise VaelabError(f"cannot write {path}: folder {folder} does not exist")
+
+
+def check_replaceable(
+    path: Path, *, replace_if: Callable[[Path], bool], flag: str = "--out"
+) -> None:
     """A one-line error unless `atomic_folder` may write `path`: its parent exists, and it is
     absent, an empty folder, or a folder `replace_if` accepts."""
     path = Path(path)
@@ -67,9 +101,8 @@ def check_replaceable(path: Path, *, replace_if: Callable[[Path], bool]) -> None
     except FileNotFoundError:  # gone while looked at: another process is replacing it
         replaceable = True
     if path.exists() and not replaceable:
-        raise VaelabError(f"{path} already exists and is not one to replace; choose another --out")
-    if not path.parent.is_dir():
-        raise VaelabError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise VaelabError(f"{path} already exists and is not one to replace; choose another {flag}")
+    check_folder_of(path)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from vaelab.analysis.evaluate import image_seed
 from vaelab.errors import VaelabError, plural
-from vaelab.files import atomic_path, write_error
+from vaelab.files import atomic_path, check_folder_of, write_error
 from vaelab.models import Autoencoder
 from vaelab.models.distributions import DiagonalGaussian
 
@@ -162,8 +162,7 @@ def check_output(path: str | Path) -> Path:
     if suffix not in FORMATS:
         found = f"'{suffix}' is not a format vaelab writes" if suffix else "it has no suffix"
         raise VaelabError(f"cannot write {path}: {found}; name a {_KINDS} file")
-    if not path.parent.is_dir():
-        raise VaelabError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_folder_of(path)
     try:  # os.access misleads under root and on some network file systems: try it
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
         os.close(fd)

@@ -4,11 +4,14 @@ every expected failure into one line on stderr and an exit code."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -114,6 +117,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (`timeout`, `docker stop`, systemd) ends it as Ctrl-C
+    does, so that its clean-up runs: temporary files removed, an unpacked bundle deleted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can only be caught in the main thread
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("terminated")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(args: argparse.Namespace) -> int:
     """Run the parsed subcommand, printing its outputs; expected failures become one line."""
     import torch  # every command needs it; only parsing and --help go without
@@ -128,9 +149,10 @@ def _run(args: argparse.Namespace) -> int:
     machine_readable = getattr(args, "json", False)  # stdout holds only the JSON then
     console.configure_logging(quiet=args.quiet or machine_readable or not main_process)
     try:
-        for output in command(args.command)(args):
-            if main_process:
-                print(output, flush=True)
+        with _terminate_as_interrupt():
+            for output in command(args.command)(args):
+                if main_process:
+                    print(output, flush=True)
     except BrokenPipeError:  # `vaelab info RUN | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

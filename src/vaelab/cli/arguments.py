@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import VaelabError
+from vaelab.files import check_folder_of
 
 # `--device` choices: training.config.DEVICES (which imports torch), repeated here;
 # tests/test_setup_and_help.py checks that the two agree.
@@ -123,16 +124,11 @@ def output_path(
     with one of `suffixes` (`what`, in words: "a .png file"); `default`'s name inside --out
     when that is an existing folder."""
     if out is None:
-        try:
-            default.parent.mkdir(exist_ok=True)  # a bundle's outputs folder, made on first use
-        except OSError as error:
-            raise VaelabError(f"cannot write {default}: {error.strerror or error}") from None
-        return default
+        return default  # its folder may not exist yet: a bundle's outputs, made on first write
     path = Path(out)
     if path.is_dir():
         path = path / default.name
     if path.suffix.lower() not in suffixes:
         raise VaelabError(f"--out {path} must be {what} (or an existing folder)")
-    if not path.parent.is_dir():
-        raise VaelabError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_folder_of(path)
     return path

@@ -132,11 +132,8 @@ def measure_run(
 
 
 def _check_writable(path: Path) -> None:
-    folder = path.parent
-    try:
-        folder.mkdir(exist_ok=True)  # a bundle's outputs folder, made on first use
-    except OSError as error:
-        raise write_error(path, error) from None
+    # A bundle's outputs folder is made on its first write: then its parent must be writable.
+    folder = path.parent if path.parent.exists() else path.parent.parent
     probe = folder / f".{EVAL_FILE}.probe"
     try:
         probe.touch()

@@ -27,7 +27,8 @@ from vaelab.export.onnx_files import (
     is_export,
     require_export_dependencies,
 )
-from vaelab.files import check_replaceable, write_error
+from vaelab.export.preprocessing import describe_preprocessing
+from vaelab.files import check_replaceable, folder_made_for
 from vaelab.runs import TrainedRun, open_run, split_to_use
 
 logger = logging.getLogger(__name__)
@@ -82,31 +83,29 @@ def export_run(
     if not tolerance > 0:
         raise VaelabError(f"--tolerance must be positive, got {tolerance}")
     trained = open_run(run, checkpoint=checkpoint, device="cpu")
-    if out is None:
-        folder = trained.run_dir / ONNX_DIR
-        try:
-            trained.run_dir.mkdir(exist_ok=True)  # a bundle's outputs folder, made on first use
-        except OSError as error:
-            raise write_error(folder, error) from None
-    else:
-        folder = Path(out)
-    check_replaceable(folder, replace_if=is_export)  # before the data is loaded
+    folder = trained.run_dir / ONNX_DIR if out is None else Path(out)
+    if out is not None or folder.parent.exists():  # a bundle's outputs may be still to make
+        check_replaceable(folder, replace_if=is_export)  # before the data is loaded
     data = run_data(trained, dataset=dataset, data_dir=data_dir)
     images, codes = check_inputs(trained, checks, data, seed=seed)
     about = {
-        "run": str(trained.run_dir),
+        "run": str(run),
         "checkpoint": trained.checkpoint_name,
         "epoch": trained.meta.get("epoch"),
     }
-    return export_onnx(
-        trained.model,
-        folder,
-        images=images,
-        codes=codes,
-        value_range=trained.value_range,
-        tolerance=tolerance,
-        about=about,
-    )
+    with folder_made_for(folder.parent):  # a bundle's outputs folder, made when missing
+        return export_onnx(
+            trained.model,
+            folder,
+            images=images,
+            codes=codes,
+            value_range=trained.value_range,
+            preprocessing=describe_preprocessing(
+                trained.config.data, trained.config.model.data_shape
+            ),
+            tolerance=tolerance,
+            about=about,
+        )
 
 
 def _export(args: argparse.Namespace) -> Iterator[Path | str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.analysis.evaluate import DEFAULT_CHUNK
-from vaelab.bundles import BUNDLE_FILE, FORMAT, FORMAT_VERSION, describe_files, is_bundle
+from vaelab.bundles import BUNDLE_FILE, CARD_FILE, FORMAT, FORMAT_VERSION, describe_files, is_bundle
 from vaelab.cli.arguments import (
     RUN_DATA_DIR,
     RUN_DATASET,
@@ -39,7 +39,8 @@ from vaelab.data import DataSplits
 from vaelab.errors import VaelabError
 from vaelab.export.model_card import model_card
 from vaelab.export.onnx_files import OnnxExport, export_onnx, require_export_dependencies
-from vaelab.files import atomic_folder, atomic_path, check_replaceable, write_error
+from vaelab.export.preprocessing import describe_preprocessing
+from vaelab.files import atomic_folder, atomic_path, check_folder_of, check_replaceable, write_error
 from vaelab.models.networks import count_parameters
 from vaelab.runs import SPLIT_ORDER, TrainedRun, open_run
 from vaelab.training.checkpoint import CONFIG_FILE, META_FILE, WEIGHTS_FILE
@@ -49,7 +50,6 @@ from vaelab.version import __version__
 
 logger = logging.getLogger(__name__)
 
-CARD_FILE = "README.md"
 DEFAULT_K = 1000  # importance samples per image of the evaluation packed with the model
 SAMPLES = 64
 
@@ -68,10 +68,9 @@ def check_output(out: Path) -> None:
     if out.suffix.lower() == ".zip":
         if out.exists() and not (out.is_file() and _is_bundle_zip(out)):
             raise VaelabError(f"{out} already exists and is not a bundle; choose another OUT")
-        if not out.parent.is_dir():
-            raise VaelabError(f"cannot write {out}: folder {out.parent} does not exist")
+        check_folder_of(out)
         return
-    check_replaceable(out, replace_if=is_bundle)
+    check_replaceable(out, replace_if=is_bundle, flag="OUT")
 
 
 @contextmanager
@@ -210,6 +209,7 @@ def _export(trained: TrainedRun, folder: Path, data: DataSplits | None, *, seed:
         images=images,
         codes=codes,
         value_range=trained.value_range,
+        preprocessing=describe_preprocessing(trained.config.data, trained.config.model.data_shape),
         about={"checkpoint": trained.checkpoint_name, "epoch": trained.meta.get("epoch")},
     )
 

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from vaelab.bundles import LIBRARY_NAME
 from vaelab.training.config import RunConfig
 
 # Registered datasets and their names on the Hugging Face Hub, for the card's metadata.
@@ -26,7 +27,7 @@ def _front_matter(config: RunConfig, has_onnx: bool) -> list[str]:
         tags.append("vae" if config.model.model == "vae" else config.model.model)
     if has_onnx:
         tags.append("onnx")
-    lines = ["---", "library_name: vaelab", "tags:", *(f"- {tag}" for tag in tags)]
+    lines = ["---", f"library_name: {LIBRARY_NAME}", "tags:", *(f"- {tag}" for tag in tags)]
     hub = HUB_DATASETS.get(config.data.dataset)
     if hub is not None:
         lines += ["datasets:", f"- {hub}"]
@@ -138,7 +139,7 @@ def _evaluation_lines(record: dict[str, Any] | None, config: RunConfig) -> list[
     ]
 
 
-def _onnx_lines(onnx: dict[str, Any], config: RunConfig) -> list[str]:
+def _onnx_lines(onnx: dict[str, Any], config: RunConfig, *, has_prior: bool) -> list[str]:
     """How to use the ONNX files without PyTorch."""
     decoder = onnx["decoder"]
     scoring = decoder["kind"] == "autoregressive-scoring"
@@ -167,11 +168,22 @@ def _onnx_lines(onnx: dict[str, Any], config: RunConfig) -> list[str]:
         "```python",
         "import numpy as np, onnxruntime as ort",
         'decoder = ort.InferenceSession("onnx/decoder.onnx")',
-        f'z = np.random.randn(16, {config.model.latent_dim}).astype("float32")',
     ]
+    if has_prior:
+        lines.append(
+            f'z = np.random.randn(16, {config.model.latent_dim}).astype("float32")   # the prior'
+        )
+    else:  # an autoencoder's codes come from its encoder, not from a prior
+        lines += [
+            'encoder = ort.InferenceSession("onnx/encoder.onnx")',
+            f'x = np.random.rand(16, {shape}).astype("float32")   # your images, as onnx.json says',
+            'z = encoder.run(["mean"], {"x": x})[0]',
+        ]
     if scoring:
         lines += [
-            f'x = np.zeros((16, {shape}), dtype="float32")   # the images to score',
+            f'x = np.zeros((16, {shape}), dtype="float32")   # the images to score'
+            if has_prior
+            else "# x: the images to score",
             f'[{", ".join(decoder["outputs"])}] = decoder.run(None, {{"z": z, "x": x}})',
         ]
     else:
@@ -227,8 +239,17 @@ def model_card(
         "",
         "```bash",
         "pip install vaelab",
-        f"vaelab sample {shown} --n 64        # a grid decoded from the prior",
-        f"vaelab eval {shown} --k 5000         # test NLL, as papers report it",
+        *(
+            [
+                f"vaelab sample {shown} --n 64        # a grid decoded from the prior",
+                f"vaelab eval {shown} --k 5000         # test NLL, as papers report it",
+            ]
+            if prior is not None
+            else [
+                f"vaelab reconstruct {shown} --n 10   # test images above their reconstructions",
+                f"vaelab eval {shown}                  # reconstruction error on the test split",
+            ]
+        ),
         f"vaelab serve {shown}                 # the latent-space explorer",
         "```",
         "",
@@ -242,7 +263,7 @@ def model_card(
         "",
     ]
     if onnx is not None:
-        lines += _onnx_lines(onnx, config)
+        lines += _onnx_lines(onnx, config, has_prior=prior is not None)
     lines += [
         "## Reproduce",
         "",

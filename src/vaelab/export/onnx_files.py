@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ FORMAT_VERSION = 1
 # in different orders and differ by a few units of the last place there.
 TOLERANCE = 1e-5
 INSTALL_HINT = "pip install 'vaelab[export]'"
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # the exporter colours its messages
 
 
 def is_export(folder: Path) -> bool:
@@ -122,9 +124,22 @@ def _trace(
                 dynamo=True,
                 external_data=False,
             )
-    except Exception as error:  # the exporter raises many kinds; the first line says enough
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:  # the exporter raises many kinds, and wraps others' errors
+        cause = _root_cause(error)
+        if isinstance(cause, KeyboardInterrupt):  # Ctrl-C while tracing: an interrupt
+            raise KeyboardInterrupt from None
+        text = ANSI_CODES.sub("", str(cause)).strip()
+        reason = text.splitlines()[0] if text else type(cause).__name__
         raise VaelabError(f"cannot export the {part} to ONNX: {reason}") from None
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception an error was raised from (or while handling)."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
 
 
 def _session(path: Path) -> Any:
@@ -188,6 +203,7 @@ def export_onnx(
     images: Tensor,
     codes: Tensor,
     value_range: tuple[float, float] | None = None,
+    preprocessing: str | None = None,
     tolerance: float = TOLERANCE,
     about: dict[str, Any] | None = None,
 ) -> OnnxExport:
@@ -197,8 +213,9 @@ def export_onnx(
     The files are checked on `images` (N, C, H, W) and `codes` (M, D): every output value of
     onnxruntime must be within `tolerance` of PyTorch's, relative to max(1, |value|) (see
     TOLERANCE), or the export is refused.
-    `value_range` is the data's (min, max) the encoder expects; `about` adds entries to the
-    sidecar (the run it came from).
+    `value_range` is the training data's (min, max) and `preprocessing` how images were brought
+    to the encoder's input, in words; `about` adds entries to the sidecar (the run it came
+    from).
     """
     require_export_dependencies()
     model = model.to("cpu", torch.float32).eval()
@@ -254,6 +271,7 @@ def export_onnx(
             model,
             graphs,
             value_range=value_range,
+            preprocessing=preprocessing,
             opset=_opset(tmp / ENCODER_FILE),
             parity={
                 "images": len(images),
@@ -274,6 +292,7 @@ def describe(
     graphs: ModelGraphs,
     *,
     value_range: tuple[float, float] | None,
+    preprocessing: str | None,
     opset: int,
     parity: dict[str, Any],
     about: dict[str, Any],
@@ -283,11 +302,7 @@ def describe(
     image = ["batch", *config.data_shape]
     code = ["batch", config.latent_dim]
     low, high = value_range if value_range is not None else (None, None)
-    pixels = (
-        f"float32 images scaled as in training (values from {low:g} to {high:g})"
-        if value_range is not None
-        else "float32 images scaled as in training"
-    )
+    pixels = "images as the run's training data: see preprocessing"
     encoder_outputs = {
         "mean": {"shape": code, "meaning": "the posterior's mean: the code of each image"},
         "log_variance": {
@@ -340,6 +355,9 @@ def describe(
         "data_shape": list(config.data_shape),
         "latent_dim": config.latent_dim,
         "value_range": None if value_range is None else [low, high],
+        "value_range_meaning": "the smallest and largest value in the training data; vaelab's "
+        "PNG figures draw them as black and white (a linear stretch)",
+        "preprocessing": preprocessing,
         "likelihood": likelihood,
         "prior": None if model.prior is None else model.prior.title,
         "encoder": {
