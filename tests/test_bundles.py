@@ -220,7 +220,7 @@ def test_a_failed_pack_keeps_the_earlier_bundle(packed, tmp_path, monkeypatch, c
     def fails(*args: object, **kwargs: object) -> None:
         raise vaelab.VaelabError("the disk is full")
 
-    monkeypatch.setattr("vaelab.cli.pack.export_onnx", fails)
+    monkeypatch.setattr("vaelab.cli.export.export_onnx", fails)
     code, _, err = run_cli(capsys, "pack", packed["run"], bundle)
     assert_one_line_error(code, err, "the disk is full")
     assert snapshot(tmp_path) == before  # the earlier bundle, and no temporary folder

@@ -87,25 +87,36 @@ def export_run(
     if out is not None or folder.parent.exists():  # a bundle's outputs may be still to make
         check_replaceable(folder, replace_if=is_export)  # before the data is loaded
     data = run_data(trained, dataset=dataset, data_dir=data_dir)
-    images, codes = check_inputs(trained, checks, data, seed=seed)
-    about = {
-        "run": str(run),
-        "checkpoint": trained.checkpoint_name,
-        "epoch": trained.meta.get("epoch"),
-    }
     with folder_made_for(folder.parent):  # a bundle's outputs folder, made when missing
-        return export_onnx(
-            trained.model,
-            folder,
-            images=images,
-            codes=codes,
-            value_range=trained.value_range,
-            preprocessing=describe_preprocessing(
-                trained.config.data, trained.config.model.data_shape
-            ),
-            tolerance=tolerance,
-            about=about,
+        return write_export(
+            trained, folder, data, checks=checks, seed=seed, tolerance=tolerance, source=run
         )
+
+
+def write_export(
+    trained: TrainedRun,
+    folder: Path,
+    data: DataSplits | None,
+    *,
+    checks: int = DEFAULT_CHECKS,
+    seed: int = 0,
+    tolerance: float = TOLERANCE,
+    source: str | Path | None = None,
+) -> OnnxExport:
+    """Write the ONNX files of an opened run into `folder`, checked on `checks` of its images
+    (see `check_inputs`) and codes; `source` is the run as named, for the sidecar."""
+    images, codes = check_inputs(trained, checks, data, seed=seed)
+    about = {"checkpoint": trained.checkpoint_name, "epoch": trained.meta.get("epoch")}
+    return export_onnx(
+        trained.model,
+        folder,
+        images=images,
+        codes=codes,
+        value_range=trained.value_range,
+        preprocessing=describe_preprocessing(trained.config.data, trained.config.model.data_shape),
+        tolerance=tolerance,
+        about=about if source is None else {"run": str(source), **about},
+    )
 
 
 def _export(args: argparse.Namespace) -> Iterator[Path | str]:

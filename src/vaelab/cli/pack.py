@@ -27,7 +27,7 @@ from vaelab.cli.arguments import (
     show_progress,
 )
 from vaelab.cli.evaluate import measure_run
-from vaelab.cli.export import DEFAULT_CHECKS, ONNX_DIR, check_inputs, run_data
+from vaelab.cli.export import ONNX_DIR, run_data, write_export
 from vaelab.cli.run_images import (
     RECONSTRUCTIONS_PNG,
     SAMPLES_PNG,
@@ -38,8 +38,7 @@ from vaelab.cli.run_images import (
 from vaelab.data import DataSplits
 from vaelab.errors import VaelabError
 from vaelab.export.model_card import model_card
-from vaelab.export.onnx_files import OnnxExport, export_onnx, require_export_dependencies
-from vaelab.export.preprocessing import describe_preprocessing
+from vaelab.export.onnx_files import require_export_dependencies
 from vaelab.files import atomic_folder, atomic_path, check_folder_of, check_replaceable, write_error
 from vaelab.models.networks import count_parameters
 from vaelab.runs import SPLIT_ORDER, TrainedRun, open_run
@@ -155,7 +154,7 @@ def pack_run(
         listed = [CONFIG_FILE, WEIGHTS_FILE, META_FILE]
         sidecar = None
         if onnx:
-            done = _export(trained, folder / ONNX_DIR, data, seed=seed)
+            done = write_export(trained, folder / ONNX_DIR, data, seed=seed)
             sidecar = done.sidecar
             listed += [file.relative_to(folder).as_posix() for file in done.files]
         _describe(folder, listed, trained.checkpoint_name)
@@ -198,20 +197,6 @@ def _copy_checkpoint(trained: TrainedRun, folder: Path) -> None:
         shutil.copyfile(trained.checkpoint / file, folder / file)
     if (trained.records_dir / METRICS_FILE).is_file():
         shutil.copyfile(trained.records_dir / METRICS_FILE, folder / METRICS_FILE)
-
-
-def _export(trained: TrainedRun, folder: Path, data: DataSplits | None, *, seed: int) -> OnnxExport:
-    """The ONNX files, checked as `vaelab export` checks them."""
-    images, codes = check_inputs(trained, DEFAULT_CHECKS, data, seed=seed)
-    return export_onnx(
-        trained.model,
-        folder,
-        images=images,
-        codes=codes,
-        value_range=trained.value_range,
-        preprocessing=describe_preprocessing(trained.config.data, trained.config.model.data_shape),
-        about={"checkpoint": trained.checkpoint_name, "epoch": trained.meta.get("epoch")},
-    )
 
 
 def _describe(folder: Path, listed: list[str], checkpoint: str) -> None:
