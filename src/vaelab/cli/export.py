@@ -165,7 +165,8 @@ def add_parsers(subparsers: Any) -> None:
         "export",
         help="the encoder and decoder as ONNX files, checked against PyTorch",
         description="Write a run's encoder (x -> the posterior's parameters) and decoder (z -> "
-        "the mean of p(x|z), and its logits) as ONNX files with a dynamic batch size, and a "
+        "the mean of p(x|z), and its logits; for an autoregressive decoder its one-pass scoring "
+        "function of (z, x)) as ONNX files with a dynamic batch size, and a "
         "JSON sidecar saying what each input and output means. The files are run in "
         "onnxruntime on test images and codes and refused unless they match PyTorch. Needs "
         "the export extra: pip install 'vaelab[export]'.",
@@ -178,7 +179,8 @@ def add_parsers(subparsers: Any) -> None:
         "--out",
         metavar="DIR",
         help=f"folder for encoder.onnx, decoder.onnx and onnx.json; an earlier export there is "
-        f"replaced (default: RUN/{ONNX_DIR})",
+        f"replaced (default: RUN/{ONNX_DIR}; for a bundle NAME, NAME-outputs/{ONNX_DIR} "
+        "beside it)",
     )
     parser.add_argument(
         "--check",
