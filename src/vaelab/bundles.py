@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vaelab.errors import VaelabError
+from vaelab.formats import check_header
 from vaelab.training.checkpoint import resolve_checkpoint
 
 BUNDLE_FILE = "bundle.json"
@@ -113,13 +114,14 @@ def read_description(folder: Path, shown: Path) -> dict[str, Any]:
         raise VaelabError(f"{shown} is not a vaelab bundle: it has no {BUNDLE_FILE}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise VaelabError(f"{shown}: {BUNDLE_FILE} is corrupt ({error})") from None
-    if not isinstance(description, dict) or description.get("format") != FORMAT:
-        raise VaelabError(f"{shown} is not a vaelab bundle (a foreign {BUNDLE_FILE})")
-    version = description.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise VaelabError(f"{shown}: {BUNDLE_FILE} has no valid format_version; it is corrupt")
-    if version > FORMAT_VERSION:
-        raise VaelabError(f"{shown} was written by a newer vaelab (bundle format {version})")
+    check_header(
+        description,
+        file=Path(shown) / BUNDLE_FILE,
+        owner=shown,
+        kind="vaelab bundle",
+        format=FORMAT,
+        newest=FORMAT_VERSION,
+    )
     if not isinstance(description.get("files"), dict):
         raise VaelabError(f"{shown}: {BUNDLE_FILE} lists no files; it is corrupt")
     return description

@@ -132,7 +132,10 @@ class TrainedRun:
     ) -> RunSplit:
         """The run with one split of its dataset: `split`, or the first non-empty one of
         test, val, train (see `split_to_use`)."""
-        data = self.load_data(dataset, data_dir)
+        return self.split_of(self.load_data(dataset, data_dir), split)
+
+    def split_of(self, data: DataSplits, split: str | None = None) -> RunSplit:
+        """As `choose_split`, from the run's dataset already loaded."""
         name = split_to_use(data, split)
         chosen = data.split(name)
         return RunSplit(self, name, chosen.x, chosen.y, data.name, data.class_names)

@@ -26,6 +26,7 @@ from vaelab.cli.arguments import (
     parse_positive,
     show_progress,
 )
+from vaelab.data import DataSplits
 from vaelab.errors import VaelabError, plural
 from vaelab.files import atomic_write_text, write_error
 from vaelab.runs import TrainedRun, open_run
@@ -84,14 +85,19 @@ def measure_run(
     limit: int | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
+    data: DataSplits | None = None,
     progress: bool = False,
 ) -> tuple[EvalResult, dict[str, Any], str]:
     """Evaluate an opened run on a split; returns (result, its eval.json record, its key).
 
-    `binarize` None follows the run: a run trained with dynamic binarisation is scored on a
-    fixed Bernoulli draw of the split (seeded by `seed`), as in Burda et al. (2015).
+    The run's dataset is loaded (from `dataset` / `data_dir` where given) unless `data` is
+    it, already loaded. `binarize` None follows the run: a run trained with dynamic
+    binarisation is scored on a fixed Bernoulli draw of the split (seeded by `seed`), as in
+    Burda et al. (2015).
     """
-    chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
+    if data is None:
+        data = trained.load_data(dataset, data_dir)
+    chosen = trained.split_of(data, split)
     if limit is not None and limit > len(chosen):
         logger.info(
             "--limit %d is more than the %s split's %s; using them all",

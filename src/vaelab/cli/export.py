@@ -29,7 +29,7 @@ from vaelab.export.onnx_files import (
 )
 from vaelab.export.preprocessing import describe_preprocessing
 from vaelab.files import check_replaceable, folder_made_for
-from vaelab.runs import TrainedRun, open_run, split_to_use
+from vaelab.runs import TrainedRun, open_run
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def check_inputs(
     with torch.inference_mode():
         codes = model.draw_codes(n, generator=generator).cpu()
         if data is not None:
-            return data.split(split_to_use(data)).x[:n], codes
+            return trained.split_of(data).x[:n], codes
         logger.info("checking the export on images decoded from the prior instead")
         return model.decode(codes.to(model.device, model.dtype)).cpu(), codes
 

@@ -41,7 +41,7 @@ from vaelab.export.model_card import model_card
 from vaelab.export.onnx_files import require_export_dependencies
 from vaelab.files import atomic_folder, atomic_path, check_folder_of, check_replaceable, write_error
 from vaelab.models.networks import count_parameters
-from vaelab.runs import SPLIT_ORDER, TrainedRun, open_run
+from vaelab.runs import SPLIT_ORDER, TrainedRun, open_run, split_to_use
 from vaelab.training.checkpoint import CONFIG_FILE, META_FILE, WEIGHTS_FILE
 from vaelab.training.metrics import METRICS_FILE
 from vaelab.training.runs import EVAL_FILE
@@ -159,7 +159,7 @@ def pack_run(
             listed += [file.relative_to(folder).as_posix() for file in done.files]
         _describe(folder, listed, trained.checkpoint_name)
         records = _run_evaluation(trained)
-        split = "test" if data is None or len(data.test) else "val" if len(data.val) else "train"
+        split = "test" if data is None else split_to_use(data)
         if evaluate and data is not None and _shown_record(records, split) is None:
             _, record, key = measure_run(
                 trained,
@@ -167,14 +167,13 @@ def pack_run(
                 k=k,
                 chunk=DEFAULT_CHUNK,
                 seed=seed,
-                dataset=dataset,
-                data_dir=data_dir,
+                data=data,
                 progress=progress,
             )
             records[key] = record
         if records:
             (folder / EVAL_FILE).write_text(json.dumps(records, indent=2) + "\n")
-        figure = _figure(trained, folder, data, seed=seed, dataset=dataset, data_dir=data_dir)
+        figure = _figure(trained, folder, data, seed=seed)
         card = model_card(
             name=name,
             config=trained.config,
@@ -213,13 +212,7 @@ def _describe(folder: Path, listed: list[str], checkpoint: str) -> None:
 
 
 def _figure(
-    trained: TrainedRun,
-    folder: Path,
-    data: DataSplits | None,
-    *,
-    seed: int,
-    dataset: str | None,
-    data_dir: str | None,
+    trained: TrainedRun, folder: Path, data: DataSplits | None, *, seed: int
 ) -> tuple[str, str] | None:
     """The card's figure, written into the bundle: prior samples, or an autoencoder's
     reconstructions (None without the data)."""
@@ -229,7 +222,7 @@ def _figure(
         return path.name, f"{SAMPLES} images decoded from codes drawn from the prior (seed {seed})"
     if data is None:
         return None
-    chosen = trained.choose_split(dataset=dataset, data_dir=data_dir)
+    chosen = trained.split_of(data)
     path = save_reconstructions(trained, chosen.x, 10, folder / RECONSTRUCTIONS_PNG)
     return path.name, f"{chosen.split} images (top) above their reconstructions"
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from vaelab.errors import VaelabError
 from vaelab.files import make_private_temp_public
+from vaelab.formats import check_header
 from vaelab.models import Autoencoder, build_model
 from vaelab.training.config import RunConfig
 
@@ -173,13 +174,14 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_meta(checkpoint: Path) -> dict[str, Any]:
     meta = _read_json(checkpoint / META_FILE, "not a vaelab checkpoint")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise VaelabError(f"{checkpoint} is not a vaelab checkpoint (foreign {META_FILE})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise VaelabError(f"{checkpoint / META_FILE} has no valid format_version: it is corrupt")
-    if version > FORMAT_VERSION:
-        raise VaelabError(f"{checkpoint} was written by a newer vaelab (format {version}); upgrade")
+    check_header(
+        meta,
+        file=checkpoint / META_FILE,
+        owner=checkpoint,
+        kind="vaelab checkpoint",
+        format=FORMAT,
+        newest=FORMAT_VERSION,
+    )
     return meta
 
 
