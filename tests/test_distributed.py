@@ -306,6 +306,20 @@ def test_two_ranks_train_one_ae_equal_to_a_single_process(tmp_path, tiny_run, di
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("update", ["ema", "loss"])
+def test_two_ranks_train_one_vqvae_with_one_codebook(tmp_path, tiny_run, update):
+    """The codebook's statistics are summed over the ranks and its restarts come from rank 0,
+    so both ranks end with the same codebook (a buffer for ema, a parameter for loss)."""
+    model = {"model": "vqvae", "codebook_size": 16, "code_dim": 4, "codebook_update": update}
+    config = tiny_run(epochs=2, model=model)
+    ranks = run_ranks(config, tmp_path / "ddp", tmp_path / "out")
+    assert_identical(ranks[0]["model"], ranks[1]["model"])
+    records = read_metrics(tmp_path / "ddp")
+    assert records[-1]["train/loss"] < records[0]["train/loss"]
+    assert records[-1]["val/codebook_usage"] > 0.5
+
+
+@pytest.mark.slow
 def test_two_ranks_resume_a_vae_mid_epoch_bit_for_bit(tmp_path, tiny_run):
     """A VAE (per-rank sampling noise) trains under 2 ranks and its loss falls; a crash at
     step 15 after a checkpoint at step 12 (epoch 2, batch 2), resumed under 2 ranks, ends

@@ -39,6 +39,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vae-local": {"autoregressive": "local"},
     "vae-conv-local-z": {"architecture": "conv", "autoregressive": "local-z"},
     "vae-linear": {"autoregressive": "linear", "likelihood": "gaussian"},
+    # the encoder's graph holds the nearest-entry search (an ArgMin)
+    "vqvae": {"model": "vqvae", "codebook_size": 16, "code_dim": 4},
+    "vqvae-gaussian": {
+        "model": "vqvae",
+        "codebook_size": 16,
+        "code_dim": 4,
+        "likelihood": "gaussian",
+    },
 }
 
 
@@ -76,7 +84,8 @@ def run_onnx(path: Path, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_onnx_matches_pytorch(variant: str, digits: torch.Tensor, tmp_path: Path) -> None:
     model = trained_model(VARIANTS[variant], digits)
-    codes = torch.randn(1000, 3, generator=torch.Generator().manual_seed(1))
+    latent_dim = model.config.latent_dim  # 3, or a VQ-VAE's grid: 4 x 4 x 4
+    codes = torch.randn(1000, latent_dim, generator=torch.Generator().manual_seed(1))
     done = export_onnx(model, tmp_path / "onnx", images=digits, codes=codes, value_range=(0, 1))
     sidecar = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
     assert sidecar == json.loads(json.dumps(done.sidecar))
@@ -117,7 +126,7 @@ def test_onnx_matches_pytorch(variant: str, digits: torch.Tensor, tmp_path: Path
     else:
         assert decoder["kind"] == "autoregressive-scoring" and list(decoder["inputs"]) == ["z", "x"]
         assert "once per pixel" in decoder["note"]
-    assert sidecar["latent_dim"] == 3 and sidecar["data_shape"] == [1, 8, 8]
+    assert sidecar["latent_dim"] == latent_dim and sidecar["data_shape"] == [1, 8, 8]
     assert sidecar["value_range"] == [0, 1]
     if model.config.likelihood == "gaussian":
         sigma = torch.exp(model.likelihood.log_sigma).item()

@@ -3,6 +3,7 @@ then what is particular to the VAE, the AE and the DAE, and the model configurat
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -15,7 +16,7 @@ from vaelab.models import MODELS, ModelConfig, bits_per_dim, build_model, slerp
 from vaelab.models.config import MAX_CONTEXT_VALUES
 from vaelab.models.distributions import DiagonalGaussian, PointMass
 from vaelab.models.networks import conv_level_sizes
-from vaelab.models.priors import StandardNormalPrior
+from vaelab.models.priors import Prior, StandardNormalPrior
 from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
 ARCHITECTURES = ["mlp", "conv", "mlp+linear", "conv+local"]  # +: an autoregressive decoder term
@@ -76,12 +77,14 @@ def test_output_shapes(kind, architecture, shape):
             tiny(kind, architecture, data_shape=shape)
         return
     model = build(tiny(kind, architecture, data_shape=shape))
+    d = model.config.latent_dim  # 4 as asked, or derived by the model (a VQ-VAE's D h w)
     x = torch.rand(3, *shape)
     posterior = model.encode(x)
-    assert posterior.mean.shape == (3, 4)
-    assert posterior.sample().shape == (3, 4)
+    assert posterior.mean.shape == (3, d)
+    assert posterior.sample().shape == (3, d)
     assert model.decode(posterior.mean).shape == (3, *shape)
-    assert model.decode_params(torch.zeros(5, 4), torch.rand(5, *shape)).shape == (5, *shape)
+    assert model.decode_params(torch.zeros(5, d), torch.rand(5, *shape)).shape == (5, *shape)
+    assert model.draw_codes(6).shape == (6, d)
     assert model.sample(6).shape == (6, *shape)
     assert model.reconstruct(x).shape == (3, *shape)
     assert model(x).shape == (3, *shape)
@@ -103,7 +106,10 @@ def test_prior_capability_and_bound(kind, architecture):
         with pytest.raises(VaelabError, match="has no prior"):
             model.log_weights(x, 5)
         return
-    z = model.prior.sample(4, generator=fixed_generator())
+    z = model.draw_codes(4, generator=fixed_generator())
+    assert z.shape == (4, model.config.latent_dim)
+    if isinstance(model.prior, Prior):  # a prior over codes z (a VQ-VAE's is over index grids)
+        torch.testing.assert_close(model.prior.sample(4, generator=fixed_generator()), z)
     torch.testing.assert_close(model.draw_codes(4, generator=fixed_generator()), z)
     with torch.no_grad():
         torch.testing.assert_close(model.sample(4, generator=fixed_generator()), model.decode(z))
@@ -174,7 +180,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(kind, architecture, likel
     model.eval()
     save_checkpoint(tmp_path / "ckpt", model, RunConfig(model=config), {"epoch": 3})
     x = torch.rand(4, 1, 8, 8)
-    z = torch.randn(4, 4)
+    z = torch.randn(4, config.latent_dim)
     for loaded in (load_checkpoint(tmp_path / "ckpt")[0], vaelab.load(tmp_path / "ckpt")):
         assert type(loaded) is type(model)
         assert loaded.config == config
@@ -200,7 +206,7 @@ def test_sample_is_reproducible_with_a_seeded_generator(kind, architecture):
     c = model.sample(5, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    z = torch.randn(5, 4)
+    z = torch.randn(5, model.config.latent_dim)
     assert torch.equal(model.sample(5, z=z), model.decode(z))
 
 
@@ -217,15 +223,18 @@ def test_the_caller_chooses_the_dtype(kind, architecture):
 @every_model_and_architecture
 def test_loss_is_reproducible_with_a_seeded_generator(kind, architecture, batch):
     model = build(tiny(kind, architecture))
+    # A training-mode loss may update state (a VQ-VAE's codebook): score two identical copies.
+    twin = copy.deepcopy(model)
     a = model.loss(batch, generator=fixed_generator())
-    b = model.loss(batch, generator=fixed_generator())
+    b = twin.loss(batch, generator=fixed_generator())
     assert torch.equal(a.total, b.total)
     assert torch.equal(a.recon, b.recon)
 
 
 @every_model_and_architecture
 def test_interpolation_ends_are_the_reconstructions(kind, architecture):
-    model = build(tiny(kind, architecture))
+    # eval: a VQ-VAE's encoder in training mode moves its codebook at every call
+    model = build(tiny(kind, architecture)).eval()
     x = torch.rand(2, 1, 8, 8)
     reconstructions = model.reconstruct(x)
     for spherical in (False, True):
@@ -245,7 +254,8 @@ def test_decoded_means_are_probabilities_for_bernoulli(kind):
 @every_likelihood
 def test_loss_recon_is_the_likelihood_nll_of_the_clean_batch(kind, likelihood, batch):
     """The loss convention: sum over pixels per example, mean over the batch."""
-    model = build(tiny(kind, "mlp", likelihood, noise_level=0.0))
+    # eval: a VQ-VAE's training-mode passes move its codebook, so the two would see different ones
+    model = build(tiny(kind, "mlp", likelihood, noise_level=0.0)).eval()
     # the VAE's recon term decodes one posterior sample; the same generator draws the same z
     z = model.encode(batch).sample(generator=fixed_generator())
     expected = model.likelihood.nll(model.decode_params(z), batch).mean()
@@ -559,7 +569,12 @@ def test_densities_stay_float32_under_bfloat16_autocast(objective_k) -> None:
 
 def test_figures_name_each_model_by_its_title() -> None:
     titles = {name: cls.title for name, cls in MODELS.items()}
-    assert titles == {"vae": "VAE", "ae": "Autoencoder", "dae": "Denoising autoencoder"}
+    assert titles == {
+        "vae": "VAE",
+        "ae": "Autoencoder",
+        "dae": "Denoising autoencoder",
+        "vqvae": "VQ-VAE",
+    }
 
 
 def test_the_elbo_and_its_gradients_are_bit_for_bit_the_direct_formula(batch) -> None:

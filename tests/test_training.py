@@ -182,6 +182,11 @@ RESUME_VARIANTS = {
     "dae-mask": {"model": {"model": "dae", "noise": "mask"}},
     "ae-conv": {"model": {"model": "ae", "architecture": "conv"}},
     "learned-sigma": {"model": {"likelihood": "gaussian"}},
+    # the codebook's averages, usage and restarts (drawn from the noise generator) resume too
+    "vqvae-ema": {"model": {"model": "vqvae", "codebook_size": 16, "code_dim": 4}},
+    "vqvae-loss": {
+        "model": {"model": "vqvae", "codebook_size": 16, "code_dim": 4, "codebook_update": "loss"}
+    },
     "warmup-clip-adamw": {
         "train": {"kl_warmup_epochs": 2.0},
         "optim": {"grad_clip": 5.0, "optimizer": "adamw", "weight_decay": 0.01},

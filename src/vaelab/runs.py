@@ -157,15 +157,21 @@ class RunSplit:
 
 
 def open_run(
-    path: str | Path, *, checkpoint: str = "best", device: str | torch.device = "cpu"
+    path: str | Path,
+    *,
+    checkpoint: str = "best",
+    device: str | torch.device = "cpu",
+    with_prior: bool = True,
 ) -> TrainedRun:
     """Load a run folder's `checkpoint` ("best" or "last"), the checkpoint folder `path`, or a
     bundle (a folder or .zip from `vaelab pack`), onto `device` ("auto" picks CUDA when
-    available)."""
+    available). `with_prior=False` leaves a VQ-VAE with the prior of its training."""
     path = Path(path)
     check_run(path)
     found = locate(path, prefer=checkpoint)
-    model, config, meta = load_checkpoint(found.checkpoint, device=resolve_device(str(device)))
+    model, config, meta = load_checkpoint(
+        found.checkpoint, device=resolve_device(str(device)), with_prior=with_prior
+    )
     return TrainedRun(
         model,
         config,

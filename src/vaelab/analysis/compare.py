@@ -60,8 +60,9 @@ def measure_models(
     """Measure `models` (the runs' models, all trained on `data`) with the same codes, pairs
     and classifier; `runs` name them. The classifier is trained once per dataset and cached.
 
-    Measures use the prior N(0, I); settings.samplers may add "gmm", a Gaussian mixture fitted
-    to each model's training codes (figure and Frechet distance).
+    Measures use each model's prior (N(0, I) for a VAE or an autoencoder; a VQ-VAE's
+    PixelCNN); settings.samplers may add "gmm", a Gaussian mixture fitted to each model's
+    training codes (figure and Frechet distance).
     """
     classifier, unavailable = _classifier(data, device)
     for name in SAMPLERS:
@@ -133,7 +134,8 @@ def _measure_run(
 ) -> tuple[dict[str, float], FigureColumn]:
     codes = encode_dataset(model, data.train.x)  # (N, D)
     fitted: dict[str, Sampler] = {
-        name: make_sampler(name, seed=settings.seed).fit(codes) for name in settings.samplers
+        name: make_sampler(name, seed=settings.seed, model=model).fit(codes)
+        for name in settings.samplers
     }
     box = BoxSampler().fit(codes)
     values: dict[str, float] = {"gap_fraction": _gap_fraction(codes, box, settings)}

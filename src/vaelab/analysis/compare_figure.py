@@ -53,7 +53,7 @@ def comparison_figure(
     return figure
 
 
-SAMPLER_TITLES = {"prior": "samples, z ~ N(0, I)", "gmm": "samples, z ~ GMM of training codes"}
+SAMPLER_TITLES = {"prior": "samples, z ~ prior", "gmm": "samples, z ~ GMM of training codes"}
 
 
 def _latent_map(ax: Any, column: FigureColumn, class_names: tuple[str, ...] | None) -> None:

@@ -12,17 +12,17 @@ from vaelab.errors import VaelabError
 
 # measure key -> (row title, key in measures.DEFINITIONS); the table's rows, in order
 MEASURES: dict[str, tuple[str, str]] = {
-    "decodable_prior": ("decodable, z ~ N(0, I)", "decodable"),
+    "decodable_prior": ("decodable, z ~ prior", "decodable"),
     "decodable_box": ("decodable, z ~ U(code box)", "decodable"),
-    "confidence_prior": ("confidence, z ~ N(0, I)", "confidence"),
+    "confidence_prior": ("confidence, z ~ prior", "confidence"),
     "confidence_box": ("confidence, z ~ U(code box)", "confidence"),
-    "entropy_prior": ("entropy, z ~ N(0, I)", "entropy"),
+    "entropy_prior": ("entropy, z ~ prior", "entropy"),
     "entropy_box": ("entropy, z ~ U(code box)", "entropy"),
     "gap_fraction": ("gap fraction of the code box", "gap_fraction"),
     "jump_mean": ("interpolation jump, mean over pairs", "jump"),
     "jump_max": ("interpolation jump, max over pairs", "jump"),
     "midpoint_confidence": ("confidence at path midpoints", "midpoint_confidence"),
-    "frechet_prior": ("Frechet distance, z ~ N(0, I)", "frechet"),
+    "frechet_prior": ("Frechet distance, z ~ prior", "frechet"),
     "frechet_gmm": ("Frechet distance, z ~ GMM", "frechet"),
 }
 NEEDS_CLASSIFIER = {"decodable", "confidence", "entropy", "midpoint_confidence", "frechet"}

@@ -91,17 +91,17 @@ def embed(
         raise VaelabError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
         raise VaelabError(f"samples must be a whole number >= 0, got {samples!r}")
-    if samples and not model.has_prior:
+    if samples and not model.stochastic_encoder:
         raise VaelabError(
-            f"samples={samples}, but the codes of a model without a prior "
-            f"({model.config.model}) are points, not distributions: there is nothing to sample"
+            f"samples={samples}, but the codes of a {model.title} are points, not "
+            "distributions: there is nothing to sample"
         )
     if y is not None and tuple(y.shape) != (n,):
         raise VaelabError(f"y must hold one label per image, ({n},), got {tuple(y.shape)}")
     d = model.config.latent_dim
     # Allocated first, so that a size too large for memory fails before the long pass.
     mean = torch.empty(n, d)
-    std = torch.empty(n, d) if model.has_prior else None
+    std = torch.empty(n, d) if model.stochastic_encoder else None
     drawn = torch.empty(n, samples, d) if samples else None
     was_training = model.training
     model.eval()

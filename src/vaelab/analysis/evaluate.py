@@ -50,6 +50,9 @@ class EvalResult:
     kl_per_dim: list[float] | None = None
     mean_variance_per_dim: list[float] | None = None  # Cov_x(E_q[z_u]), the active-unit test
     images_per_second: float | None = None  # of the importance-weighted pass
+    prior: str | None = None  # the prior the bound was computed under, in words
+    measures: dict[str, float] | None = None  # the model's own (a VQ-VAE's codebook usage...)
+    point_posterior: bool = False  # q(z|x) a point mass: the bound is the ELBO, exact in k
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +96,8 @@ def evaluate(
                 generator = torch.Generator(device=x.device).manual_seed(seed)
                 x = draw_binary(x, generator=generator)
             if model.has_prior:
+                if not model.stochastic_encoder:
+                    k = 1  # every sample of a point mass is the same code: one is exact
                 return _evaluate_vae(
                     model, x, k=k, chunk=chunk, seed=seed, binarize=binarize, progress=progress
                 )
@@ -152,7 +157,9 @@ def _evaluate_vae(
             log_px[part], recon[part], kl[part] = estimate
     codes_all = torch.cat(codes)
     per_dim_mean = torch.cat(kl_per_dim).mean(0).tolist() if kl_per_dim else None
-    variance = codes_all.var(dim=0) if n > 1 else None  # undefined for one image
+    # Undefined for one image, and not a question for a point mass on discrete codes.
+    point = not model.stochastic_encoder
+    variance = codes_all.var(dim=0) if n > 1 and not point else None
     nll, kl_mean, recon_mean = float(-log_px.mean()), float(kl.mean()), float(recon.mean())
     return EvalResult(
         model=model.config.model,
@@ -173,6 +180,9 @@ def _evaluate_vae(
         mean_variance_per_dim=None if variance is None else variance.tolist(),
         images_per_second=n / nll_seconds,
         seconds=time.perf_counter() - started,
+        prior=model.require_prior().describe(),
+        measures=model.measures(x) or None,
+        point_posterior=point,
     )
 
 

@@ -157,7 +157,8 @@ def manifold_grid(
     """Images decoded on a grid of codes (see `manifold_latents`): quantiles for D <= 2, an
     even grid over `plane`'s principal axes for D > 2. `codes` (N, D) of a dataset are needed
     unless the model is a VAE with D <= 2 or, for D > 2, `plane` is given."""
-    grid = manifold_latents(model.config.latent_dim, codes, prior=model.has_prior, n=n, plane=plane)
+    dim = model.config.latent_dim
+    grid = manifold_latents(dim, codes, prior=model.gaussian_prior, n=n, plane=plane)
     images = decode_codes(model, grid.z, batch_size=DECODE_BATCH)
     fig = _image_figure(grid.rows, grid.cols, extra=(1.2, 1.4))
     ax = fig.add_subplot()
@@ -233,7 +234,7 @@ def interpolation_strips(
     """One strip per pair (x_a, x_b), each (C, H, W): x_a, `steps` decodings along the path
     between their codes, x_b. Paths are linear, plus spherical (slerp, White 2016) when
     `spherical` is True or, by default, for a VAE, whose codes live near the prior's shell."""
-    spherical = model.has_prior if spherical is None else spherical
+    spherical = model.gaussian_prior if spherical is None else spherical
     modes = [False, True] if spherical else [False]
     strips, names = [], []
     with torch.inference_mode():

@@ -19,7 +19,8 @@ CAPTIONS = {
     "manifold": "Images decoded on a grid of codes: the prior's quantiles for a VAE with at most "
     "two latent dimensions, the codes' own quantiles for an autoencoder, an even grid over the "
     "codes' first two principal axes beyond two dimensions.",
-    "samples": "Images decoded from codes drawn from N(0, I).",
+    "samples": "Images decoded from codes drawn from the model's prior (N(0, I) for a VAE and, "
+    "for lack of one, an autoencoder; a VQ-VAE's fitted PixelCNN).",
     "reconstructions": "Images spread evenly over the split, each above its reconstruction.",
     "interpolations": "Decoded codes along the path between the codes of two images.",
     "traversals": "Decoded codes moved along one latent dimension at a time.",
@@ -30,7 +31,7 @@ CAPTIONS = {
 
 def figure_captions(*, latent_dim: int, has_prior: bool) -> dict[str, str]:
     """CAPTIONS, with the manifold's saying which grid `vaelab.analysis.grids` decodes for a
-    model with `latent_dim` dimensions, with a prior (a VAE) or without (an autoencoder)."""
+    model with `latent_dim` dimensions, with the prior N(0, I) (a VAE) or without."""
     if latent_dim > 2:
         manifold = (
             "Images decoded on an even grid over the first two principal axes of the codes "

@@ -97,7 +97,8 @@ def figure_inputs(loaded: RunSplit, *, max_points: int = 5000) -> dict[str, str]
     images = f"{n:,} {split} images"
     shown = min(max_points, n)
     dim = loaded.run.config.model.latent_dim
-    prior = loaded.run.model.has_prior
+    model = loaded.run.model
+    prior = model.gaussian_prior
     if dim > 2:
         manifold = f"a grid over the principal axes of the codes of all {images}"
     elif prior:
@@ -110,7 +111,8 @@ def figure_inputs(loaded: RunSplit, *, max_points: int = 5000) -> dict[str, str]
         if shown < n
         else f"all {images}",
         "manifold": manifold,
-        "samples": f"{N_SAMPLES} codes drawn from N(0, I)",
+        "samples": f"{N_SAMPLES} codes drawn from "
+        + (model.require_prior().describe() if model.has_prior else "N(0, I)"),
         "reconstructions": f"{min(N_RECONSTRUCTIONS, n)} of {images}, spread evenly",
         "interpolations": pairs + (", of different classes" if loaded.y is not None else ""),
         "traversals": f"the mean and spread of the codes of all {images}",
@@ -141,7 +143,7 @@ def _latent_map(
     keep = torch.randperm(len(codes), generator=generator)[:max_points]
     chosen = codes[keep]
     dim = codes.shape[1]
-    what = "posterior means μ" if loaded.run.model.has_prior else "codes"
+    what = "posterior means μ" if loaded.run.model.stochastic_encoder else "codes"
     if dim <= 2:
         points, labels = plane.project(chosen), ("$z_1$", "$z_2$" if dim == 2 else "")
         how = f"{dim}-D latent space"
@@ -162,8 +164,10 @@ def _latent_map(
 
 
 def _samples_title(model: Autoencoder) -> str:
+    if model.awaiting_prior:
+        return f"Decoded codes drawn from the {model.require_prior().title}\nno prior fitted yet"
     if model.has_prior:
-        return "Samples from the prior: decoded z ~ N(0, I)"
+        return f"Samples from the prior: decoded z ~ {model.require_prior().describe()}"
     return "Decoded z ~ N(0, I)\nan autoencoder has no prior, so these need not look like data"
 
 

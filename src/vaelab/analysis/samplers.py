@@ -45,12 +45,14 @@ def _check_fitted(value: object, name: str) -> None:
 
 
 class PriorSampler:
-    """The prior N(0, I) of a VAE; `fit` only reads the latent size D from the codes' shape."""
+    """The model's own prior (`model.draw_codes`: N(0, I) for a VAE, a VQ-VAE's PixelCNN), or
+    without a model N(0, I); `fit` only reads the latent size D from the codes' shape."""
 
     needs_codes = False
 
-    def __init__(self, latent_dim: int | None = None) -> None:
+    def __init__(self, latent_dim: int | None = None, *, model: Autoencoder | None = None) -> None:
         self.latent_dim = latent_dim
+        self.model = model
 
     def fit(self, codes: Tensor) -> PriorSampler:
         _check_codes(codes, 0)
@@ -59,6 +61,10 @@ class PriorSampler:
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         _check_fitted(self.latent_dim, "PriorSampler")
+        if self.model is not None:
+            with torch.no_grad():
+                z = self.model.draw_codes(n, generator=generator)
+            return z.to(_device(generator), torch.float32)
         return torch.randn(n, self.latent_dim, generator=generator, device=_device(generator))
 
 
@@ -131,16 +137,17 @@ class GaussianMixtureSampler:
 
 
 SAMPLERS: dict[str, Callable[..., Sampler]] = {
-    "prior": lambda *, seed=0: PriorSampler(),
-    "gmm": lambda *, seed=0: GaussianMixtureSampler(seed=seed),
+    "prior": lambda *, seed=0, model=None: PriorSampler(model=model),
+    "gmm": lambda *, seed=0, model=None: GaussianMixtureSampler(seed=seed),
 }
 
 
-def make_sampler(name: str, *, seed: int = 0) -> Sampler:
-    """An unfitted sampler from the registry: "prior" or "gmm"."""
+def make_sampler(name: str, *, seed: int = 0, model: Autoencoder | None = None) -> Sampler:
+    """An unfitted sampler from the registry: "prior" (the prior of `model`, else N(0, I))
+    or "gmm"."""
     if name not in SAMPLERS:
         raise VaelabError(f"unknown sampler '{name}': use one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](seed=seed)
+    return SAMPLERS[name](seed=seed, model=model)
 
 
 def fit_sampler(
@@ -150,7 +157,7 @@ def fit_sampler(
 
     The prior needs no codes, so `train_x` may then be None and nothing is encoded.
     """
-    sampler = make_sampler(name, seed=seed)
+    sampler = make_sampler(name, seed=seed, model=model)
     if not sampler.needs_codes:
         return sampler.fit(torch.zeros(0, model.config.latent_dim))
     if train_x is None or len(train_x) == 0:

@@ -27,11 +27,12 @@ from vaelab.version import __version__
 # once instead of after the seconds torch and matplotlib take to import.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model into a run folder"),
+    "train-prior": ("train_prior", "fit a vqvae run's PixelCNN prior over its codes"),
     "sample": ("figures", "PNG grid of images decoded from the prior"),
     "reconstruct": ("figures", "images above their reconstructions"),
     "interpolate": ("figures", "PNG strip along the latent path between two images"),
     "info": ("info", "a run's configuration and last metrics"),
-    "eval": ("evaluate", "negative ELBO, importance-weighted NLL, active units of a run"),
+    "eval": ("evaluate", "a run's bound on -log p(x) (ELBO, importance-weighted NLL) and more"),
     "plot": ("plot", "every figure of a run as PNGs"),
     "report": ("plot", "one self-contained HTML report of a run"),
     "compare": ("compare", "runs on the same data side by side: figure and table of measures"),

@@ -39,8 +39,9 @@ def compare_runs(
 ) -> ComparisonResult:
     """Measure `runs` (trained on the same data) and write comparison.png/.json/.md to out_dir.
 
-    Measures use the prior N(0, I); `sampler="gmm"` adds samples from a Gaussian mixture fitted
-    to each run's training codes (figure and Frechet distance). `dataset` and `data_dir`
+    Measures use each model's prior (N(0, I) for a VAE or an autoencoder; a VQ-VAE's
+    PixelCNN); `sampler="gmm"` adds samples from a Gaussian mixture fitted to each run's
+    training codes (figure and Frechet distance). `dataset` and `data_dir`
     override where the runs' data is read from, if it moved since training.
     """
     if sampler not in SAMPLERS:

@@ -32,6 +32,7 @@ from vaelab.data.loading import resolve_source
 from vaelab.data.tensors import conform
 from vaelab.errors import VaelabError, plural
 from vaelab.runs import TrainedRun, open_run
+from vaelab.training.threads import cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +124,10 @@ def embed_run(
     codes to `out` (see `save_embedding`); returns (codes, images, path written)."""
     path = check_output(out)  # a wrong suffix or folder fails before any work
     trained = open_run(run, checkpoint=checkpoint, device=device)
-    if samples and not trained.model.has_prior:
+    if samples and not trained.model.stochastic_encoder:
         raise VaelabError(
-            f"--samples {samples}: the codes of {run} ({trained.config.model.model} model, no "
-            "prior) are points, not distributions; only vae runs have samples to draw"
+            f"--samples {samples}: the codes of {run} (a {trained.config.model.model} model) "
+            "are points, not distributions; only vae runs have samples to draw"
         )
     images = load_images(trained, data, split=split, data_dir=data_dir, progress=progress)
     _check_scale(images, trained)
@@ -208,10 +209,7 @@ def add_parsers(subparsers: Any) -> None:
 def _embed(args: argparse.Namespace) -> Iterator[str | Path]:
     if args.samples < 0:
         raise VaelabError(f"--samples must be 0 or more, got {args.samples}")
-    previous = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
+    with cpu_threads(args.threads):
         codes, images, path = embed_run(
             Path(args.run),
             args.data,
@@ -225,8 +223,6 @@ def _embed(args: argparse.Namespace) -> Iterator[str | Path]:
             data_dir=args.data_dir,
             progress=show_progress(args),
         )
-    finally:
-        torch.set_num_threads(previous)
     if not args.quiet:
         stored = "means" if path.suffix.lower() == ".npy" else codes.contents()
         size = f"{plural(len(codes), 'image')} of {images.name}, {plural(codes.dim, 'dimension')}"

@@ -131,7 +131,7 @@ def measure_run(
         **result.to_dict(),
     }
     key = f"{trained.checkpoint_name}/{chosen.split}"
-    key += f"/k={k}" if result.k is not None else ""
+    key += f"/k={result.k}" if result.k is not None else ""  # 1 for a point-mass posterior
     if len(x) < len(chosen):
         key += f"/first-{len(x)}"
     return result, record, key
@@ -180,6 +180,8 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
             "  (a deterministic autoencoder has no ELBO, likelihood or active units)",
         ]
         return "\n".join(lines)
+    if result.point_posterior:
+        return "\n".join(lines + _point_posterior_lines(result))
     # Each value labelled with its dimension (z1 is the first), the ten largest first.
     ranked = sorted(enumerate(result.kl_per_dim or [], start=1), key=lambda p: -p[1])
     shown = " ".join(f"z{d}={v:.2f}" for d, v in ranked[:10]) + (" ..." if len(ranked) > 10 else "")
@@ -201,15 +203,39 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
     return "\n".join(lines)
 
 
+def _point_posterior_lines(result: EvalResult) -> list[str]:
+    """A VQ-VAE's table: its bound, the prior it is computed under, and the model's measures."""
+    lines = [
+        f"  bound on -log p(x)   {result.nll:10.3f} nats   (reconstruction {result.recon:.3f} "
+        f"+ code {result.kl:.3f}; {result.nll_bits_per_dim:.4f} bits/dim; ± "
+        f"{result.nll_stderr or 0:.3f} standard error)",
+        f"  prior                {result.prior}",
+    ]
+    measures = result.measures or {}
+    for name, value in measures.items():
+        lines.append(f"  {name.replace('_', ' '):<20} {value:10.4f}")
+    lines += [
+        f"  reconstruction MSE   {result.mse:10.5f} per pixel (decoded code)",
+        f"  throughput           {result.images_per_second:10.1f} images/s ({result.seconds:.1f} "
+        "s in all)",
+        "  (the posterior is a point mass on the codes, so the bound is the ELBO, -log p(x|z_q) "
+        "- log p(z_q), the same for every k; a VAE's NLL is an importance-weighted bound that "
+        "tightens with k: both bound -log p(x) from above, and lower is better)",
+    ]
+    return lines
+
+
 def add_parsers(subparsers: Any) -> None:
     """The `eval` subcommand."""
     parser = subparsers.add_parser(
         "eval",
-        help="negative ELBO, importance-weighted NLL, active units of a run",
+        help="a run's bound on -log p(x) (ELBO, importance-weighted NLL) and more",
         description="Measure a run the way papers report VAEs, on its test split by default: "
         "the negative ELBO (reconstruction + KL), the importance-weighted estimate of -log p(x) "
         "with k samples (Burda et al. 2015), active units, KL per latent dimension and the "
-        "reconstruction error. Prints a table and keeps it in RUN/eval.json.",
+        "reconstruction error; for a vqvae, the bound -log p(x|z_q) - log p(z_q) under its "
+        "prior (exact in k), codebook usage and perplexity. Prints a table and keeps it in "
+        "RUN/eval.json.",
     )
     parser.add_argument("run", metavar="RUN", help=RUN_PATH)
     parser.add_argument(

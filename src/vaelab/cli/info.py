@@ -16,7 +16,7 @@ from vaelab.cli.arguments import RUN_PATH, add_quiet, add_shared_arguments
 from vaelab.cli.train_flags import OPTION_GROUPS
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
-from vaelab.models.networks import count_parameters
+from vaelab.models.networks import count_parameters, prior_parameters
 from vaelab.runs import check_run
 from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta
 from vaelab.training.metrics import read_metrics
@@ -58,12 +58,16 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
             f"{_other_checkpoint(run, checkpoint)}"
         )
     history = read_metrics(found.records)
+    prior = model.prior if model.prior_fitted_after_training else None
+    prior_count = prior_parameters(model)
     return {
         "run": str(run if is_bundle(run) else found.home),
         "checkpoint": str(run if is_bundle(run) else checkpoint),
         "checkpoint_epoch": meta.get("epoch"),
         "epochs_done": history[-1].get("epoch") if history else meta.get("epoch"),
-        "parameters": count_parameters(model),
+        "parameters": count_parameters(model) - prior_count,
+        "prior": None if prior is None else prior.describe(),
+        "prior_parameters": prior_count,
         "weights_error": weights_error,
         "config": config.to_dict(),
         "last_metrics": history[-1] if history else meta.get("metrics", {}),
@@ -88,6 +92,8 @@ def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
         f"# checkpoint  {report['checkpoint']} (epoch {report['checkpoint_epoch']})",
         f"# parameters  {report['parameters']:,}{counted}",
     ]
+    if report["prior"] is not None:
+        lines.append(f"# prior       {report['prior']}, {report['prior_parameters']:,} parameters")
     if error:
         other = _other_checkpoint(run, Path(report["checkpoint"]))
         lines.append(f"# weights     UNREADABLE{other}")

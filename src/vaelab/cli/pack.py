@@ -40,9 +40,10 @@ from vaelab.errors import VaelabError
 from vaelab.export.model_card import model_card
 from vaelab.export.onnx_files import require_export_dependencies
 from vaelab.files import atomic_folder, atomic_path, check_folder_of, check_replaceable, write_error
-from vaelab.models.networks import count_parameters
+from vaelab.models.networks import count_parameters, prior_parameters
 from vaelab.runs import SPLIT_ORDER, TrainedRun, open_run, split_to_use
-from vaelab.training.checkpoint import CONFIG_FILE, META_FILE, WEIGHTS_FILE
+from vaelab.training.checkpoint import CONFIG_FILE, META_FILE, WEIGHTS_FILE, resolve_checkpoint
+from vaelab.training.code_prior import PRIOR_FOLDER, find_prior, fitted_to, load_prior
 from vaelab.training.metrics import METRICS_FILE
 from vaelab.training.runs import EVAL_FILE
 from vaelab.version import __version__
@@ -151,7 +152,7 @@ def pack_run(
     name = out.stem if out.suffix.lower() == ".zip" else out.name
     with _staging(out) as folder:
         _copy_checkpoint(trained, folder)
-        listed = [CONFIG_FILE, WEIGHTS_FILE, META_FILE]
+        listed = [CONFIG_FILE, WEIGHTS_FILE, META_FILE, *_copy_prior(trained, folder)]
         sidecar = None
         if onnx:
             done = write_export(trained, folder / ONNX_DIR, data, seed=seed)
@@ -179,12 +180,13 @@ def pack_run(
             config=trained.config,
             meta=trained.meta,
             title=trained.model.title,
-            parameters=count_parameters(trained.model),
-            prior=None if trained.model.prior is None else trained.model.prior.title,
+            parameters=count_parameters(trained.model) - prior_parameters(trained.model),
+            prior=None if trained.model.prior is None else trained.model.prior.describe(),
             splits={} if data is None else {s: len(data.split(s)) for s in SPLIT_ORDER[::-1]},
             evaluation=_shown_record(records, split),
             figure=figure,
             onnx=sidecar,
+            gaussian_prior=trained.model.gaussian_prior,
         )
         (folder / CARD_FILE).write_text(card)
     return out
@@ -196,6 +198,26 @@ def _copy_checkpoint(trained: TrainedRun, folder: Path) -> None:
         shutil.copyfile(trained.checkpoint / file, folder / file)
     if (trained.records_dir / METRICS_FILE).is_file():
         shutil.copyfile(trained.records_dir / METRICS_FILE, folder / METRICS_FILE)
+
+
+def _copy_prior(trained: TrainedRun, folder: Path) -> list[str]:
+    """A VQ-VAE's fitted prior (the checkpoint of it that loading picks), as `prior/`;
+    refused when it modelled the codes of other weights than the packed checkpoint's."""
+    found = find_prior(trained.checkpoint)
+    if not trained.model.prior_fitted_after_training or found is None:
+        return []
+    _, config = load_prior(found)
+    if not fitted_to(config, trained.checkpoint):
+        raise VaelabError(
+            f"the prior in {found} was fitted to the codes of another checkpoint than "
+            f"{trained.checkpoint}; pack the checkpoint it was fitted to (--checkpoint "
+            f"{config.source_checkpoint}) or fit it again with vaelab train-prior --force"
+        )
+    source = resolve_checkpoint(found, prefer="best")
+    (folder / PRIOR_FOLDER).mkdir()
+    for file in (CONFIG_FILE, WEIGHTS_FILE, META_FILE):
+        shutil.copyfile(source / file, folder / PRIOR_FOLDER / file)
+    return [f"{PRIOR_FOLDER}/{file}" for file in (CONFIG_FILE, WEIGHTS_FILE, META_FILE)]
 
 
 def _describe(folder: Path, listed: list[str], checkpoint: str) -> None:
@@ -216,7 +238,7 @@ def _figure(
 ) -> tuple[str, str] | None:
     """The card's figure, written into the bundle: prior samples, or an autoencoder's
     reconstructions (None without the data)."""
-    if trained.model.has_prior:
+    if trained.model.has_prior and not trained.model.awaiting_prior:
         path = folder / SAMPLES_PNG
         save_grid(prior_samples(trained.model, SAMPLES, seed), path, trained.value_range)
         return path.name, f"{SAMPLES} images decoded from codes drawn from the prior (seed {seed})"

@@ -103,7 +103,7 @@ def write_report(
     figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
     pngs = save_figures(figures, path.parent / PLOTS_DIR)
     model = loaded.run.model
-    captions = figure_captions(latent_dim=model.config.latent_dim, has_prior=model.has_prior)
+    captions = figure_captions(latent_dim=model.config.latent_dim, has_prior=model.gaussian_prior)
     page = render_report(
         title=f"vaelab report: {run_dir.name}",
         summary=_summary(

@@ -48,6 +48,12 @@ def prior_samples(model: Autoencoder, n: int, seed: int) -> torch.Tensor:
             "like the data",
             model.config.model,
         )
+    if model.awaiting_prior:
+        logger.info(
+            "note: the %s has no fitted prior yet; its samples decode codes drawn uniformly "
+            "and will not look like the data: fit one with vaelab train-prior RUN",
+            model.title,
+        )
     generator = torch.Generator(device=model.device).manual_seed(seed)
     return model.sample(n, generator=generator)
 

@@ -18,6 +18,7 @@ from vaelab.models.config import (
     ACTIVATIONS,
     ARCHITECTURES,
     AUTOREGRESSIVE_KINDS,
+    CODEBOOK_UPDATES,
     LIKELIHOOD_NAMES,
     NOISE_KINDS,
     OBJECTIVES,
@@ -82,10 +83,17 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
         Option(
             "--model",
             "model",
-            "vae, ae (plain autoencoder) or dae (denoising)",
+            "vae, ae (plain autoencoder), dae (denoising) or vqvae (vector-quantised; fit "
+            "its prior afterwards with vaelab train-prior)",
             choices=tuple(MODELS),
         ),
-        Option("--latent-dim", "latent_dim", "size D of the latent code z", int, "D"),
+        Option(
+            "--latent-dim",
+            "latent_dim",
+            "size D of the latent code z (a vqvae's is --code-dim x its code grid)",
+            int,
+            "D",
+        ),
         Option(
             "--arch",
             "architecture",
@@ -134,6 +142,22 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
         Option(
             "--noise-level", "noise_level", "dae noise std, or the masked fraction", float, "LEVEL"
         ),
+        Option("--codebook-size", "codebook_size", "vqvae: entries K of the codebook", int, "K"),
+        Option(
+            "--code-dim",
+            "code_dim",
+            "vqvae: size of each codebook entry (and grid vector)",
+            int,
+            "D",
+        ),
+        Option(
+            "--codebook-update",
+            "codebook_update",
+            "vqvae: ema (moving averages, the paper's appendix) or loss (the codebook loss); "
+            "both restart unused entries at encoder outputs",
+            choices=CODEBOOK_UPDATES,
+        ),
+        Option("--commitment", "commitment", "vqvae: weight of the commitment loss", float, "BETA"),
     ),
     "data": (
         Option(

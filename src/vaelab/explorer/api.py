@@ -117,7 +117,8 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
     def sample(name: str, body: s.SampleRequest) -> s.ImagesResponse:
         run = find(name)
         generator = torch.Generator().manual_seed(body.seed)
-        z = torch.randn(body.n, run.latent_dim, generator=generator)  # z ~ N(0, I), (n, D)
+        with torch.no_grad():  # from the run's prior: N(0, I) for a VAE, a VQ-VAE's PixelCNN
+            z = run.model.draw_codes(body.n, generator=generator).cpu().float()  # (n, D)
         return s.ImagesResponse(images=images(run, z), z=z.tolist())
 
     @app.post("/api/runs/{name}/interpolate", response_model=s.InterpolateResponse)

@@ -114,6 +114,8 @@ def _evaluation_lines(record: dict[str, Any] | None, config: RunConfig) -> list[
             "",
         ]
     grey_bernoulli = config.model.likelihood == "bernoulli" and not record.get("binarized")
+    if record.get("point_posterior"):
+        return [*lines, *_point_posterior_rows(record), ""]
     return [
         *lines,
         _row(
@@ -139,8 +141,32 @@ def _evaluation_lines(record: dict[str, Any] | None, config: RunConfig) -> list[
     ]
 
 
-def _onnx_lines(onnx: dict[str, Any], config: RunConfig, *, has_prior: bool) -> list[str]:
-    """How to use the ONNX files without PyTorch."""
+def _point_posterior_rows(record: dict[str, Any]) -> list[str]:
+    """A VQ-VAE's evaluation: its bound, the prior it is under, and its own measures."""
+    measures = record.get("measures") or {}
+    return [
+        _row(
+            "−log p(x), bound (the ELBO of a point-mass posterior)",
+            f"{record['nll']:.3f} ± {record.get('nll_stderr') or 0:.3f} nats "
+            f"({record['nll_bits_per_dim']:.4f} bits/dim)",
+        ),
+        _row("reconstruction (−log p(x|z_q))", f"{record['recon']:.3f} nats"),
+        _row("code (−log p(z_q))", f"{record['kl']:.3f} nats"),
+        _row("prior", str(record.get("prior"))),
+        *(_row(name.replace("_", " "), f"{value:.4f}") for name, value in measures.items()),
+        _row("reconstruction MSE", f"{record['mse']:.5f} per pixel"),
+        "",
+        "The ± is the standard error over the images. The bound is exact in k (the posterior is "
+        "a point mass); a VAE's importance-weighted figure is also a bound on −log p(x), so "
+        "the two compare as bounds.",
+    ]
+
+
+def _onnx_lines(
+    onnx: dict[str, Any], config: RunConfig, *, has_prior: bool, gaussian_prior: bool
+) -> list[str]:
+    """How to use the ONNX files without PyTorch. Codes come from N(0, I) for a model with that
+    prior, else from the encoder (a VQ-VAE's PixelCNN prior is not among the ONNX files)."""
     decoder = onnx["decoder"]
     scoring = decoder["kind"] == "autoregressive-scoring"
     parity = onnx["parity"]
@@ -169,11 +195,13 @@ def _onnx_lines(onnx: dict[str, Any], config: RunConfig, *, has_prior: bool) -> 
         "import numpy as np, onnxruntime as ort",
         'decoder = ort.InferenceSession("onnx/decoder.onnx")',
     ]
-    if has_prior:
+    if has_prior and gaussian_prior:
         lines.append(
             f'z = np.random.randn(16, {config.model.latent_dim}).astype("float32")   # the prior'
         )
     else:  # an autoencoder's codes come from its encoder, not from a prior
+        if has_prior:
+            lines.append("# the prior over codes runs in vaelab (vaelab sample); here, codes of x")
         lines += [
             'encoder = ort.InferenceSession("onnx/encoder.onnx")',
             f'x = np.random.rand(16, {shape}).astype("float32")   # your images, as onnx.json says',
@@ -203,9 +231,11 @@ def model_card(
     evaluation: dict[str, Any] | None,
     figure: tuple[str, str] | None,
     onnx: dict[str, Any] | None,
+    gaussian_prior: bool = True,
 ) -> str:
     """The README.md of a bundle named `name`. `figure` is (file, caption); `onnx` the ONNX
-    sidecar, or None when the bundle has no ONNX files."""
+    sidecar, or None when the bundle has no ONNX files; `gaussian_prior` False for a prior
+    that NumPy cannot draw from in one line (a VQ-VAE's PixelCNN)."""
     dataset = dataset_title(config.data.dataset)
     shown = shlex.quote(name)  # the bundle's folder, as a shell word
     lines = [
@@ -263,7 +293,9 @@ def model_card(
         "",
     ]
     if onnx is not None:
-        lines += _onnx_lines(onnx, config, has_prior=prior is not None)
+        lines += _onnx_lines(
+            onnx, config, has_prior=prior is not None, gaussian_prior=gaussian_prior
+        )
     lines += [
         "## Reproduce",
         "",

@@ -359,7 +359,7 @@ def describe(
         "PNG figures draw them as black and white (a linear stretch)",
         "preprocessing": preprocessing,
         "likelihood": likelihood,
-        "prior": None if model.prior is None else model.prior.title,
+        "prior": None if model.prior is None else model.prior.describe(),
         "encoder": {
             "file": ENCODER_FILE,
             "inputs": {"x": {"shape": image, "dtype": "float32", "meaning": pixels}},

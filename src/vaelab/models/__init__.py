@@ -15,11 +15,13 @@ from vaelab.models.autoencoders import (
 )
 from vaelab.models.config import ModelConfig
 from vaelab.models.vae import VAE
+from vaelab.models.vqvae import VQVAE
 
 MODELS: dict[str, type[Autoencoder]] = {
     "vae": VAE,
     "ae": Autoencoder,
     "dae": DenoisingAutoencoder,
+    "vqvae": VQVAE,
 }
 
 
@@ -31,6 +33,7 @@ def build_model(config: ModelConfig) -> Autoencoder:
 __all__ = [
     "MODELS",
     "VAE",
+    "VQVAE",
     "Autoencoder",
     "DenoisingAutoencoder",
     "LossTerms",

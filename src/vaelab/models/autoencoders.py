@@ -22,7 +22,7 @@ from vaelab.models.config import ModelConfig
 from vaelab.models.distributions import PointMass, Posterior
 from vaelab.models.likelihoods import build_likelihood
 from vaelab.models.networks import build_decoder, build_encoder
-from vaelab.models.priors import Prior
+from vaelab.models.priors import Prior, StandardNormalPrior
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,37 @@ class Autoencoder(nn.Module):
 
     has_prior: ClassVar[bool] = False  # whether it has a prior p(z), its samples' source
     title: ClassVar[str] = "Autoencoder"  # how figures name the kind of model
+    # whether q(z|x) is a distribution to sample (a VAE's), not a point (an AE's, a VQ-VAE's)
+    stochastic_encoder: ClassVar[bool] = False
+    # whether its prior is fitted after training, by `vaelab train-prior` (a VQ-VAE's)
+    prior_fitted_after_training: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = build_encoder(config, self._encoder_outputs())
-        self.decoder = build_decoder(config)
+        self.encoder, self.decoder = self._networks()
         self.likelihood = build_likelihood(config.likelihood, sigma=config.sigma)
         self.context = build_context(config.autoregressive, config.data_shape)
         self.prior: Prior | None = None  # latent-variable models set theirs
 
+    def _networks(self) -> tuple[nn.Module, nn.Module]:
+        """The encoder and the decoder, of the configured architecture."""
+        return build_encoder(self.config, self._encoder_outputs()), build_decoder(self.config)
+
     def _encoder_outputs(self) -> int:
         return self.config.latent_dim
+
+    @property
+    def gaussian_prior(self) -> bool:
+        """Whether its prior is N(0, I), whose quantiles the manifold figure can decode and
+        which NumPy draws in one line (a VAE's)."""
+        return isinstance(self.prior, StandardNormalPrior)
+
+    @property
+    def awaiting_prior(self) -> bool:
+        """Whether its prior is still the placeholder of training, to be fitted by `vaelab
+        train-prior` (a VQ-VAE's uniform prior), so that its samples are not yet meaningful."""
+        return False
 
     @property
     def device(self) -> torch.device:
@@ -129,13 +148,18 @@ class Autoencoder(nn.Module):
         self, n: int, *, y: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
         """n codes to decode as samples, (n, D): from the prior, or N(0, I) for a model
-        without one (whose decodings then need not look like data)."""
+        without one (whose decodings then need not look like data). The randomness comes from
+        `generator` (on any device: a CPU generator serves a model on a GPU); the codes are on
+        the model's device."""
+        drawn_on = generator.device if generator is not None else self.device
         if self.has_prior:
-            return self.require_prior().sample(
-                n, y=y, generator=generator, device=self.device, dtype=self.dtype
+            z = self.require_prior().sample(
+                n, y=y, generator=generator, device=drawn_on, dtype=self.dtype
             )
-        shape = (n, self.config.latent_dim)
-        return torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype)
+        else:
+            shape = (n, self.config.latent_dim)
+            z = torch.randn(shape, generator=generator, device=drawn_on, dtype=self.dtype)
+        return z.to(self.device)
 
     def sample(
         self,
@@ -224,6 +248,11 @@ class Autoencoder(nn.Module):
             return closed
         log_ratio = posterior.log_prob(z) - prior.log_prob(z, y=y)
         return log_ratio if z.dim() == 2 else log_ratio.mean(dim=0)
+
+    def measures(self, x: Tensor) -> dict[str, float]:
+        """Model-specific measures of the data x (N, C, H, W), logged each epoch and by
+        `vaelab eval` (a VQ-VAE's codebook usage, say); none by default."""
+        return {}
 
     def check_data(self, x: Tensor, *, where: str) -> None:
         """Raise VaelabError when x is not data this model's likelihood can score."""

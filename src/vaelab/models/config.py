@@ -14,6 +14,7 @@ NOISE_KINDS = ("gaussian", "mask")
 AUTOREGRESSIVE_KINDS = ("none", "linear", "local", "local-z")
 MAX_CONTEXT_VALUES = 4096  # linear context: a (P, P) weight; 16.8M parameters at this size
 OBJECTIVES = ("elbo", "iwae")
+CODEBOOK_UPDATES = ("ema", "loss")
 MAX_TRAIN_K = 5000  # each step decodes batch_size * k codes; Burda et al. trained with k <= 50
 
 
@@ -26,7 +27,7 @@ def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
 class ModelConfig:
     """How to build a model. Fields that do not apply to a model kind are ignored by it."""
 
-    model: str = "vae"  # "vae", "ae" (standard autoencoder) or "dae" (denoising)
+    model: str = "vae"  # "vae", "ae" (standard), "dae" (denoising) or "vqvae" (vector-quantised)
     data_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W), taken from the data
     latent_dim: int = 2  # 2 so the latent space can be drawn; 20-50 for likelihood work
     architecture: str = "mlp"
@@ -41,6 +42,10 @@ class ModelConfig:
     k: int = 1  # vae: samples of z per example (the IWAE bound's k; averaged for "elbo")
     noise: str = "gaussian"  # dae: "gaussian" (additive) or "mask" (pixels set to zero)
     noise_level: float = 0.3  # dae: noise std, or the fraction of pixels masked
+    codebook_size: int = 128  # vqvae: K entries (the paper's ImageNet model had 512)
+    code_dim: int = 16  # vqvae: D, the size of each entry; latent_dim becomes D * h * w
+    codebook_update: str = "ema"  # vqvae: "ema" (the paper's appendix) or "loss" (its eq. 3)
+    commitment: float = 0.25  # vqvae: beta of the commitment loss (the paper's value)
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so the config stays hashable and comparable.
@@ -56,6 +61,7 @@ class ModelConfig:
         _check_choice(self.noise, NOISE_KINDS, "noise")
         _check_choice(self.autoregressive, AUTOREGRESSIVE_KINDS, "autoregressive decoder")
         _check_choice(self.objective, OBJECTIVES, "objective")
+        _check_choice(self.codebook_update, CODEBOOK_UPDATES, "codebook update")
         if isinstance(self.k, bool) or int(self.k) != self.k or not 0 < self.k <= MAX_TRAIN_K:
             raise VaelabError(
                 f"k (samples per example) must be between 1 and {MAX_TRAIN_K}, got {self.k}"
@@ -100,3 +106,35 @@ class ModelConfig:
                     f"noise level {self.noise_level} is out of range for {self.noise} noise: "
                     f"use {allowed}"
                 )
+        if self.model == "vqvae":
+            self._settle_vqvae()
+
+    def _settle_vqvae(self) -> None:
+        """A VQ-VAE's networks are always convolutional, and its code is the quantised grid,
+        flattened: D * h * w values, whatever --latent-dim said."""
+        for name in ("codebook_size", "code_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value <= 0:
+                raise VaelabError(
+                    f"--{name.replace('_', '-')} must be a positive whole number, got {value}"
+                )
+        if not (self.commitment >= 0 and math.isfinite(self.commitment)):
+            raise VaelabError(f"--commitment must be zero or positive, got {self.commitment}")
+        if self.objective != "elbo" or self.k != 1:
+            raise VaelabError(
+                "a vqvae's posterior is a point mass: --objective iwae and --k do not apply"
+            )
+        if self.autoregressive != "none":
+            raise VaelabError("--autoregressive is for a vae's decoder, not a vqvae's")
+        object.__setattr__(self, "architecture", "conv")
+        height, width = code_grid(self)
+        object.__setattr__(self, "latent_dim", self.code_dim * height * width)
+
+
+def code_grid(config: ModelConfig) -> tuple[int, int]:
+    """The (h, w) grid a VQ-VAE encodes images of `config.data_shape` to: the size after the
+    stride-2 levels of `conv_channels` (28 x 28 -> 7 x 7 with two or more levels)."""
+    from vaelab.models.networks import conv_level_sizes  # networks imports this module
+
+    _, height, width = config.data_shape
+    return conv_level_sizes(height, width, len(config.conv_channels))[-1]

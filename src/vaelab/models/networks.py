@@ -151,3 +151,10 @@ def build_decoder(config: ModelConfig) -> nn.Module:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def prior_parameters(model: nn.Module) -> int:
+    """The parameters of a prior fitted after training (a VQ-VAE's PixelCNN), which have their
+    own files: a model's size is count_parameters(model) minus these."""
+    fitted_after = getattr(model, "prior_fitted_after_training", False)
+    return count_parameters(model.prior) if fitted_after else 0

@@ -30,6 +30,10 @@ class Prior(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
 
+    def describe(self) -> str:
+        """How reports and `vaelab eval` name this prior."""
+        return self.title
+
     def log_prob(self, z: Tensor, *, y: Tensor | None = None) -> Tensor:
         """log p(z) summed over D: z (..., B, D) -> (..., B)."""
         raise NotImplementedError

@@ -20,6 +20,7 @@ class VAE(Autoencoder):
     """
 
     has_prior = True
+    stochastic_encoder = True
     title = "VAE"
 
     def __init__(self, config: ModelConfig) -> None:

@@ -163,7 +163,7 @@ def _read_json(path: Path, what: str) -> Any:
         raise VaelabError(f"checkpoint file {path} is corrupt ({error})") from None
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except FileNotFoundError:
@@ -194,14 +194,21 @@ def read_config(checkpoint: Path) -> RunConfig:
 
 
 def load_checkpoint(
-    path: str | Path, *, device: str | torch.device = "cpu", prefer: str = "best"
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    prefer: str = "best",
+    with_prior: bool = True,
 ) -> tuple[Autoencoder, RunConfig, dict[str, Any]]:
-    """Rebuild the model of a run or checkpoint folder: (model in eval mode, config, meta)."""
+    """Rebuild the model of a run or checkpoint folder: (model in eval mode, config, meta).
+
+    `with_prior`: a model whose prior is fitted after training (a VQ-VAE) gets the prior saved
+    beside the checkpoint, where there is one (see `vaelab.training.code_prior`)."""
     checkpoint = resolve_checkpoint(path, prefer=prefer)
     meta = read_meta(checkpoint)
     config = read_config(checkpoint)
     model = build_model(config.model)
-    weights = _read_tensors(checkpoint / WEIGHTS_FILE)
+    weights = read_tensors(checkpoint / WEIGHTS_FILE)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
@@ -209,12 +216,16 @@ def load_checkpoint(
         raise VaelabError(
             f"weights in {checkpoint} do not match its config.json ({first})"
         ) from None
+    if with_prior:
+        from vaelab.training.code_prior import attach_prior  # it imports this module
+
+        attach_prior(model, checkpoint)
     return model.to(device).eval(), config, meta
 
 
 def load_training_state(checkpoint: Path) -> TrainingState:
     """The optimiser, loop and RNG state saved beside a `last` checkpoint's weights."""
-    tensors = _read_tensors(checkpoint / STATE_TENSORS_FILE)
+    tensors = read_tensors(checkpoint / STATE_TENSORS_FILE)
     values = _read_json(checkpoint / STATE_JSON_FILE, "it cannot be resumed")
     try:
         optimizer = _join_optimizer_state(tensors, values.pop("optimizer"))

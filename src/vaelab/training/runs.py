@@ -20,7 +20,16 @@ EVAL_FILE = "eval.json"  # written by `vaelab eval`
 MEASUREMENTS = (EVAL_FILE,)
 CHECKPOINTS = (LAST, BEST, f".{LAST}.old", f".{BEST}.old")
 # What --force clears in a vaelab run folder; nothing else is ever deleted.
-RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, *CHECKPOINTS, "tensorboard", *FIGURES, *MEASUREMENTS)
+PRIOR = "prior"  # a VQ-VAE's fitted prior (training/code_prior.py): it belongs to the weights
+RUN_ENTRIES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    *CHECKPOINTS,
+    "tensorboard",
+    *FIGURES,
+    *MEASUREMENTS,
+    PRIOR,
+)
 STALE_TEMPORARIES = (f".{LAST}.tmp-*", f".{BEST}.tmp-*")  # left by a kill during a save
 
 

@@ -174,6 +174,8 @@ class Session:
         The moments matter too: gradients of unscaled data can overflow Adam's squared-gradient
         average to inf, which silently freezes the weights while the loss stays finite."""
         tensors = [p.detach() for p in self.model.parameters()]
+        # and floating-point buffers (a VQ-VAE's moving-average codebook)
+        tensors += [b for b in self.model.buffers() if b.is_floating_point()]
         tensors += [
             v
             for state in self.optimizer.state.values()
@@ -254,7 +256,7 @@ class Session:
         """Load the weights, optimiser, RNG states and loop position saved in `last/`."""
         checkpoint = resolve_checkpoint(self.run_dir, prefer=LAST)
         saved_model, saved_config, saved_meta = load_checkpoint(
-            checkpoint, device=self.group.device
+            checkpoint, device=self.group.device, with_prior=False
         )
         check_resumable(saved_config, self.config)
         self.model.load_state_dict(saved_model.state_dict())

@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +32,13 @@ from vaelab.training.metrics import MetricsLog, check_tensorboard
 from vaelab.training.runs import check_run_folder, prepare_run_folder
 from vaelab.training.schedules import kl_scale, learning_rate
 from vaelab.training.session import Session, TrainingDiverged
+from vaelab.training.threads import cpu_threads
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.5  # how often a single process syncs with the device to show progress
 INTERRUPT_CHECK_STEPS = 10  # under torchrun, how often the ranks agree on a Ctrl-C
+MEASURE_EXAMPLES = 10_000  # images the model's own measures see at each epoch's end
 
 __all__ = ["Callbacks", "TrainResult", "TrainingDiverged", "train"]
 
@@ -71,7 +71,7 @@ def train(
     run_dir = Path(run_dir)
     config = with_absolute_paths(config)
     check_run_folder(run_dir, resume=resume, force=force)  # fail early, but change nothing yet
-    with _cpu_threads(config.train.threads), distributed(config.train.device) as group:
+    with cpu_threads(config.train.threads), distributed(config.train.device) as group:
         session = _start(
             config,
             run_dir,
@@ -95,21 +95,6 @@ def train(
     state = session.state
     model = session.model.eval()
     return TrainResult(run_dir, state.epoch, state.best_loss, session.record, stopped_early, model)
-
-
-@contextmanager
-def _cpu_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with `threads` CPU threads in torch's pool (None: leave it alone), then
-    put the previous number back: a library leaves no global setting changed behind it."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run_epochs(session: Session, interrupted: threading.Event) -> bool:
@@ -378,7 +363,20 @@ def _epoch_record(
     }
     if session.config.train.on_nan == "skip":
         record["skipped_steps"] = session.state.skipped
-    return record
+    return record | _model_measures(session)
+
+
+def _model_measures(session: Session) -> dict[str, float]:
+    """The model's own measures (a VQ-VAE's codebook usage and perplexity), on the validation
+    split, else on the first MEASURE_EXAMPLES training images."""
+    split, x = ("val", session.val_x) if session.val_x is not None else ("train", session.train_x)
+    x = x[:MEASURE_EXAMPLES]
+    if session.config.data.binarize:  # the images as training sees them: one fixed draw
+        x = draw_binary(
+            x, generator=torch.Generator(x.device).manual_seed(session.config.train.seed)
+        )
+    measures = session.model.measures(x)
+    return {f"{split}/{name}": value for name, value in measures.items()}
 
 
 def _check_finite(
