@@ -298,7 +298,7 @@ def test_few_vectors_per_step_do_not_restart_a_healthy_codebook(update) -> None:
     torch.manual_seed(0)
     quantizer = VectorQuantizer(128, 3, update=update).train()
     z_e = torch.randn(4, 3, 4, 4)
-    quantizer(z_e, learn=True, generator=generator())  # the start: every entry on one of the 64 vectors
+    quantizer(z_e, learn=True, generator=generator())  # the start: entries on the 64 vectors
     started = quantizer.codebook.detach().clone()
     for step in range(5):
         quantizer(z_e, learn=True, generator=generator(step))
