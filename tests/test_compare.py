@@ -117,7 +117,7 @@ def test_compare_writes_figure_json_and_table_with_every_measure(cache, tiny_run
     assert saved["classifier"]["accuracy"] > 0.8
     assert saved["runs"][1]["measures"] == pytest.approx(result.runs[1].measures)
     table = result.table.read_text()
-    assert "| decodable, z ~ N(0, I) |" in table and "n/a" not in table
+    assert "| decodable, z ~ prior |" in table and "n/a" not in table
     for text in DEFINITIONS.values():
         assert text in table
     again = compare_runs(tiny_runs, tmp_path / "again", sampler="gmm", seed=0, **SMALL)
