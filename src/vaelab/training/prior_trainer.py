@@ -128,7 +128,7 @@ def train_prior(
     `threads` sets torch's CPU threads for the fit (None: leave them).
     """
     with cpu_threads(threads):
-        return _train_prior(
+        fit = _start(
             Path(run_dir),
             network,
             training,
@@ -138,41 +138,14 @@ def train_prior(
             checkpoint=checkpoint,
             device=device,
             data_dir=data_dir,
-            progress=progress,
         )
-
-
-def _train_prior(
-    run_dir: Path,
-    network: PixelCNNConfig | None,
-    training: PriorTraining | None,
-    *,
-    epochs: int | None,
-    resume: bool,
-    force: bool,
-    checkpoint: str,
-    device: str,
-    data_dir: str | None,
-    progress: bool,
-) -> PriorResult:
-    fit = _start(
-        run_dir,
-        network,
-        training,
-        epochs=epochs,
-        resume=resume,
-        force=force,
-        checkpoint=checkpoint,
-        device=device,
-        data_dir=data_dir,
-    )
-    metrics = MetricsLog(fit.folder)
-    metrics.keep_until(fit.loop.epoch)
-    try:
-        with graceful_interrupt() as interrupted:
-            _fit_epochs(fit, metrics, interrupted, progress=progress)
-    finally:
-        metrics.close()
+        metrics = MetricsLog(fit.folder)
+        metrics.keep_until(fit.loop.epoch)
+        try:
+            with graceful_interrupt() as interrupted:
+                _fit_epochs(fit, metrics, interrupted, progress=progress)
+        finally:
+            metrics.close()
     return PriorResult(fit.folder, fit.loop.epoch, fit.loop.best_nll, fit.prior.eval())
 
 
