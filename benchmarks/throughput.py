@@ -6,8 +6,10 @@ For each batch size it prints samples/s of:
   minimal    the dataset as one float tensor, batches by a random permutation (about 20 lines)
   tutorial   a Dataset returning one PIL image at a time turned into a tensor, as torchvision's
              MNIST with ToTensor does, through a DataLoader (the pytorch/examples VAE)
-and vaelab's achieved FLOP/s as a share of the fp32 matmul throughput this machine reaches on the
-training's own matrix shapes, measured in the same run.
+  --amp      `vaelab.train` with bfloat16 networks (fp32 weights and loss), on a CPU with native
+             bfloat16 (AVX512-BF16 or AMX); skipped elsewhere
+and vaelab's achieved FLOP/s as a share of the matmul throughput this machine reaches on the
+training's own matrix shapes, in fp32 and in bfloat16, measured in the same run.
 
     VAELAB_DATA=../shared/data python benchmarks/throughput.py [--epochs 3] [--batch-sizes 128 1024]
 """
@@ -28,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import vaelab
 from vaelab.training.metrics import read_metrics
+from vaelab.training.precision import cpu_bf16_units, native_bf16
 
 SIZES = (784, 400, 20)  # input, hidden, latent
 
@@ -127,12 +130,12 @@ def tutorial_loop(
     return speeds
 
 
-def vaelab_loop(batch_size: int, epochs: int) -> list[float]:
+def vaelab_loop(batch_size: int, epochs: int, *, amp: bool = False) -> list[float]:
     config = vaelab.RunConfig().updated(
         {
             "model": {"latent_dim": 20, "hidden_dims": [400]},
             "data": {"dataset": "mnist", "val_fraction": 0.0},
-            "train": {"epochs": epochs, "batch_size": batch_size, "device": "cpu"},
+            "train": {"epochs": epochs, "batch_size": batch_size, "device": "cpu", "amp": amp},
         }
     )
     with tempfile.TemporaryDirectory() as run_dir:
@@ -150,14 +153,20 @@ def flops_per_sample() -> float:
     return forward + backward
 
 
-def matmul_samples_per_second(batch_size: int, repeats: int = 50) -> float:
+def matmul_samples_per_second(
+    batch_size: int, repeats: int = 50, dtype: torch.dtype = torch.float32
+) -> float:
     """Samples/s if a training step were only its matmuls (the forward, input-gradient and
-    weight-gradient products of every layer, at this batch size)."""
+    weight-gradient products of every layer, at this batch size), in `dtype`."""
     n_in, hidden, latent = SIZES
     layers = [(n_in, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, n_in)]
     products = []
     for i, (a, b) in enumerate(layers):
-        x, w, g = torch.randn(batch_size, a), torch.randn(a, b), torch.randn(batch_size, b)
+        x, w, g = (
+            torch.randn(batch_size, a, dtype=dtype),
+            torch.randn(a, b, dtype=dtype),
+            torch.randn(batch_size, b, dtype=dtype),
+        )
         products.append((x, w))  # forward: (B, a) @ (a, b)
         products.append((x.T.contiguous(), g))  # weight gradient: (a, B) @ (B, b)
         if i > 0:
@@ -185,11 +194,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    amp = native_bf16(torch.device("cpu"))
 
     data = vaelab.load_data(vaelab.DataConfig(dataset="mnist", val_fraction=0.0), progress=False)
     x = data.train.x  # (60000, 1, 28, 28) float32
     images = (x[:, 0] * 255).round().to(torch.uint8)  # as torchvision holds MNIST
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(x)} images")
+    print(f"bfloat16 units: {cpu_bf16_units()}" + ("" if amp else "; the --amp rows are skipped"))
 
     def best(speeds: list[float]) -> float:  # median of the epochs after the first
         return statistics.median(speeds[1:] if len(speeds) > 1 else speeds)
@@ -197,6 +208,7 @@ def main() -> None:
     for batch_size in args.batch_sizes:
         ours = best(vaelab_loop(batch_size, args.epochs))
         minimal = best(minimal_loop(x, batch_size, args.epochs))
+        ours_amp = best(vaelab_loop(batch_size, args.epochs, amp=True)) if amp else None
         tutorial = (
             None if args.skip_tutorial else best(tutorial_loop(images, data.train.y, batch_size, 2))
         )
@@ -208,10 +220,25 @@ def main() -> None:
             print(
                 f"  tutorial   {tutorial:9.0f} samples/s   vaelab/tutorial = {ours / tutorial:.2f}x"
             )
-        achieved = ours * flops_per_sample() / 1e9
-        peak = ceiling * flops_per_sample() / 1e9
-        print(f"  matmuls    {ceiling:9.0f} samples/s   ({peak:.1f} GFLOP/s on these shapes)")
-        print(f"  vaelab achieves {achieved:.1f} GFLOP/s = {ours / ceiling:.0%} of that")
+        if ours_amp is not None:
+            print(
+                f"  --amp      {ours_amp:9.0f} samples/s   --amp/minimal   = "
+                f"{ours_amp / minimal:.2f}x   --amp/vaelab = {ours_amp / ours:.2f}x"
+            )
+        print(f"  vaelab achieves {_share(ours, ceiling)} of the fp32 matmuls")
+        if ours_amp is not None:
+            bf16_ceiling = matmul_samples_per_second(batch_size, dtype=torch.bfloat16)
+            print(f"  --amp achieves {_share(ours_amp, bf16_ceiling)} of the bfloat16 matmuls")
+
+
+def _share(speed: float, ceiling: float) -> str:
+    """`speed` (samples/s) as GFLOP/s and as a share of the matmuls-only `ceiling`."""
+    achieved = speed * flops_per_sample() / 1e9
+    peak = ceiling * flops_per_sample() / 1e9
+    return (
+        f"{achieved:.1f} GFLOP/s = {speed / ceiling:.0%} of {peak:.1f} GFLOP/s "
+        f"({ceiling:.0f} samples/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -327,3 +327,36 @@ def test_pack_refuses_a_prior_of_other_weights_and_the_card_shows_the_bound(vq_r
         vq_run / "best" / "model.safetensors"
     ).read_bytes()
     assert (tmp_path / "c").exists() == last_is_best  # refused unless the weights are the same
+
+
+def test_a_prior_fitted_with_amp_runs_in_bf16_and_resumes_bit_for_bit(
+    vq_run, tmp_path, monkeypatch
+):
+    """--amp: the PixelCNN in bfloat16 (the loss in fp32), recorded per epoch; a fit resumed
+    with the same setting equals the uninterrupted one; without native bfloat16 it is fp32."""
+    monkeypatch.setenv("VAELAB_NATIVE_BF16", "1")
+    other, exact = tmp_path / "other", tmp_path / "exact"
+    shutil.copytree(vq_run, other)
+    shutil.copytree(vq_run, exact)
+    fit(vq_run, epochs=2, amp=True)
+    fit(other, epochs=1, amp=True)
+    train_prior(other, epochs=2, resume=True, amp=True, progress=False)
+    a, b = prior_state(vq_run), prior_state(other)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert metric_lines(vq_run) == metric_lines(other)
+    assert {line["precision"] for line in metric_lines(vq_run)} == {"bf16"}
+    assert {v.dtype for v in a.values() if v.is_floating_point()} == {torch.float32}
+    fit(exact, epochs=2)
+    c = prior_state(exact)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the steps did run in bfloat16
+    bf16_nll, fp32_nll = metric_lines(vq_run)[-1]["val/nll"], metric_lines(exact)[-1]["val/nll"]
+    assert bf16_nll == pytest.approx(fp32_nll, rel=0.02)
+
+    monkeypatch.setenv("VAELAB_NATIVE_BF16", "0")
+    fallback = tmp_path / "fallback"
+    shutil.copytree(exact, fallback)
+    shutil.rmtree(fallback / "prior")
+    fit(fallback, epochs=2, amp=True)
+    d = prior_state(fallback)
+    assert all(torch.equal(c[k], d[k]) for k in c)  # fp32: the run without --amp, exactly
+    assert {line["precision"] for line in metric_lines(fallback)} == {"fp32"}

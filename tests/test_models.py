@@ -557,8 +557,9 @@ def test_densities_stay_float32_under_bfloat16_autocast(objective_k) -> None:
     model = build(tiny("vae", "mlp", objective=objective, k=k))
     x = torch.rand(5, 1, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.encoder(x).dtype == torch.bfloat16  # the network itself runs in bfloat16
         posterior = model.encode(x)
-        assert posterior.mu.dtype == torch.bfloat16  # the network itself runs in bfloat16
+        assert posterior.mu.dtype == torch.float32  # its outputs, cast: fp32 samples
         terms = model.loss(x, generator=fixed_generator())
         log_w = model.log_weights(x, 3, generator=fixed_generator())
         z = posterior.rsample(k=3, generator=fixed_generator())

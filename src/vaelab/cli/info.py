@@ -20,6 +20,7 @@ from vaelab.models.networks import count_parameters, prior_parameters
 from vaelab.runs import check_run
 from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta
 from vaelab.training.metrics import read_metrics
+from vaelab.training.precision import BF16, FP32
 from vaelab.training.runs import BEST, LAST
 
 
@@ -60,6 +61,10 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
     history = read_metrics(found.records)
     prior = model.prior if model.prior_fitted_after_training else None
     prior_count = prior_parameters(model)
+    last = history[-1] if history else meta.get("metrics", {})
+    precision = last.get("precision") or meta.get("precision")
+    if precision is None and not config.train.amp:  # runs from before it was recorded
+        precision = FP32
     return {
         "run": str(run if is_bundle(run) else found.home),
         "checkpoint": str(run if is_bundle(run) else checkpoint),
@@ -68,9 +73,10 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
         "parameters": count_parameters(model) - prior_count,
         "prior": None if prior is None else prior.describe(),
         "prior_parameters": prior_count,
+        "precision": precision,  # of the training steps; None: --amp, not recorded
         "weights_error": weights_error,
         "config": config.to_dict(),
-        "last_metrics": history[-1] if history else meta.get("metrics", {}),
+        "last_metrics": last,
     }
 
 
@@ -92,6 +98,7 @@ def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
         f"# checkpoint  {report['checkpoint']} (epoch {report['checkpoint_epoch']})",
         f"# parameters  {report['parameters']:,}{counted}",
     ]
+    lines.append(f"# precision   {_precision_in_words(report['precision'])}")
     if report["prior"] is not None:
         lines.append(f"# prior       {report['prior']}, {report['prior_parameters']:,} parameters")
     if error:
@@ -105,6 +112,14 @@ def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
         for key, value in report["last_metrics"].items()
     ]
     return Info("\n".join(lines), error)
+
+
+def _precision_in_words(precision: str | None) -> str:
+    if precision == BF16:
+        return "bf16 (--amp: bfloat16 networks; fp32 weights and loss)"
+    if precision == FP32:
+        return "fp32"
+    return "not recorded (trained with --amp by an older vaelab)"
 
 
 # What a None option means, in the words `vaelab train --help` uses for its default.

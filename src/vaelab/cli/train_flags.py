@@ -241,7 +241,12 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "N",
             unset="torch's default",
         ),
-        Option("--amp", "amp", "bfloat16 mixed precision (CUDA only)", switch=True),
+        Option(
+            "--amp",
+            "amp",
+            "bfloat16 networks, fp32 weights and loss (CUDA, or a CPU with AVX512-BF16/AMX)",
+            switch=True,
+        ),
         Option(
             "--early-stopping",
             "early_stopping",

@@ -69,6 +69,7 @@ def _train_prior(args: argparse.Namespace) -> Iterator[str | Path]:
         device=args.device,
         data_dir=args.data_dir,
         threads=args.threads,
+        amp=args.amp,
         progress=show_progress(args),
     )
     if not args.quiet:
@@ -98,6 +99,12 @@ def add_parsers(subparsers: Any) -> None:
         f"{DEFAULT_EPOCHS}, or the saved total)",
     )
     parser.add_argument("--batch-size", type=parse_positive, help="(default: 128)")
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 PixelCNN, fp32 weights and loss, where the device has native bfloat16 "
+        "(a CPU with AVX512-BF16 or AMX, or CUDA); like --threads, a resumed fit may change it",
+    )
     parser.add_argument("--lr", type=_positive_float, help="Adam's learning rate (default: 0.001)")
     parser.add_argument("--layers", type=parse_positive, help="gated layers (default: 6)")
     parser.add_argument("--channels", type=parse_positive, help="channels per layer (default: 64)")

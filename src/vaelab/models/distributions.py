@@ -37,11 +37,13 @@ def gaussian_log_density(x: Tensor, mean: Tensor | float, logvar: Tensor | float
 
 
 class DiagonalGaussian:
-    """N(mu, diag(exp(logvar))), batched over the leading dimension. Shapes: (B, D)."""
+    """N(mu, diag(exp(logvar))), batched over the leading dimension. Shapes: (B, D).
+
+    The parameters are kept in float32 or wider: an encoder under bfloat16 autocast outputs
+    bfloat16, whose samples and densities would be coarse (a no-op in fp32)."""
 
     def __init__(self, mu: Tensor, logvar: Tensor) -> None:
-        self.mu = mu
-        self.logvar = logvar
+        self.mu, self.logvar = at_least_float32(mu, logvar)
 
     @property
     def mean(self) -> Tensor:
@@ -86,10 +88,11 @@ class DiagonalGaussian:
 
 
 class PointMass:
-    """The deterministic 'posterior' of a standard autoencoder: all mass at z. Shape (B, D)."""
+    """The deterministic 'posterior' of a standard autoencoder: all mass at z. Shape (B, D),
+    float32 or wider (as DiagonalGaussian's)."""
 
     def __init__(self, z: Tensor) -> None:
-        self.z = z
+        (self.z,) = at_least_float32(z)
 
     @property
     def mean(self) -> Tensor:

@@ -69,7 +69,7 @@ class TrainConfig:
     kl_warmup_epochs: float = 0.0  # KL weight ramps linearly 0 -> 1 (Bowman et al. 2016)
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when available
-    amp: bool = False  # bfloat16 autocast on CUDA
+    amp: bool = False  # bfloat16 networks (autocast) where the device has native bfloat16
     early_stopping: int | None = None  # patience in epochs without a better validation loss
     tensorboard: bool = False
     on_nan: str = "stop"  # "stop" at a non-finite loss/gradient, or "skip" that batch

@@ -46,6 +46,7 @@ from vaelab.training.code_prior import (
 )
 from vaelab.training.interrupts import graceful_interrupt
 from vaelab.training.metrics import MetricsLog
+from vaelab.training.precision import Precision, choose_precision
 from vaelab.training.runs import BEST, LAST
 from vaelab.training.threads import cpu_threads
 from vaelab.version import __version__
@@ -105,6 +106,7 @@ class PriorFit:
     order: torch.Generator  # the batch order, on the CPU
     epoch_order: Tensor  # order's state when the unfinished epoch began
     loop: PriorLoop
+    precision: Precision  # of the PixelCNN's steps (--amp: bfloat16)
 
 
 def train_prior(
@@ -119,13 +121,16 @@ def train_prior(
     device: str = "auto",
     data_dir: str | None = None,
     threads: int | None = None,
+    amp: bool = False,
     progress: bool = True,
 ) -> PriorResult:
     """Fit (or with `resume`, go on fitting) the prior of the VQ-VAE run `run_dir`.
 
     `network` defaults to a PixelCNN sized for the run's codes. On resume the saved settings
     are used; `epochs` (or `training.epochs`) sets the new total, and nothing else may differ.
-    `threads` sets torch's CPU threads for the fit (None: leave them).
+    `threads` sets torch's CPU threads for the fit (None: leave them). `amp` runs the
+    PixelCNN in bfloat16 where the device has it natively (its loss and weights stay fp32); like
+    `threads`, it is an option of this invocation, which a resumed fit may change.
     """
     with cpu_threads(threads):
         fit = _start(
@@ -138,6 +143,7 @@ def train_prior(
             checkpoint=checkpoint,
             device=device,
             data_dir=data_dir,
+            amp=amp,
         )
         metrics = MetricsLog(fit.folder)
         metrics.keep_until(fit.loop.epoch)
@@ -160,6 +166,7 @@ def _start(
     checkpoint: str,
     device: str,
     data_dir: str | None,
+    amp: bool = False,
 ) -> PriorFit:
     """Check everything, encode the codes, build the prior; only then clear (`force`) or
     restore (`resume`) the prior folder."""
@@ -209,6 +216,7 @@ def _start(
         order=order,
         epoch_order=order.get_state(),
         loop=PriorLoop(),
+        precision=choose_precision(amp, model.device),
     )
     if resume:
         _restore(fit)
@@ -238,7 +246,8 @@ def _fit_epochs(
             start_batch=loop.batch,
         )
         for idx in tqdm(batches, disable=not progress, desc=f"prior epoch {epoch}", leave=False):
-            nll = fit.prior.nll(fit.train_codes[idx.to(fit.train_codes.device)])
+            with fit.precision.autocast():  # the log-softmax and the loss are fp32
+                nll = fit.prior.nll(fit.train_codes[idx.to(fit.train_codes.device)])
             fit.optimizer.zero_grad(set_to_none=True)
             nll.backward()
             fit.optimizer.step()
@@ -275,6 +284,7 @@ def _epoch_record(fit: PriorFit, epoch: int, seconds: float) -> dict[str, Any]:
         "val/nll": held,
         "val/bits_per_code": held / (math.prod(fit.prior.grid) * math.log(2.0)),
         "epoch_seconds": seconds,
+        "precision": fit.precision.name,  # of the training steps; the held-out NLL is fp32
     }
 
 

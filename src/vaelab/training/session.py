@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from vaelab.training.checkpoint import (
 from vaelab.training.config import RunConfig
 from vaelab.training.distributed import Distributed
 from vaelab.training.metrics import MetricsLog
+from vaelab.training.precision import Precision
 from vaelab.training.runs import BEST, LAST
 from vaelab.version import __version__
 
@@ -93,6 +93,7 @@ class Session:
     steps_per_epoch: int
     total_steps: int
     bar: tqdm
+    precision: Precision  # of the training steps (--amp: bfloat16 networks)
     callbacks: Callbacks = field(default_factory=Callbacks)
     state: LoopState = field(default_factory=LoopState)
     metrics: MetricsLog | None = None  # rank 0 only
@@ -109,6 +110,7 @@ class Session:
         group: Distributed,
         model: Autoencoder,
         data: DataSplits,
+        precision: Precision,
         *,
         progress: bool,
         callbacks: Callbacks | None = None,
@@ -144,6 +146,7 @@ class Session:
             steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
             bar=bar,
+            precision=precision,
             callbacks=callbacks if callbacks is not None else Callbacks(),
             data_range=(float(data.train.x.min()), float(data.train.x.max())),
         )
@@ -155,11 +158,6 @@ class Session:
     @property
     def varying_lr(self) -> bool:
         return self.config.optim.schedule != "constant" or self.config.optim.warmup_steps > 0
-
-    def autocast(self) -> AbstractContextManager[Any]:
-        if not self.config.train.amp:
-            return nullcontext()
-        return torch.autocast(self.group.device.type, dtype=torch.bfloat16)
 
     def kept_note(self) -> str:
         if self.saved_at is None:
@@ -235,6 +233,7 @@ class Session:
             "batch": state.batch,
             "metrics": self.record,
             "data_range": self.data_range,
+            "precision": self.precision.name,
         }
 
     def _training_state(self, per_rank: list[dict[str, Any]]) -> TrainingState:

@@ -29,6 +29,7 @@ from vaelab.training.distributed import Distributed, distributed, shard
 from vaelab.training.evaluation import evaluate_loss
 from vaelab.training.interrupts import graceful_interrupt
 from vaelab.training.metrics import MetricsLog, check_tensorboard
+from vaelab.training.precision import choose_precision
 from vaelab.training.runs import check_run_folder, prepare_run_folder
 from vaelab.training.schedules import kl_scale, learning_rate
 from vaelab.training.session import Session, TrainingDiverged
@@ -123,8 +124,6 @@ def _start(
     callbacks: Callbacks | None,
 ) -> Session:
     """Load the data, build the model and optimiser, and restore a resumed run's state."""
-    if config.train.amp and group.device.type != "cuda":
-        raise VaelabError("--amp (mixed precision) needs a CUDA device")
     if data is None:
         data = _load_data(config, group, progress=progress)
     config = with_data_shape(config, data.shape)
@@ -139,8 +138,9 @@ def _start(
     if group.is_main:
         prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears only now
     group.barrier()
+    precision = choose_precision(config.train.amp, group.device)
     session = Session.create(
-        config, run_dir, group, model, data, progress=progress, callbacks=callbacks
+        config, run_dir, group, model, data, precision, progress=progress, callbacks=callbacks
     )
     if resume:
         session.restore()
@@ -241,7 +241,7 @@ def local_batch(session: Session, idx: torch.Tensor) -> tuple[torch.Tensor, floa
     ranks' gradients equal the gradient of the global batch mean."""
     group = session.group
     if not group.enabled:
-        return session.train_x[idx], 1.0
+        return session.train_x.index_select(0, idx), 1.0
     local = shard(idx, group.rank, group.world_size)
     if len(local) == 0:  # a last batch smaller than the world: join the all-reduce with zeros
         return session.train_x[idx[:1]], 0.0
@@ -257,7 +257,7 @@ def _step(session: Session, x: torch.Tensor, weight: float) -> LossTerms | None:
         for group in session.optimizer.param_groups:
             group["lr"] = learning_rate(state.step, session.total_steps, optim)
     scale = kl_scale(state.step, session.steps_per_epoch, cfg.kl_warmup_epochs)
-    with session.autocast():
+    with session.precision.autocast():
         terms = session.step_module(x, kl_scale=scale, generator=session.noise)
     loss = terms.total if weight == 1.0 else terms.total * weight
     session.optimizer.zero_grad(set_to_none=True)
@@ -360,6 +360,7 @@ def _epoch_record(
         "lr": session.optimizer.param_groups[0]["lr"],
         "epoch_seconds": seconds,
         "samples_per_second": examples / seconds,  # of the training data, over all ranks
+        "precision": session.precision.name,  # of the training steps; validation is fp32
     }
     if session.config.train.on_nan == "skip":
         record["skipped_steps"] = session.state.skipped
