@@ -131,17 +131,37 @@ def test_the_bf16_loss_is_the_fp32_loss_to_bfloat16_rounding(variant, batch):
     assert reduced.total.item() != exact.total.item()  # and it did compute in bfloat16
 
 
+def test_the_nearest_entry_search_is_fp32_under_autocast():
+    """Entries close together far from 0 (a common offset, a small spread): bfloat16 distances
+    would confuse them; the codes of each entry must map back to it."""
+    model = build("vqvae-ema")
+    generator = torch.Generator().manual_seed(0)
+    entries = 40.0 + 0.05 * torch.randn(model.quantizer.codebook.shape, generator=generator)
+    model.quantizer.codebook.copy_(entries)
+    indices = torch.randint(0, len(entries), (64, *model.grid), generator=generator)
+    with torch.no_grad(), BF16_CPU.autocast():
+        found = model.indices_of(model.codes_of(indices))
+    assert torch.equal(found, indices)
+
+
 # --- choosing the precision ----------------------------------------------------------------------
 
 
-def test_native_support_is_detected_and_the_variable_overrides_it(monkeypatch):
+@pytest.mark.parametrize(("avx512_bf16", "amx"), [(False, False), (True, False), (False, True)])
+def test_native_support_is_detected_from_the_cpu(monkeypatch, caplog, avx512_bf16, amx):
+    monkeypatch.delenv("VAELAB_NATIVE_BF16")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    expected = avx512_bf16 or amx
+    assert native_bf16(torch.device("cpu")) == expected
+    with caplog.at_level(logging.WARNING):
+        chosen = choose_precision(True, torch.device("cpu"))
+    assert chosen.name == (BF16 if expected else FP32)
+    assert len(caplog.records) == (0 if expected else 1)
+    monkeypatch.setenv("VAELAB_NATIVE_BF16", "1")  # the override wins over the detection
+    assert native_bf16(torch.device("cpu"))
     monkeypatch.setenv("VAELAB_NATIVE_BF16", "0")
     assert not native_bf16(torch.device("cpu"))
-    monkeypatch.setenv("VAELAB_NATIVE_BF16", "1")
-    assert native_bf16(torch.device("cpu"))
-    monkeypatch.delenv("VAELAB_NATIVE_BF16")
-    cpu_has_it = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert native_bf16(torch.device("cpu")) == cpu_has_it
 
 
 def test_without_native_bf16_amp_says_so_once_and_uses_fp32(monkeypatch, caplog):
@@ -150,7 +170,8 @@ def test_without_native_bf16_amp_says_so_once_and_uses_fp32(monkeypatch, caplog)
         chosen = choose_precision(True, torch.device("cpu"))
     assert chosen == Precision(FP32, "cpu")
     [line] = [r.getMessage() for r in caplog.records]
-    assert "no native bfloat16" in line and "fp32" in line and "\n" not in line
+    assert line.startswith("--amp: no native bfloat16 on this CPU (no AVX512-BF16 or AMX")
+    assert line.endswith("running in fp32") and "\n" not in line
     caplog.clear()
     assert choose_precision(False, torch.device("cpu")) == Precision(FP32, "cpu")
     assert caplog.records == []
@@ -304,13 +325,50 @@ def test_eval_amp_without_native_bf16_is_fp32_and_says_so(trained_vae, monkeypat
     assert "running in fp32" in captured.err
 
 
-def test_an_amp_run_refuses_nothing_it_did_before(tmp_path, tiny_run):
+def test_an_amp_run_refuses_nothing_it_did_before(tmp_path, tiny_run, capsys):
     """--amp is a training-loop option: a run may be resumed with or without it."""
     train(tiny_run(epochs=1), tmp_path / "run", progress=False)
     result = train(tiny_run(epochs=2, train={"amp": True}), tmp_path / "run", resume=True,
                    progress=False)  # fmt: skip
     assert result.epochs == 2
     assert [r["precision"] for r in read_metrics(tmp_path / "run")] == [FP32, BF16]
+    assert main(["info", str(tmp_path / "run"), "--checkpoint", "last"]) == 0
+    assert "# precision   bf16 (--amp: bfloat16 networks; fp32 weights and loss); by epoch: " \
+        "1 fp32, 2 bf16" in capsys.readouterr().out  # fmt: skip
     with pytest.raises(VaelabError, match="cannot resume with different \\[model\\]"):
         train(tiny_run(epochs=3, model={"latent_dim": 3}), tmp_path / "run", resume=True,
               progress=False)  # fmt: skip
+
+
+def test_eval_amp_agrees_with_fp32_for_an_autoencoder_and_a_vqvae_with_its_prior(
+    tmp_path, tiny_run, digits_x
+):
+    from vaelab.models.pixelcnn import PixelCNNConfig
+    from vaelab.training.code_prior import PriorTraining
+    from vaelab.training.prior_trainer import train_prior
+
+    train(tiny_run(epochs=3, model={"model": "ae"}), tmp_path / "ae", progress=False)
+    vq = {"model": "vqvae", "codebook_size": 16, "code_dim": 4}
+    train(tiny_run(epochs=3, model=vq), tmp_path / "vq", progress=False)
+    network = PixelCNNConfig(codebook_size=1, grid=(1, 1), channels=8, layers=2)
+    train_prior(tmp_path / "vq", network, PriorTraining(epochs=2), progress=False)
+    for name in ("ae", "vq"):
+        model = vaelab.load(tmp_path / name)
+        exact = evaluate(model, digits_x, k=10)
+        reduced = evaluate(model, digits_x, k=10, amp=True)
+        assert reduced.precision == BF16 and reduced.recon != exact.recon
+        assert reduced.recon == pytest.approx(exact.recon, rel=0.01)
+        if name == "vq":  # the bound under the fitted PixelCNN: the same codes, scored alike
+            assert abs(reduced.kl - exact.kl) < 0.05
+            assert abs(reduced.nll - exact.nll) < 0.1
+
+
+def test_the_model_card_shows_the_fp32_evaluation_not_eval_amps():
+    from vaelab.cli.pack import _shown_record
+
+    records = {
+        "best/test/k=100": {"split": "test", "k": 100, "precision": FP32, "nll": 90.0},
+        "best/test/k=1000/bf16": {"split": "test", "k": 1000, "precision": BF16, "nll": 89.0},
+        "best/test/k=10": {"split": "test", "k": 10, "nll": 91.0},  # before precision was kept
+    }
+    assert _shown_record(records, "test")["nll"] == 90.0

@@ -62,7 +62,7 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
     prior = model.prior if model.prior_fitted_after_training else None
     prior_count = prior_parameters(model)
     last = history[-1] if history else meta.get("metrics", {})
-    precision = last.get("precision") or meta.get("precision")
+    precision = meta.get("precision") or meta.get("metrics", {}).get("precision")
     if precision is None and not config.train.amp:  # runs from before it was recorded
         precision = FP32
     return {
@@ -73,7 +73,8 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
         "parameters": count_parameters(model) - prior_count,
         "prior": None if prior is None else prior.describe(),
         "prior_parameters": prior_count,
-        "precision": precision,  # of the training steps; None: --amp, not recorded
+        "precision": precision,  # of the checkpoint's training steps; None: not recorded
+        "precision_by_epoch": [record.get("precision") for record in history],
         "weights_error": weights_error,
         "config": config.to_dict(),
         "last_metrics": last,
@@ -98,7 +99,10 @@ def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
         f"# checkpoint  {report['checkpoint']} (epoch {report['checkpoint_epoch']})",
         f"# parameters  {report['parameters']:,}{counted}",
     ]
-    lines.append(f"# precision   {_precision_in_words(report['precision'])}")
+    lines.append(
+        f"# precision   {_precision_in_words(report['precision'])}"
+        f"{_precision_changes(report['precision_by_epoch'])}"
+    )
     if report["prior"] is not None:
         lines.append(f"# prior       {report['prior']}, {report['prior_parameters']:,} parameters")
     if error:
@@ -120,6 +124,25 @@ def _precision_in_words(precision: str | None) -> str:
     if precision == FP32:
         return "fp32"
     return "not recorded (trained with --amp by an older vaelab)"
+
+
+def _precision_changes(by_epoch: list[str | None]) -> str:
+    """Where a resumed run changed its precision: "; epochs 1-2 fp32, 3-4 bf16"."""
+    spans: list[tuple[int, int, str | None]] = []
+    for epoch, precision in enumerate(by_epoch, start=1):
+        if spans and spans[-1][2] == precision:
+            spans[-1] = (spans[-1][0], epoch, precision)
+        else:
+            spans.append((epoch, epoch, precision))
+    if len(spans) < 2:
+        return ""
+    words = [
+        f"{first}-{last} {precision or 'not recorded'}"
+        if first != last
+        else f"{first} {precision or 'not recorded'}"
+        for first, last, precision in spans
+    ]
+    return "; by epoch: " + ", ".join(words)
 
 
 # What a None option means, in the words `vaelab train --help` uses for its default.

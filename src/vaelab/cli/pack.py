@@ -45,6 +45,7 @@ from vaelab.runs import SPLIT_ORDER, TrainedRun, open_run, split_to_use
 from vaelab.training.checkpoint import CONFIG_FILE, META_FILE, WEIGHTS_FILE, resolve_checkpoint
 from vaelab.training.code_prior import PRIOR_FOLDER, find_prior, fitted_to, load_prior
 from vaelab.training.metrics import METRICS_FILE
+from vaelab.training.precision import FP32
 from vaelab.training.runs import EVAL_FILE
 from vaelab.version import __version__
 
@@ -116,11 +117,14 @@ def _run_evaluation(trained: TrainedRun) -> dict[str, Any]:
 
 
 def _shown_record(records: dict[str, Any], split: str) -> dict[str, Any] | None:
-    """The record the card shows: the whole split's, with the most importance samples."""
+    """The record the card shows: the whole split's, in fp32 (not `eval --amp`'s), with the
+    most importance samples."""
     whole = [
         record
         for key, record in records.items()
-        if record.get("split") == split and "/first-" not in key
+        if record.get("split") == split
+        and "/first-" not in key
+        and record.get("precision", FP32) == FP32
     ]
     return max(whole, key=lambda record: record.get("k") or 0, default=None)
 

@@ -60,14 +60,17 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("started", torch.tensor(False))
 
     def nearest(self, vectors: Tensor) -> Tensor:
-        """The number of the nearest entry of each of vectors (N, D): (N,) int64."""
-        codebook = self.codebook.detach().to(vectors.dtype)
-        distances = (
-            vectors.pow(2).sum(1, keepdim=True)
-            - 2 * vectors @ codebook.T
-            + codebook.pow(2).sum(1)[None, :]
-        )  # (N, K) squared Euclidean distances
-        return distances.argmin(dim=1)
+        """The number of the nearest entry of each of vectors (N, D): (N,) int64. The
+        distances are fp32 or wider, also under bfloat16 autocast, which would pick the wrong
+        entries of codebooks whose entries are close together."""
+        with torch.autocast(vectors.device.type, enabled=False):
+            vectors, codebook = at_least_float32(vectors, self.codebook.detach())
+            distances = (
+                vectors.pow(2).sum(1, keepdim=True)
+                - 2 * vectors @ codebook.T
+                + codebook.pow(2).sum(1)[None, :]
+            )  # (N, K) squared Euclidean distances
+            return distances.argmin(dim=1)
 
     def lookup(self, indices: Tensor) -> Tensor:
         """The entries of an index grid (B, h, w), as vectors (B, D, h, w)."""

@@ -61,7 +61,7 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def cpu_bf16_units() -> str:
-    """This CPU's bfloat16 instructions, in words (for `vaelab info` and the benchmarks)."""
+    """This CPU's bfloat16 instructions, in words (for the benchmarks)."""
     units = [
         name
         for name, present in (
@@ -73,18 +73,28 @@ def cpu_bf16_units() -> str:
     return " and ".join(units) if units else "none (bfloat16 would be emulated)"
 
 
-def choose_precision(amp: bool, device: torch.device, *, option: str = "--amp") -> Precision:
+def choose_precision(
+    amp: bool, device: torch.device, *, warn: bool = True, option: str = "--amp"
+) -> Precision:
     """fp32 unless `amp`; bf16 with `amp` where `device` has native bfloat16. Without it the
-    fallback to fp32 is said in one line (a warning), since bf16 would only be slower."""
+    fallback to fp32 is said in one line (a warning, unless not `warn`), since bf16 would only
+    be slower."""
     if not amp:
         return Precision(FP32, device.type)
     if native_bf16(device):
         return Precision(BF16, device.type)
-    if device.type == "cpu":
-        missing = "this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX)"
-    else:
-        missing = f"{device} has no native bfloat16 arithmetic (it needs an Ampere or later GPU)"
-    logger.warning(
-        "%s: %s, where bfloat16 would be emulated and slower; running in fp32", option, missing
-    )
+    if warn:
+        logger.warning("%s: %s; running in fp32", option, _missing(device))
     return Precision(FP32, device.type)
+
+
+def _missing(device: torch.device) -> str:
+    """Why `device` gets no bfloat16, in words."""
+    if device.type == "cpu":
+        return (
+            "no native bfloat16 on this CPU (no AVX512-BF16 or AMX detected), where it would "
+            f"be emulated and slower; {NATIVE_BF16_VARIABLE}=1 uses it anyway"
+        )
+    if device.type == "cuda":
+        return f"{device} has no native bfloat16 (it needs an Ampere or later GPU)"
+    return f"vaelab does not use bfloat16 on {device.type} devices"

@@ -29,7 +29,7 @@ from vaelab.training.distributed import Distributed, distributed, shard
 from vaelab.training.evaluation import evaluate_loss
 from vaelab.training.interrupts import graceful_interrupt
 from vaelab.training.metrics import MetricsLog, check_tensorboard
-from vaelab.training.precision import choose_precision
+from vaelab.training.precision import FP32, Precision, choose_precision
 from vaelab.training.runs import check_run_folder, prepare_run_folder
 from vaelab.training.schedules import kl_scale, learning_rate
 from vaelab.training.session import Session, TrainingDiverged
@@ -138,7 +138,7 @@ def _start(
     if group.is_main:
         prepare_run_folder(run_dir, resume=resume, force=force)  # --force clears only now
     group.barrier()
-    precision = choose_precision(config.train.amp, group.device)
+    precision = _agreed_precision(config.train.amp, group)
     session = Session.create(
         config, run_dir, group, model, data, precision, progress=progress, callbacks=callbacks
     )
@@ -149,6 +149,19 @@ def _start(
         session.metrics = MetricsLog(run_dir, tensorboard=config.train.tensorboard)
         session.metrics.keep_until(session.state.epoch)
     return session
+
+
+def _agreed_precision(amp: bool, group: Distributed) -> Precision:
+    """The precision of the training steps: bf16 with `amp` where every rank has native
+    bfloat16, so that all ranks train alike; rank 0 says so where one has not."""
+    chosen = choose_precision(amp, group.device, warn=False)
+    if not group.any(amp and not chosen.reduced):
+        return chosen
+    if group.is_main and chosen.reduced:
+        logger.warning("--amp: another process of this run has no native bfloat16; running in fp32")
+    elif group.is_main:
+        choose_precision(amp, group.device)  # says why, in one line
+    return Precision(FP32, group.device.type)
 
 
 def _load_data(config: RunConfig, group: Distributed, *, progress: bool) -> DataSplits:
