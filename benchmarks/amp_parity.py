@@ -63,9 +63,29 @@ def score(run: Path, test_x: torch.Tensor, k: int) -> dict[str, float]:
     }
 
 
+def print_training_table(trained: list[dict], seeds: list[int], k: int) -> None:
+    print(f"\n| seed | fp32 NLL (k={k}) | --amp NLL | difference | training fp32 / --amp |")
+    print("| --- | --- | --- | --- | --- |")
+    for seed in seeds:
+        fp32, amp = (
+            next(r for r in trained if r["seed"] == seed and r["amp"] == a) for a in (0, 1)
+        )
+        print(
+            f"| {seed} | {fp32['nll']:.2f} ± {fp32['nll_stderr']:.2f} | {amp['nll']:.2f} ± "
+            f"{amp['nll_stderr']:.2f} | {amp['nll'] - fp32['nll']:+.2f} | "
+            f"{fp32['train_seconds']:.0f} s / {amp['train_seconds']:.0f} s |"
+        )
+    for amp in (False, True):
+        values = [r["nll"] for r in trained if r["amp"] == amp]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"{'--amp' if amp else 'fp32 '} mean {statistics.mean(values):.2f} ± {spread:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[0, 1, 2], help="none: only score --runs"
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--runs", nargs="*", default=[], help="trained runs to score both ways")
@@ -119,21 +139,8 @@ def main() -> None:
     (out / "amp.json").write_text(json.dumps(rows, indent=2) + "\n")
 
     trained = [r for r in rows if r["amp"] is not None]
-    print(f"\n| seed | fp32 NLL (k={args.k}) | --amp NLL | difference | training fp32 / --amp |")
-    print("| --- | --- | --- | --- | --- |")
-    for seed in args.seeds:
-        fp32, amp = (
-            next(r for r in trained if r["seed"] == seed and r["amp"] == a) for a in (0, 1)
-        )
-        print(
-            f"| {seed} | {fp32['nll']:.2f} ± {fp32['nll_stderr']:.2f} | {amp['nll']:.2f} ± "
-            f"{amp['nll_stderr']:.2f} | {amp['nll'] - fp32['nll']:+.2f} | "
-            f"{fp32['train_seconds']:.0f} s / {amp['train_seconds']:.0f} s |"
-        )
-    for amp in (False, True):
-        values = [r["nll"] for r in trained if r["amp"] == amp]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{'--amp' if amp else 'fp32 '} mean {statistics.mean(values):.2f} ± {spread:.2f}")
+    if trained:
+        print_training_table(trained, args.seeds, args.k)
     print(f"\n| model | eval fp32 NLL (k={args.k}) | eval --amp NLL | difference | eval time |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

@@ -372,3 +372,31 @@ def test_the_model_card_shows_the_fp32_evaluation_not_eval_amps():
         "best/test/k=10": {"split": "test", "k": 10, "nll": 91.0},  # before precision was kept
     }
     assert _shown_record(records, "test")["nll"] == 90.0
+
+
+class FakeGroup:
+    """Two ranks, seen from one of them: `others_native` is the other rank's bfloat16."""
+
+    def __init__(self, *, is_main: bool, others_native: bool) -> None:
+        self.is_main, self.others_native, self.device = is_main, others_native, torch.device("cpu")
+
+    def any(self, flag: bool) -> bool:
+        return flag or not self.others_native
+
+
+@pytest.mark.parametrize("is_main", [True, False])
+@pytest.mark.parametrize("mine", [True, False])
+@pytest.mark.parametrize("others", [True, False])
+def test_the_ranks_agree_on_bf16_only_where_all_have_it(monkeypatch, caplog, is_main, mine, others):
+    from vaelab.training.trainer import _agreed_precision
+
+    monkeypatch.setenv("VAELAB_NATIVE_BF16", "1" if mine else "0")
+    with caplog.at_level(logging.WARNING):
+        chosen = _agreed_precision(True, FakeGroup(is_main=is_main, others_native=others))
+    assert chosen.name == (BF16 if mine and others else FP32)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == (1 if is_main and not (mine and others) else 0)
+    with caplog.at_level(logging.WARNING):
+        assert (
+            _agreed_precision(False, FakeGroup(is_main=is_main, others_native=False)).name == FP32
+        )
