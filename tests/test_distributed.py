@@ -241,12 +241,13 @@ def test_distributed_joins_the_group_with_the_backend_of_the_device(monkeypatch,
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda name, **kw: calls.append(name))
     monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
     with distributed("auto") as group:
         assert (group.rank, group.world_size, group.enabled, group.is_main) == (1, 2, True, False)
         expected = torch.device("cuda", 1) if device == "cuda" else torch.device("cpu")
         assert group.device == expected
         assert calls[-1] == backend
-    assert calls[-1] == "destroy"
+    assert calls[-2:] == ["barrier", "destroy"]  # all ranks done before the teardown
     assert (("set_device", torch.device("cuda", 1)) in calls) == (device == "cuda")
 
 

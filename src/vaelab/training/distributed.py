@@ -95,6 +95,8 @@ def distributed(device_name: str) -> Iterator[Distributed]:
         dist.init_process_group(backend, timeout=timedelta(minutes=10))
     try:
         yield Distributed(rank=rank, world_size=world_size, device=device)
+        if owns_group:  # every rank done communicating before any tears its transport down
+            dist.barrier()
     finally:
         if owns_group:
             dist.destroy_process_group()
