@@ -11,6 +11,7 @@ import logging
 
 import pytest
 import torch
+from tests.test_training import assert_identical, weights, without_timing
 from torch import nn
 
 import vaelab
@@ -19,7 +20,6 @@ from vaelab.analysis.evaluate import evaluate
 from vaelab.cli import main
 from vaelab.models import ModelConfig, build_model
 from vaelab.training.callbacks import Callbacks
-from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.metrics import read_metrics
 from vaelab.training.precision import BF16, FP32, Precision, choose_precision, native_bf16
 
@@ -178,23 +178,6 @@ def test_without_native_bf16_amp_says_so_once_and_uses_fp32(monkeypatch, caplog)
 
 
 # --- training ----------------------------------------------------------------------------------
-
-
-def weights(run, which="last"):
-    model, _, _ = load_checkpoint(run / which)
-    return model.state_dict()
-
-
-def assert_identical(a, b):
-    assert a.keys() == b.keys()
-    assert [k for k in a if not torch.equal(a[k], b[k])] == []
-
-
-def without_timing(records):
-    return [
-        {k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second")}
-        for r in records
-    ]
 
 
 def test_an_amp_run_trains_in_bf16_and_records_it(tmp_path, tiny_run):

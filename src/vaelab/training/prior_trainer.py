@@ -282,7 +282,7 @@ def _epoch_record(fit: PriorFit, epoch: int, seconds: float) -> dict[str, Any]:
         "step": fit.loop.step,
         "train/nll": fit.loop.nll_sum / max(fit.loop.seen, 1),
         "val/nll": held,
-        "val/bits_per_code": held / (math.prod(fit.prior.grid) * math.log(2.0)),
+        "val/bits_per_code": fit.prior.bits_per_code(held),
         "epoch_seconds": seconds,
         "precision": fit.precision.name,  # of the training steps; the held-out NLL is fp32
     }
