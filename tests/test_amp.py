@@ -33,6 +33,9 @@ VARIANTS = {
     "vae-conv-local": ("vae", "conv", "local", "bernoulli", None),
     "vqvae-ema": ("vqvae", "conv", "none", "bernoulli", None),
     "vqvae-loss": ("vqvae", "conv", "none", "gaussian", 0.1),
+    "btcvae-mlp": ("btcvae", "mlp", "none", "bernoulli", None),
+    "factorvae-mlp": ("factorvae", "mlp", "none", "bernoulli", None),
+    "dipvae-conv": ("dipvae", "conv", "none", "bernoulli", None),
 }
 BF16_CPU = Precision(BF16, "cpu")
 
@@ -58,6 +61,8 @@ def tiny(variant: str, **options) -> ModelConfig:
         codebook_size=8,
         code_dim=4,
         codebook_update="loss" if variant == "vqvae-loss" else "ema",
+        dataset_size=1000,  # a btcvae's N
+        discriminator_hidden=(16, 16),  # a factorvae's
     )
     return ModelConfig(**(values | options))
 
@@ -110,7 +115,7 @@ def test_a_bf16_step_changes_every_parameter_and_keeps_them_fp32(variant, batch)
         optimizer.zero_grad()
         with BF16_CPU.autocast():
             terms = model.loss(batch, generator=torch.Generator().manual_seed(step))
-        terms.total.backward()
+        terms.objective.backward()
         assert {p.grad.dtype for p in model.parameters() if p.grad is not None} == {torch.float32}
         optimizer.step()
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]

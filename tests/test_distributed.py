@@ -324,6 +324,20 @@ def test_two_ranks_train_one_vqvae_with_one_codebook(tmp_path, tiny_run, update)
 
 
 @pytest.mark.slow
+def test_two_ranks_train_one_factorvae_with_one_discriminator(tmp_path, tiny_run):
+    """FactorVAE's one backward pass (the VAE's loss reads detached discriminator weights, the
+    discriminator's reads detached codes) gives every parameter a gradient on every rank, as
+    DistributedDataParallel needs, and both ranks end with the same VAE and discriminator."""
+    model = {"model": "factorvae", "discriminator_hidden": [16, 16], "latent_dim": 3}
+    config = tiny_run(epochs=2, model=model)
+    ranks = run_ranks(config, tmp_path / "ddp", tmp_path / "out")
+    assert_identical(ranks[0]["model"], ranks[1]["model"])
+    assert any(name.startswith("discriminator.") for name in ranks[0]["model"])
+    records = read_metrics(tmp_path / "ddp")
+    assert records[-1]["train/loss"] < records[0]["train/loss"]
+
+
+@pytest.mark.slow
 def test_two_ranks_resume_a_vae_mid_epoch_bit_for_bit(tmp_path, tiny_run):
     """A VAE (per-rank sampling noise) trains under 2 ranks and its loss falls; a crash at
     step 15 after a checkpoint at step 12 (epoch 2, batch 2), resumed under 2 ranks, ends

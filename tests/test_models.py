@@ -53,6 +53,8 @@ def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options)
         hidden_dims=(64,),
         conv_channels=(8, 16),
         noise_level=0.2,
+        dataset_size=100,  # a btcvae's N (the others ignore it)
+        discriminator_hidden=(32, 32),  # a factorvae's (the others ignore it)
     )
     return ModelConfig(**(values | options))
 
@@ -145,7 +147,7 @@ def test_loss_falls_when_trained_on_a_fixed_batch(kind, architecture, likelihood
     for _ in range(80):
         terms = model.loss(batch, generator=generator)
         optimizer.zero_grad()
-        terms.total.backward()
+        terms.objective.backward()
         optimizer.step()
         losses.append(terms.total.item())
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
@@ -162,7 +164,7 @@ def test_every_parameter_changes_after_one_step(kind, architecture, likelihood, 
     # The local context's output layer starts at zero, so its first layer moves from step 2.
     for _ in range(2 if architecture.endswith("+local") else 1):
         optimizer.zero_grad()
-        model.loss(batch, generator=fixed_generator()).total.backward()
+        model.loss(batch, generator=fixed_generator()).objective.backward()
         optimizer.step()
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     assert unchanged == []  # every parameter receives a gradient
@@ -575,6 +577,9 @@ def test_figures_name_each_model_by_its_title() -> None:
         "ae": "Autoencoder",
         "dae": "Denoising autoencoder",
         "vqvae": "VQ-VAE",
+        "btcvae": "β-TCVAE",
+        "factorvae": "FactorVAE",
+        "dipvae": "DIP-VAE",
     }
 
 

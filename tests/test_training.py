@@ -187,6 +187,12 @@ RESUME_VARIANTS = {
     "vqvae-loss": {
         "model": {"model": "vqvae", "codebook_size": 16, "code_dim": 4, "codebook_update": "loss"}
     },
+    # the disentangling VAEs; FactorVAE's discriminator has its own optimiser group, and its
+    # permutations come from the noise generator
+    "factorvae": {"model": {"model": "factorvae", "discriminator_hidden": [16, 16]}},
+    "btcvae": {"model": {"model": "btcvae", "beta": 6.0}},
+    "dipvae-ii": {"model": {"model": "dipvae", "dip_type": "ii"}},
+    "vae-capacity": {"model": {"capacity": 5.0}, "train": {"kl_warmup_epochs": 2.0}},
     "warmup-clip-adamw": {
         "train": {"kl_warmup_epochs": 2.0},
         "optim": {"grad_clip": 5.0, "optimizer": "adamw", "weight_decay": 0.01},

@@ -19,6 +19,7 @@ from vaelab.models.config import (
     ARCHITECTURES,
     AUTOREGRESSIVE_KINDS,
     CODEBOOK_UPDATES,
+    DIP_TYPES,
     LIKELIHOOD_NAMES,
     NOISE_KINDS,
     OBJECTIVES,
@@ -83,8 +84,9 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
         Option(
             "--model",
             "model",
-            "vae, ae (plain autoencoder), dae (denoising) or vqvae (vector-quantised; fit "
-            "its prior afterwards with vaelab train-prior)",
+            "vae, ae (plain autoencoder), dae (denoising), vqvae (vector-quantised; fit "
+            "its prior afterwards with vaelab train-prior), or the disentangling VAEs btcvae "
+            "(beta-TCVAE), factorvae and dipvae",
             choices=tuple(MODELS),
         ),
         Option(
@@ -158,12 +160,72 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             choices=CODEBOOK_UPDATES,
         ),
         Option("--commitment", "commitment", "vqvae: weight of the commitment loss", float, "BETA"),
+        Option(
+            "--capacity",
+            "capacity",
+            "vae: Burgess et al.'s capacity annealing: hold the KL at a target rising from 0 to "
+            "C nats over --kl-warmup (0: off)",
+            float,
+            "C",
+        ),
+        Option(
+            "--capacity-gamma",
+            "capacity_gamma",
+            "vae: weight of |KL - C| under --capacity",
+            float,
+            "GAMMA",
+        ),
+        Option(
+            "--alpha",
+            "alpha",
+            "btcvae: weight of the index-code mutual information (--beta weighs the total "
+            "correlation)",
+            float,
+            "ALPHA",
+        ),
+        Option(
+            "--gamma",
+            "gamma",
+            "btcvae: weight of the dimension-wise KL; factorvae: of the total correlation",
+            _off_or(float, "default"),
+            "GAMMA",
+            unset="1 (btcvae), 40 (factorvae)",
+        ),
+        Option("--dip-type", "dip_type", "dipvae: i (Cov of the means) or ii", choices=DIP_TYPES),
+        Option(
+            "--lambda-od", "lambda_od", "dipvae: weight of the off-diagonal penalty", float, "L"
+        ),
+        Option(
+            "--lambda-d",
+            "lambda_d",
+            "dipvae: weight of the diagonal penalty",
+            _off_or(float, "default"),
+            "L",
+            unset="10 x --lambda-od (i), --lambda-od (ii)",
+        ),
+        Option(
+            "--discriminator-hidden",
+            "discriminator_hidden",
+            "factorvae: the discriminator's hidden layer sizes",
+            int,
+            "N",
+            "+",
+        ),
+        Option(
+            "--discriminator-lr",
+            "discriminator_lr",
+            "factorvae: the discriminator's learning rate (constant; Adam betas 0.5, 0.9)",
+            float,
+            "LR",
+        ),
     ),
     "data": (
         Option(
             "--dataset",
             "dataset",
-            "digits, mnist, fashion-mnist, or a path to an image folder, .npy or .npz file",
+            "digits, mnist, fashion-mnist, shapes (dSprites-like, with known factors; "
+            "--image-size 64, 32 or 16 picks its grid), or a path to an image folder, .npy "
+            "or .npz file",
             metavar="NAME|PATH",
         ),
         Option(

@@ -13,7 +13,10 @@ from vaelab.models.autoencoders import (
     bits_per_dim,
     slerp,
 )
+from vaelab.models.btcvae import BetaTCVAE
 from vaelab.models.config import ModelConfig
+from vaelab.models.dipvae import DIPVAE
+from vaelab.models.factorvae import FactorVAE
 from vaelab.models.vae import VAE
 from vaelab.models.vqvae import VQVAE
 
@@ -22,6 +25,9 @@ MODELS: dict[str, type[Autoencoder]] = {
     "ae": Autoencoder,
     "dae": DenoisingAutoencoder,
     "vqvae": VQVAE,
+    "btcvae": BetaTCVAE,
+    "factorvae": FactorVAE,
+    "dipvae": DIPVAE,
 }
 
 
@@ -31,10 +37,13 @@ def build_model(config: ModelConfig) -> Autoencoder:
 
 
 __all__ = [
+    "DIPVAE",
     "MODELS",
     "VAE",
     "VQVAE",
     "Autoencoder",
+    "BetaTCVAE",
+    "FactorVAE",
     "DenoisingAutoencoder",
     "LossTerms",
     "ModelConfig",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -27,11 +27,22 @@ from vaelab.models.priors import Prior, StandardNormalPrior
 
 @dataclass(frozen=True)
 class LossTerms:
-    """Batch means, in nats per example. `total = recon + beta * kl_scale * kl` for a VAE."""
+    """Batch means, in nats per example. `total = recon + beta * kl_scale * kl` for a VAE.
+
+    `auxiliary` is the loss of networks that serve the objective without being part of the
+    model's bound (FactorVAE's discriminator): minimised alongside `total`, its gradients reach
+    only those networks, and `total` sends none to them. None for most models.
+    """
 
     total: Tensor
     recon: Tensor
     kl: Tensor
+    auxiliary: Tensor | None = None
+
+    @property
+    def objective(self) -> Tensor:
+        """What one optimisation step minimises: `total`, plus `auxiliary` where there is one."""
+        return self.total if self.auxiliary is None else self.total + self.auxiliary
 
 
 def slerp(z_a: Tensor, z_b: Tensor, t: Tensor) -> Tensor:
@@ -54,6 +65,8 @@ class Autoencoder(nn.Module):
     stochastic_encoder: ClassVar[bool] = False
     # whether its prior is fitted after training, by `vaelab train-prior` (a VQ-VAE's)
     prior_fitted_after_training: ClassVar[bool] = False
+    # whether its objective needs the number of training examples (`config.dataset_size`)
+    needs_dataset_size: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -248,6 +261,12 @@ class Autoencoder(nn.Module):
             return closed
         log_ratio = posterior.log_prob(z) - prior.log_prob(z, y=y)
         return log_ratio if z.dim() == 2 else log_ratio.mean(dim=0)
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: one, of every parameter, by default. A group with
+        `"fixed_lr": True` keeps its own learning rate through the run's schedule (FactorVAE's
+        discriminator, trained with the settings of its paper)."""
+        return [{"params": list(self.parameters())}]
 
     def measures(self, x: Tensor) -> dict[str, float]:
         """Model-specific measures of the data x (N, C, H, W), logged each epoch and by

@@ -15,6 +15,8 @@ AUTOREGRESSIVE_KINDS = ("none", "linear", "local", "local-z")
 MAX_CONTEXT_VALUES = 4096  # linear context: a (P, P) weight; 16.8M parameters at this size
 OBJECTIVES = ("elbo", "iwae")
 CODEBOOK_UPDATES = ("ema", "loss")
+DIP_TYPES = ("i", "ii")
+DEFAULT_GAMMA = {"btcvae": 1.0, "factorvae": 40.0}  # Chen et al.'s; within Kim & Mnih's sweep
 MAX_TRAIN_K = 5000  # each step decodes batch_size * k codes; Burda et al. trained with k <= 50
 
 
@@ -27,7 +29,9 @@ def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
 class ModelConfig:
     """How to build a model. Fields that do not apply to a model kind are ignored by it."""
 
-    model: str = "vae"  # "vae", "ae" (standard), "dae" (denoising) or "vqvae" (vector-quantised)
+    # "vae", "ae" (standard), "dae" (denoising), "vqvae" (vector-quantised), or the disentangling
+    # VAEs "btcvae" (beta-TCVAE), "factorvae" and "dipvae"
+    model: str = "vae"
     data_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W), taken from the data
     latent_dim: int = 2  # 2 so the latent space can be drawn; 20-50 for likelihood work
     architecture: str = "mlp"
@@ -46,10 +50,26 @@ class ModelConfig:
     code_dim: int = 16  # vqvae: D, the size of each entry; latent_dim becomes D * h * w
     codebook_update: str = "ema"  # vqvae: "ema" (the paper's appendix) or "loss" (its eq. 3)
     commitment: float = 0.25  # vqvae: beta of the commitment loss (the paper's value)
+    # vae: Burgess et al. (2018) capacity C in nats (0: off): the loss is recon +
+    # capacity_gamma * |KL - C_t|, with C_t rising from 0 to C over the KL warm-up
+    capacity: float = 0.0
+    capacity_gamma: float = 1000.0  # the paper's gamma for dSprites
+    # btcvae: weights of the index-code MI (alpha), total correlation (beta) and dimension-wise
+    # KL (gamma); factorvae: gamma weighs the total correlation. None: the model's default
+    alpha: float = 1.0
+    gamma: float | None = None
+    dataset_size: int | None = None  # btcvae: N of the minibatch-weighted estimator; from the data
+    dip_type: str = "i"  # dipvae: "i" (Cov of the means) or "ii" (plus the mean variance)
+    lambda_od: float = 10.0  # dipvae: weight of the off-diagonal covariance penalty
+    lambda_d: float | None = (
+        None  # dipvae: of the diagonal one; None: 10 lambda_od (i), lambda_od (ii)
+    )
+    discriminator_hidden: tuple[int, ...] = (1000,) * 5  # factorvae: Kim & Mnih's 6-layer MLP
+    discriminator_lr: float = 1e-4  # factorvae: Adam(betas 0.5, 0.9) as in the paper
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so the config stays hashable and comparable.
-        for name in ("data_shape", "hidden_dims", "conv_channels"):
+        for name in ("data_shape", "hidden_dims", "conv_channels", "discriminator_hidden"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         from vaelab.models import MODELS  # the registry imports this module: import it late
 
@@ -108,6 +128,44 @@ class ModelConfig:
                 )
         if self.model == "vqvae":
             self._settle_vqvae()
+        self._settle_regularisers()
+
+    def _settle_regularisers(self) -> None:
+        """Check the disentangling objectives' options and fill in the defaults that depend on
+        the model (gamma, lambda_d), so that the saved config states the weights used."""
+        _check_choice(self.dip_type, DIP_TYPES, "DIP-VAE type")
+        for name in ("capacity", "capacity_gamma", "alpha", "lambda_od", "discriminator_lr"):
+            _check_weight(getattr(self, name), name)
+        if self.gamma is None and self.model in DEFAULT_GAMMA:
+            object.__setattr__(self, "gamma", DEFAULT_GAMMA[self.model])
+        if self.lambda_d is None and self.model == "dipvae":
+            factor = 10.0 if self.dip_type == "i" else 1.0  # Kumar et al. 2018, sec. 3
+            object.__setattr__(self, "lambda_d", factor * self.lambda_od)
+        for name in ("gamma", "lambda_d"):
+            if getattr(self, name) is not None:
+                _check_weight(getattr(self, name), name)
+        if not self.discriminator_lr > 0:
+            raise VaelabError(f"--discriminator-lr must be positive, got {self.discriminator_lr}")
+        if any(h <= 0 for h in self.discriminator_hidden):
+            raise VaelabError(
+                f"discriminator hidden sizes must be positive, got {self.discriminator_hidden}"
+            )
+        if self.dataset_size is not None and (
+            isinstance(self.dataset_size, bool)
+            or int(self.dataset_size) != self.dataset_size
+            or self.dataset_size < 1
+        ):
+            raise VaelabError(
+                f"dataset_size must be a positive whole number, got {self.dataset_size}"
+            )
+        disentangling = self.model in ("btcvae", "factorvae", "dipvae") or self.capacity > 0
+        if disentangling and (self.objective != "elbo" or self.k != 1):
+            what = "--capacity" if self.model == "vae" else f"a {self.model}"
+            raise VaelabError(
+                f"{what} trains on the ELBO with one sample: --objective iwae and --k do not apply"
+            )
+        if self.capacity > 0 and self.model != "vae":
+            raise VaelabError(f"--capacity is for --model vae, not a {self.model}")
 
     def _settle_vqvae(self) -> None:
         """A VQ-VAE's networks are always convolutional, and its code is the quantised grid,
@@ -129,6 +187,13 @@ class ModelConfig:
         object.__setattr__(self, "architecture", "conv")
         height, width = code_grid(self)
         object.__setattr__(self, "latent_dim", self.code_dim * height * width)
+
+
+def _check_weight(value: float, name: str) -> None:
+    if isinstance(value, bool) or not (value >= 0 and math.isfinite(value)):
+        raise VaelabError(
+            f"--{name.replace('_', '-')} must be zero or a positive finite number, got {value}"
+        )
 
 
 def code_grid(config: ModelConfig) -> tuple[int, int]:

@@ -60,8 +60,10 @@ class VAE(Autoencoder):
         if k == 1:
             z = posterior.rsample(generator=generator)  # (B, D)
             recon = self.likelihood.nll(self.decode_params(z, x, y), x).mean()
-            kl = (self.kl(posterior, z, y=y) if closed_kl is None else closed_kl).mean()
-            return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
+            kl = self.kl(posterior, z, y=y) if closed_kl is None else closed_kl  # (B,)
+            return self.regularised(
+                recon, posterior, z, kl, y=y, kl_scale=kl_scale, generator=generator
+            )
         z = posterior.rsample(k=k, generator=generator)  # (K, B, D)
         terms = self.importance_terms(x, z, posterior, y=y)
         recon = -terms.log_px_z.mean()
@@ -70,3 +72,29 @@ class VAE(Autoencoder):
             total = -log_mean_exp(terms.log_weights(kl_weight=weight), dim=0).mean()
             return LossTerms(total=total, recon=recon, kl=kl)
         return LossTerms(total=recon + weight * kl, recon=recon, kl=kl)
+
+    def regularised(
+        self,
+        recon: Tensor,
+        posterior: DiagonalGaussian,
+        z: Tensor,
+        kl: Tensor,
+        *,
+        y: Tensor | None = None,
+        kl_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> LossTerms:
+        """The one-sample ELBO's loss from its reconstruction term `recon` (a batch mean) and
+        the KL of each example `kl` (B,), at the codes z (B, D) drawn from `posterior`.
+
+        The VAE's: recon + beta * kl_scale * KL; with `capacity` C > 0, Burgess et al.'s (2018,
+        eq. 8) recon + gamma * |KL - C_t| with C_t = kl_scale * C, so that the KL warm-up raises
+        the capacity linearly. The disentangling VAEs override this.
+        """
+        kl_mean = kl.mean()
+        capacity = self.config.capacity
+        if capacity > 0:
+            penalty = self.config.capacity_gamma * (kl_mean - kl_scale * capacity).abs()
+        else:
+            penalty = self.config.beta * kl_scale * kl_mean
+        return LossTerms(total=recon + penalty, recon=recon, kl=kl_mean)

@@ -183,6 +183,13 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if self.model.capacity > 0 and self.train.kl_warmup_epochs <= 0:
+            raise VaelabError(
+                "--capacity C holds the KL at a target that the KL warm-up raises from 0 to C: "
+                "give it --kl-warmup EPOCHS too (Burgess et al. 2018 took about 100,000 steps)"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -260,6 +267,12 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     return replace(config, data=replace(data, dataset=dataset, data_dir=data_dir))
 
 
-def with_data_shape(config: RunConfig, shape: tuple[int, int, int]) -> RunConfig:
-    """The config with the model's data shape set from the loaded data."""
-    return replace(config, model=replace(config.model, data_shape=tuple(shape)))
+def with_data_facts(config: RunConfig, shape: tuple[int, int, int], size: int) -> RunConfig:
+    """The config with what the model takes from the loaded data: the shape of its images and,
+    for a model whose objective needs it (a btcvae's), the number of training examples."""
+    from vaelab.models import MODELS  # models import training's config module: import it late
+
+    facts: dict[str, Any] = {"data_shape": tuple(shape)}
+    if MODELS[config.model.model].needs_dataset_size:
+        facts["dataset_size"] = size
+    return replace(config, model=replace(config.model, **facts))

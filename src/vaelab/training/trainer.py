@@ -24,7 +24,7 @@ from vaelab.errors import VaelabError, plural
 from vaelab.models import Autoencoder, LossTerms, build_model
 from vaelab.training.averages import LossMeans, RunningSums
 from vaelab.training.callbacks import Callbacks
-from vaelab.training.config import RunConfig, with_absolute_paths, with_data_shape
+from vaelab.training.config import RunConfig, with_absolute_paths, with_data_facts
 from vaelab.training.distributed import Distributed, distributed, shard
 from vaelab.training.evaluation import evaluate_loss
 from vaelab.training.interrupts import graceful_interrupt
@@ -126,7 +126,7 @@ def _start(
     """Load the data, build the model and optimiser, and restore a resumed run's state."""
     if data is None:
         data = _load_data(config, group, progress=progress)
-    config = with_data_shape(config, data.shape)
+    config = with_data_facts(config, data.shape, len(data.train))
     torch.manual_seed(config.train.seed)  # weight initialisation, the same on every rank
     model = build_model(config.model).to(group.device)
     model.check_data(data.train.x, where=f"training data of {data.name}")
@@ -268,15 +268,17 @@ def _step(session: Session, x: torch.Tensor, weight: float) -> LossTerms | None:
         x = draw_binary(x, generator=session.noise)
     if session.varying_lr:
         for group in session.optimizer.param_groups:
-            group["lr"] = learning_rate(state.step, session.total_steps, optim)
+            if not group.get("fixed_lr", False):
+                group["lr"] = learning_rate(state.step, session.total_steps, optim)
     scale = kl_scale(state.step, session.steps_per_epoch, cfg.kl_warmup_epochs)
     with session.precision.autocast():
         terms = session.step_module(x, kl_scale=scale, generator=session.noise)
-    loss = terms.total if weight == 1.0 else terms.total * weight
+    loss = terms.objective if weight == 1.0 else terms.objective * weight
     session.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if optim.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(session.model.parameters(), optim.grad_clip)
+    if optim.grad_clip is not None:  # per group: FactorVAE's discriminator clips on its own
+        for group in session.optimizer.param_groups:
+            torch.nn.utils.clip_grad_norm_(group["params"], optim.grad_clip)
     if cfg.on_nan == "skip" and not _finite_step(session, terms):
         state.skipped += 1
         return None
@@ -289,7 +291,7 @@ def _finite_step(session: Session, terms: LossTerms) -> bool:
     single process, the loss are finite. One host-device sync."""
     checks = [p.grad.isfinite().all() for p in session.model.parameters() if p.grad is not None]
     if not session.group.enabled:
-        checks.append(terms.total.isfinite())
+        checks.append(terms.objective.isfinite())
     return bool(torch.stack(checks).all())
 
 
