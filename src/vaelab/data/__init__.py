@@ -2,6 +2,7 @@
 
 from vaelab.data.batches import batch_indices, iterate_batches
 from vaelab.data.config import DataConfig
+from vaelab.data.factors import Factors
 from vaelab.data.images import image_to_tensor, load_image_file
 from vaelab.data.loading import DATASETS, load_data, registered_name
 from vaelab.data.splits import DataSplits, Split
@@ -12,6 +13,7 @@ __all__ = [
     "DATASETS",
     "DataConfig",
     "DataSplits",
+    "Factors",
     "Split",
     "batch_indices",
     "draw_binary",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.data.array_factors import FACTOR_KEYS, factors_from_arrays
 from vaelab.data.config import DataConfig
 from vaelab.data.splits import SourceData, Split
 from vaelab.errors import VaelabError, plural
@@ -30,7 +31,8 @@ OTHER_MAGICS = {
 
 
 def load_array_file(config: DataConfig, *, progress: bool = True) -> SourceData:
-    """Images from a `.npy`, or from an `.npz` with key x / images (plus optional y / labels).
+    """Images from a `.npy`, or from an `.npz` with key x / images (plus optional y / labels,
+    and known factors: see `factors_from_arrays`).
 
     Accepted image layouts: (N, H, W), (N, C, H, W), channels-last (N, H, W, C) with C in 1 or 3,
     and flat vectors (N, D): a perfect square D = S*S becomes (N, 1, S, S) (784 -> 28x28, rows
@@ -38,11 +40,15 @@ def load_array_file(config: DataConfig, *, progress: bool = True) -> SourceData:
     """
     path = Path(config.dataset).expanduser()
     _check_magic(path)
-    images, labels = _read(path)
+    images, labels, extras = _read(path)
     x = torch.from_numpy(_images_to_nchw(images, path))
     y = None if labels is None else torch.from_numpy(_check_labels(labels, len(x), path))
+    known = factors_from_arrays(extras, len(x), path)
+    indices, factors = (None, None) if known is None else known
     log.info("loaded %s of shape %s from %s", plural(len(x), "array"), tuple(x.shape[1:]), path)
-    return SourceData(pool=Split(x=x, y=y), test=None, class_names=None)
+    return SourceData(
+        pool=Split(x=x, y=y, factors=indices), test=None, class_names=None, factors=factors
+    )
 
 
 def _check_magic(path: Path) -> None:
@@ -65,14 +71,15 @@ def _check_magic(path: Path) -> None:
     raise VaelabError(f"{path} is not a NumPy {kind} file ({found}); save the arrays with {save}")
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images, labels or None) as loaded, never unpickling anything."""
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """(images, labels or None, the factor arrays present) as loaded, never unpickling
+    anything."""
     try:
         # Opening the file ourselves closes it even when np.load fails on a broken .npz.
         with open(path, "rb") as f:
             loaded = np.load(f, allow_pickle=False)
             if isinstance(loaded, np.ndarray):
-                return loaded, None
+                return loaded, None, {}
             keys = list(loaded.files)
             if not keys:
                 raise VaelabError(f"{path} holds no arrays; save the images with np.savez(x=...)")
@@ -83,7 +90,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                     "labels 'y' (or 'labels')"
                 )
             label_key = _pick(keys, LABEL_KEYS)
-            return loaded[image_key], None if label_key is None else loaded[label_key]
+            extras = {key: loaded[key] for key in FACTOR_KEYS if key in keys}
+            return loaded[image_key], None if label_key is None else loaded[label_key], extras
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         reason = " ".join(str(e).split())  # keep the message on one line
         if "allow_pickle" in reason:

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from vaelab.data.arrays import load_array_file
 from vaelab.data.config import DataConfig
 from vaelab.data.images import load_image_folder
 from vaelab.data.mnist import load_idx_dataset
+from vaelab.data.shapes import load_shapes
 from vaelab.data.splits import DataSplits, SourceData, Split, split_source
 from vaelab.data.tensors import conform
 from vaelab.errors import VaelabError
@@ -37,6 +39,7 @@ DATASETS: dict[str, Source] = {
     "digits": load_digits,
     "mnist": functools.partial(load_idx_dataset, "mnist"),
     "fashion-mnist": functools.partial(load_idx_dataset, "fashion-mnist"),
+    "shapes": load_shapes,
 }
 
 # Sources named by a path, keyed by file suffix; folders are image folders.
@@ -108,10 +111,10 @@ def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
     if len(source.pool) == 0:
         raise VaelabError(f"dataset {config.dataset} has no samples to train on")
     shape_options = {"image_size": config.image_size, "channels": config.channels}
-    source = SourceData(
+    source = replace(
+        source,
         pool=conform(source.pool, **shape_options),
         test=None if source.test is None else conform(source.test, **shape_options),
-        class_names=source.class_names,
     )
     train, val, test = split_source(
         source,
@@ -119,7 +122,14 @@ def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
         test_fraction=config.test_fraction,
         seed=config.seed,
     )
-    splits = DataSplits(name=name, train=train, val=val, test=test, class_names=source.class_names)
+    splits = DataSplits(
+        name=name,
+        train=train,
+        val=val,
+        test=test,
+        class_names=source.class_names,
+        factors=source.factors,
+    )
     log.info(
         "data %s %s: %d train, %d val, %d test",
         splits.name,

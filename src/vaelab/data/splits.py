@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vaelab.data.factors import Factors
 from vaelab.errors import VaelabError
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,8 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Split:
-    """Images `x` (N, C, H, W) float32 and optional int64 labels `y` (N,).
+    """Images `x` (N, C, H, W) float32, optional int64 labels `y` (N,) and, for sources with
+    known generative factors, their int64 indices `factors` (N, F) (see `Factors`).
 
     Samples are in the source's order, not shuffled: a folder with one sub-folder per class
     gives a split sorted by class. Pick spread-out or random examples yourself.
@@ -24,12 +26,22 @@ class Split:
 
     x: torch.Tensor
     y: torch.Tensor | None
+    factors: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4:
             raise ValueError(f"Split.x must be (N, C, H, W), got shape {tuple(self.x.shape)}")
-        if self.y is not None and tuple(self.y.shape) != (self.x.shape[0],):
-            raise ValueError(f"Split.y must be ({self.x.shape[0]},), got {tuple(self.y.shape)}")
+        n = self.x.shape[0]
+        if self.y is not None and tuple(self.y.shape) != (n,):
+            raise ValueError(f"Split.y must be ({n},), got {tuple(self.y.shape)}")
+        factors = self.factors
+        if factors is not None and (
+            factors.ndim != 2 or factors.shape[0] != n or factors.dtype != torch.int64
+        ):
+            raise ValueError(
+                f"Split.factors must be int64 of shape ({n}, F), got {factors.dtype} of "
+                f"shape {tuple(factors.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -40,6 +52,8 @@ class DataSplits:
     """A loaded dataset: its name, three splits and optional class names.
 
     `name` is the registered name (e.g. "mnist" for `dataset="MNIST"`) or the path as given.
+    `factors` describes the generative factors when the source knows them (`--dataset shapes`);
+    then every split carries their indices in `Split.factors`.
     """
 
     name: str
@@ -47,6 +61,10 @@ class DataSplits:
     val: Split  # empty when val_fraction == 0
     test: Split
     class_names: tuple[str, ...] | None
+    factors: Factors | None = None
+
+    def __post_init__(self) -> None:
+        _check_factors(self.factors, {n: getattr(self, n) for n in SPLIT_NAMES})
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -68,6 +86,24 @@ class SourceData:
     pool: Split
     test: Split | None  # None -> carve test_fraction out of the pool
     class_names: tuple[str, ...] | None
+    factors: Factors | None = None  # set -> pool (and test) carry their factor indices
+
+    def __post_init__(self) -> None:
+        parts = {"pool": self.pool} if self.test is None else {"pool": self.pool, "test": self.test}
+        _check_factors(self.factors, parts)
+
+
+def _check_factors(factors: Factors | None, parts: dict[str, Split]) -> None:
+    """Described factors need indices in every part, one column per factor."""
+    if factors is None:
+        return
+    for name, part in parts.items():
+        if part.factors is None or part.factors.shape[1] != len(factors.names):
+            got = None if part.factors is None else tuple(part.factors.shape)
+            raise ValueError(
+                f"the {name} split needs factor indices of shape ({len(part)}, "
+                f"{len(factors.names)}) for factors {factors.names}, got {got}"
+            )
 
 
 def _count(fraction: float, n: int) -> int:
@@ -110,5 +146,7 @@ def split_source(
 
 
 def _take(split: Split, idx: torch.Tensor) -> Split:
+    """The samples `idx` of `split`: images, labels and factor indices alike."""
     y = None if split.y is None else split.y[idx]
-    return Split(x=split.x[idx].contiguous(), y=y)
+    factors = None if split.factors is None else split.factors[idx]
+    return Split(x=split.x[idx].contiguous(), y=y, factors=factors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ def conform(split: Split, *, image_size: tuple[int, int] | None, channels: int |
         x = convert_channels(x, channels)
     if image_size is not None:
         x = resize(x, image_size)
-    return Split(x=x.contiguous(), y=split.y)
+    return replace(split, x=x.contiguous())  # labels and factor indices ride along
 
 
 def looks_like_0_255(x: torch.Tensor) -> bool:

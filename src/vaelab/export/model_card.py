@@ -12,7 +12,12 @@ from vaelab.training.config import RunConfig
 
 # Registered datasets and their names on the Hugging Face Hub, for the card's metadata.
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
-DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "digits": "8x8 digits"}
+DATASET_TITLES = {
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "digits": "8x8 digits",
+    "shapes": "vaelab's dSprites-like shapes",
+}
 
 
 def dataset_title(dataset: str) -> str:

@@ -12,7 +12,9 @@ REGISTERED = {
     "mnist": "MNIST's 8-bit pixels divided by 255",
     "fashion-mnist": "Fashion-MNIST's 8-bit pixels divided by 255",
     "digits": "scikit-learn's 8x8 digits, whose values 0..16 are divided by 16",
+    "shapes": "vaelab's rendered shapes, binary pixels 0 or 1",
 }
+RENDERED = {"shapes"}  # drawn at the requested size, not resized
 
 
 def describe_preprocessing(data: DataConfig, data_shape: tuple[int, int, int]) -> str:
@@ -30,7 +32,7 @@ def describe_preprocessing(data: DataConfig, data_shape: tuple[int, int, int]) -
             + (f", resized to {height}x{width} with Lanczos" if data.image_size else "")
             + ", then 8-bit values divided by 255 (16-bit by 65535)"
         ]
-    if data.image_size and name is not None:
+    if data.image_size and name is not None and name not in RENDERED:
         steps.append(f"resized to {height}x{width} (bilinear, antialiased)")
     if data.channels is not None and name is not None:
         steps.append("RGB turned grey by the channel mean" if channels == 1 else "grey repeated")
