@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vaelab.analysis.embedding import Embedding, embed
     from vaelab.analysis.evaluate import EvalResult, evaluate
     from vaelab.data import DataConfig, load_data
+    from vaelab.disentanglement.evaluate import DisentanglementResult, evaluate_disentanglement
     from vaelab.models import (
         VAE,
         Autoencoder,
@@ -38,6 +39,8 @@ _LAZY = {
     "evaluate": "vaelab.analysis.evaluate",
     "DataConfig": "vaelab.data",
     "load_data": "vaelab.data",
+    "DisentanglementResult": "vaelab.disentanglement.evaluate",
+    "evaluate_disentanglement": "vaelab.disentanglement.evaluate",
     "VAE": "vaelab.models",
     "Autoencoder": "vaelab.models",
     "DenoisingAutoencoder": "vaelab.models",
@@ -84,6 +87,7 @@ __all__ = [
     "Autoencoder",
     "DataConfig",
     "DenoisingAutoencoder",
+    "DisentanglementResult",
     "Embedding",
     "EvalResult",
     "LossTerms",
@@ -98,6 +102,7 @@ __all__ = [
     "build_model",
     "embed",
     "evaluate",
+    "evaluate_disentanglement",
     "load",
     "load_data",
     "open_run",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from vaelab.bundles import bundle_home, is_bundle, locate
-from vaelab.data import DataSplits, load_data, registered_name
+from vaelab.data import DataSplits, Factors, load_data, registered_name
 from vaelab.errors import VaelabError, plural
 from vaelab.models import Autoencoder
 from vaelab.training.checkpoint import META_FILE, load_checkpoint
@@ -138,7 +138,16 @@ class TrainedRun:
         """As `choose_split`, from the run's dataset already loaded."""
         name = split_to_use(data, split)
         chosen = data.split(name)
-        return RunSplit(self, name, chosen.x, chosen.y, data.name, data.class_names)
+        return RunSplit(
+            self,
+            name,
+            chosen.x,
+            chosen.y,
+            data.name,
+            data.class_names,
+            factors=chosen.factors,
+            factor_info=data.factors,
+        )
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,8 @@ class RunSplit:
     y: torch.Tensor | None  # (N,) class labels
     dataset: str  # the dataset's name
     class_names: tuple[str, ...] | None
+    factors: torch.Tensor | None = None  # (N, F) factor indices, for data with known factors
+    factor_info: Factors | None = None  # their names, values and kinds
 
     def __len__(self) -> int:
         return len(self.x)

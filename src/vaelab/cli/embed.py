@@ -160,8 +160,8 @@ def add_parsers(subparsers: Any) -> None:
         "data",
         metavar="DATA",
         nargs="?",
-        help="digits, mnist, fashion-mnist, an image folder or a .npy/.npz file; all of its "
-        "images, MNIST's 60000 training then 10000 test images (default: the run's dataset)",
+        help="digits, mnist, fashion-mnist, shapes, an image folder or a .npy/.npz file; all "
+        "of its images, MNIST's 60000 training then 10000 test images (default: the run's dataset)",
     )
     parser.add_argument(
         "--out",

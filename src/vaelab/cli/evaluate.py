@@ -59,7 +59,7 @@ def evaluate_run(
         raise VaelabError(f"--limit must be positive, got {limit}")
     trained = open_run(run, checkpoint=checkpoint, device=device)
     path = trained.run_dir / EVAL_FILE
-    _check_writable(path)  # before the long pass, not after it
+    check_writable(path)  # before the long pass, not after it
     result, record, key = measure_run(
         trained,
         split=split,
@@ -151,7 +151,7 @@ def measure_run(
     return result, record, key
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
     # A bundle's outputs folder is made on its first write: then its parent must be writable.
     folder = path.parent if path.parent.exists() else path.parent.parent
     probe = folder / f".{EVAL_FILE}.probe"
@@ -267,7 +267,11 @@ def add_parsers(subparsers: Any) -> None:
         f"result (default: {DEFAULT_CHUNK})",
     )
     parser.add_argument(
-        "--limit", type=parse_positive, metavar="N", help="only the first N images of the split"
+        "--limit",
+        type=parse_positive,
+        metavar="N",
+        help="only the first N images of the split (with --disentanglement: a random N, drawn "
+        "with --seed)",
     )
     parser.add_argument(
         "--binarize",
@@ -292,12 +296,25 @@ def add_parsers(subparsers: Any) -> None:
         "bfloat16 (a CPU with AVX512-BF16 or AMX, or CUDA); its NLL was within 0.005 nats of "
         "fp32 on the README's MNIST models (kept in eval.json under its own key)",
     )
+    parser.add_argument(
+        "--disentanglement",
+        action="store_true",
+        help="instead of the likelihood: score the posterior means on data with known factors "
+        "(--dataset shapes) with MIG, DCI, SAP and the FactorVAE score, each printed with its "
+        "definition, sample sizes and seed (--limit N: a random sample of N images of the "
+        "split, drawn with --seed)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_quiet(parser)
 
 
 def _eval(args: argparse.Namespace) -> Iterator[str | Path]:
+    if args.disentanglement:
+        from vaelab.cli.evaluate_factors import disentanglement_command
+
+        yield from disentanglement_command(args)
+        return
     result, record, path = evaluate_run(
         Path(args.run),
         split=args.split,

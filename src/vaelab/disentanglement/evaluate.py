@@ -1,0 +1,200 @@
+"""A model's disentanglement: encode images with known factors, then score the codes with all
+four metrics; the result as a table, a JSON record, and which factor each latent captures."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaelab.analysis.latents import encode_dataset
+from vaelab.data import Factors
+from vaelab.disentanglement.dci import DCIResult, dci
+from vaelab.disentanglement.factorvae_score import FactorVAEResult, factorvae_score
+from vaelab.disentanglement.mig import MIGResult, mig
+from vaelab.disentanglement.sap import SAPResult, sap
+from vaelab.errors import VaelabError, plural
+from vaelab.models import Autoencoder
+
+WIDTH = 96  # of the printed table's wrapped lines
+CAPTURE_THRESHOLD = 0.2  # share of a factor's entropy a latent must hold to be said to capture it
+
+
+@dataclass(frozen=True, eq=False)
+class DisentanglementResult:
+    """The four metrics of one model on one set of images, and what they were computed on."""
+
+    mig: MIGResult
+    dci: DCIResult
+    sap: SAPResult
+    factorvae: FactorVAEResult
+    factors: Factors
+    examples: int
+    latent_dim: int
+    seed: int
+    seconds: float
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The headline numbers: MIG, DCI's three, SAP and the FactorVAE score."""
+        return {
+            "mig": self.mig.score,
+            "dci_disentanglement": self.dci.disentanglement,
+            "dci_completeness": self.dci.completeness,
+            "dci_informativeness": self.dci.informativeness,
+            "sap": self.sap.score,
+            "factorvae_score": self.factorvae.score,
+        }
+
+    @property
+    def normalised_mutual_info(self) -> np.ndarray:
+        """I(z_j; v_k) / H(v_k), (D, F): the share of each factor's entropy each latent holds."""
+        return self.mig.mutual_info / self.mig.factor_entropy[None, :]
+
+    def captured_factors(self, threshold: float = CAPTURE_THRESHOLD) -> list[str | None]:
+        """For each latent, the factor it holds the largest share of, where that share is at
+        least `threshold`; None for a latent that captures no factor."""
+        shares = self.normalised_mutual_info
+        best = shares.argmax(axis=1)
+        return [
+            self.factors.names[k] if shares[j, k] >= threshold else None for j, k in enumerate(best)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON record: the scores, the per-factor figures, each metric's definition and
+        settings, and the mutual-information matrix."""
+        names = list(self.factors.names)
+        metrics = {"mig": self.mig, "dci": self.dci, "sap": self.sap, "factorvae": self.factorvae}
+        return {
+            "examples": self.examples,
+            "latent_dim": self.latent_dim,
+            "seed": self.seed,
+            "seconds": self.seconds,
+            "factors": names,
+            "scores": self.scores,
+            "mig_per_factor": dict(zip(names, self.mig.per_factor.tolist(), strict=True)),
+            "sap_per_factor": dict(zip(names, self.sap.per_factor.tolist(), strict=True)),
+            "dci_completeness_per_factor": dict(
+                zip(names, self.dci.factor_completeness.tolist(), strict=True)
+            ),
+            "dci_accuracy_per_factor": dict(
+                zip(names, self.dci.test_accuracy.tolist(), strict=True)
+            ),
+            "mutual_info_nats": self.mig.mutual_info.tolist(),  # (D, F)
+            "captured_factors": self.captured_factors(),
+            "definitions": {name: result.definition for name, result in metrics.items()},
+            "settings": {name: _jsonable(result.settings) for name, result in metrics.items()},
+        }
+
+
+def sample_rows(count: int, limit: int | None, *, seed: int = 0) -> torch.Tensor:
+    """Indices of the images to score, in split order: all `count`, or a seeded random `limit`
+    of them. Not the first ones: a split keeps its factor grid's order, so the first 10,000
+    images of the shapes grid's test split would all be squares of the smallest scales."""
+    if limit is None or count <= limit:
+        return torch.arange(count)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(count, generator=generator)[:limit].sort().values
+
+
+def encode_means(model: Autoencoder, x: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
+    """The posterior means (codes) of x (N, C, H, W) as float64 (N, D), in eval mode. Batches
+    only bound memory (and move the float rounding of a matrix product, never more)."""
+    was_training = model.training
+    model.eval()
+    codes = encode_dataset(model, x, batch_size=batch_size)
+    model.train(was_training)
+    return codes.double().numpy()
+
+
+def evaluate_disentanglement(
+    model: Autoencoder,
+    x: torch.Tensor,
+    factors: torch.Tensor,
+    info: Factors,
+    *,
+    batch_size: int = 1024,
+    seed: int = 0,
+) -> DisentanglementResult:
+    """Score the codes of x (N, C, H, W), whose factor indices are `factors` (N, F), on MIG,
+    DCI, SAP and the FactorVAE score (see `vaelab.disentanglement`). DCI and SAP train on a
+    seeded 80 % of the images and are scored on the rest; the FactorVAE score draws its votes
+    from `seed`."""
+    if len(info.names) < 2:
+        raise VaelabError(
+            f"the disentanglement metrics compare latents across factors: they need 2 factors "
+            f"or more, and this data has only {info.names[0]!r}"
+        )
+    if factors.shape != (len(x), len(info.names)):
+        raise VaelabError(
+            f"factors have shape {tuple(factors.shape)}, but {plural(len(x), 'image')} with "
+            f"{plural(len(info.names), 'factor')} need ({len(x)}, {len(info.names)})"
+        )
+    started = time.perf_counter()
+    codes = encode_means(model, x, batch_size=batch_size)
+    labels = factors.cpu().numpy()
+    names = list(info.names)
+    return DisentanglementResult(
+        mig=mig(codes, labels, names=names),
+        dci=dci(codes, labels, names=names, seed=seed),
+        sap=sap(codes, labels, info.categorical, names=names, seed=seed),
+        factorvae=factorvae_score(codes, labels, names=names, seed=seed),
+        factors=info,
+        examples=len(x),
+        latent_dim=codes.shape[1],
+        seed=seed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def format_disentanglement(result: DisentanglementResult) -> list[str]:
+    """The table `vaelab eval --disentanglement` prints: each score with its definition and
+    settings, then per factor the figures and the latent that captures it."""
+    lines = [
+        f"  disentanglement of {plural(result.latent_dim, 'latent')} against "
+        f"{plural(len(result.factors.names), 'factor')} ({', '.join(result.factors.names)}), "
+        f"seed {result.seed}, {result.seconds:.1f} s"
+    ]
+    rows = [
+        ("MIG", result.mig.score, result.mig),
+        ("DCI disentanglement", result.dci.disentanglement, result.dci),
+        ("DCI completeness", result.dci.completeness, None),
+        ("DCI informativeness", result.dci.informativeness, None),
+        ("SAP", result.sap.score, result.sap),
+        ("FactorVAE score", result.factorvae.score, result.factorvae),
+    ]
+    for title, value, metric in rows:
+        lines.append(f"  {title:<22} {value:8.4f}")
+        if metric is not None:
+            settings = "; ".join(f"{k} {v}" for k, v in metric.settings.items())
+            lines += textwrap.wrap(metric.definition, WIDTH, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6)  # fmt: skip
+            lines += textwrap.wrap(f"settings: {settings}", WIDTH, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 8)  # fmt: skip
+    lines.append("  per factor             MIG    SAP  DCI-C  DCI-acc  top latent (MI share)")
+    shares = result.normalised_mutual_info
+    for k, name in enumerate(result.factors.names):
+        top = int(result.mig.top_code[k])
+        lines.append(
+            f"    {name:<18} {result.mig.per_factor[k]:6.3f} {result.sap.per_factor[k]:6.3f} "
+            f"{result.dci.factor_completeness[k]:6.3f} {result.dci.test_accuracy[k]:8.3f}  "
+            f"z{top + 1} ({shares[top, k]:.2f})"
+        )
+    return lines
+
+
+def _jsonable(settings: dict[str, object]) -> dict[str, Any]:
+    """Settings with NumPy values turned into plain numbers and lists."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, np.ndarray):
+            out[key] = value.tolist()
+        elif isinstance(value, np.generic):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out
