@@ -1,10 +1,13 @@
-"""End to end: the explorer page in headless Chromium over two tiny runs (a VAE and an AE).
+"""End to end: the explorer page in headless Chromium over two tiny runs (a VAE and an AE), and
+its "colour by" control over runs with and without known factors.
 
 Skipped, visibly, where Debian's chromium or the Playwright package is missing."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import shutil
 import socket
 import threading
@@ -12,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import pytest
 
@@ -36,15 +40,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tiny_run, tmp_path: Path) -> Iterator[str]:
-    """The explorer over a 2-D VAE and a 5-D AE, served on a free loopback port."""
+@contextlib.contextmanager
+def _serving(runs: dict[str, Path]) -> Iterator[str]:
+    """The explorer over `runs`, served on a free loopback port while the block runs."""
     from vaelab.explorer.app import create_app
 
-    root = tmp_path / "runs"
-    runs = {"vae": root / "vae", "ae": root / "ae"}
-    train(tiny_run(epochs=2, model={"model": "vae", "latent_dim": 2}), runs["vae"], progress=False)
-    train(tiny_run(epochs=2, model={"model": "ae", "latent_dim": 5}), runs["ae"], progress=False)
     port = _free_port()
     config = uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
@@ -54,13 +54,26 @@ def server(tiny_run, tmp_path: Path) -> Iterator[str]:
     while not uv.started:
         assert time.monotonic() < deadline, "the explorer server did not start in 20 s"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture
-def page(server: str) -> Iterator:
+def server(tiny_run, tmp_path: Path) -> Iterator[str]:
+    """The explorer over a 2-D VAE and a 5-D AE."""
+    root = tmp_path / "runs"
+    runs = {"vae": root / "vae", "ae": root / "ae"}
+    train(tiny_run(epochs=2, model={"model": "vae", "latent_dim": 2}), runs["vae"], progress=False)
+    train(tiny_run(epochs=2, model={"model": "ae", "latent_dim": 5}), runs["ae"], progress=False)
+    with _serving(runs) as url:
+        yield url
+
+
+@pytest.fixture
+def page() -> Iterator:
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -152,3 +165,68 @@ def test_explorer_page_end_to_end(page, server: str, tmp_path: Path) -> None:
 
     assert not errors, f"the page raised: {errors}"
     assert set(hosts) <= LOOPBACK, f"requests left the machine: {sorted(set(hosts) - LOOPBACK)}"
+
+
+@pytest.fixture
+def factor_server(tiny_run, tmp_path: Path) -> Iterator[str]:
+    """Two linked runs on `shapes` (known factors) and one on `digits` (none)."""
+    shapes = {"dataset": "shapes", "image_size": 16}
+    configs = {
+        "shapes-vae": tiny_run(epochs=1, data=shapes),
+        "shapes-ae": tiny_run(epochs=1, data=shapes, model={"model": "ae", "latent_dim": 3}),
+        "digits": tiny_run(epochs=1),
+    }
+    runs = {name: tmp_path / name for name in configs}
+    for name, config in configs.items():
+        train(config, runs[name], progress=False)
+    with _serving(runs) as url:
+        yield url
+
+
+def _colours(panel) -> list[str]:
+    return panel.locator(".map").get_attribute("data-colours").split()
+
+
+def test_colour_by_factor(page, factor_server: str) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(factor_server)
+    page.wait_for_selector("body[data-ready='true']")
+    vae, ae, digits = (page.locator(".panel").nth(k) for k in range(3))
+    assert digits.locator(".colour-by-label").is_hidden()  # no factors: no control
+    assert digits.locator(".colour-by option").count() == 0
+    select = vae.locator(".colour-by")
+    assert select.is_visible()
+    options = select.locator("option").all_inner_texts()
+    assert options == ["class", "shape", "scale", "orientation", "x", "y"]
+    with urlopen(f"{factor_server}/api/runs/shapes-vae/map") as response:
+        x_index = [row[3] for row in json.load(response)["factors"]]  # x is factor 3
+
+    # x is ordered: a ramp from its smallest value (dark) to its largest (yellow), one colour
+    # per value, with the legend giving the ends.
+    by_class, pixels = _colours(vae), _canvas_url(vae, ".map")
+    select.focus()
+    page.keyboard.press("x")  # by keyboard: type-ahead picks the option "x"
+    page.wait_for_function(
+        "c => c.dataset.colourBy === 'x'", arg=vae.locator(".map").element_handle()
+    )
+    assert vae.locator(".map").get_attribute("data-colour-by") == "x"
+    assert _canvas_url(vae, ".map") != pixels
+    by_x = _colours(vae)
+    assert by_x != by_class and len(by_x) == len(x_index)
+    colour_of = {k: {c for c, i in zip(by_x, x_index, strict=True) if i == k} for k in range(8)}
+    assert all(len(colours) == 1 for colours in colour_of.values())  # follows the factor
+    assert colour_of[0] == {"#440154"} and colour_of[7] == {"#fde725"}
+    assert len(set(by_x)) == 8
+    ramp = vae.locator(".legend .ramp")
+    assert ramp.get_attribute("aria-label") == "from 0 to 1"
+    # The linked shapes run follows; the digits run has no such factor and keeps its classes.
+    assert ae.locator(".map").get_attribute("data-colour-by") == "x"
+    assert ae.locator(".colour-by").input_value() == "x"
+    assert digits.locator(".map").get_attribute("data-colour-by") == "class"
+
+    # shape is categorical: discrete colours, named by the class names (the shapes).
+    select.select_option("shape")
+    assert vae.locator(".legend li").all_inner_texts() == ["square", "ellipse", "heart"]
+    assert _colours(vae) == by_class  # the shape is the class label here
+    assert not errors, f"the page raised: {errors}"

@@ -10,7 +10,10 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vaelab.disentanglement.evaluate import DisentanglementResult
 
 CAPTIONS = {
     "latent_map": "Codes of the split (the posterior mean μ for a VAE), coloured by class; with "
@@ -26,6 +29,14 @@ CAPTIONS = {
     "traversals": "Decoded codes moved along one latent dimension at a time.",
     "curves": "Loss, reconstruction and KL per epoch (nats per example); the KL panel starts at "
     "0 and no panel spans less than 2 nats or 10% of its values, so noise stays small.",
+    "factor_mutual_info": "The mutual information I(z_j; v_k) of each latent z_j (the posterior "
+    "mean, in 20 equal-width bins) with each factor v_k, divided by the factor's entropy H(v_k): "
+    "the share of the factor each latent holds (MIG's matrix, Chen et al. 2018). A disentangled "
+    "code has one bright cell per column, in different rows.",
+    "factor_traversals": "Each latent moved on its own, the others at the code of one image, "
+    "decoded. A row is labelled with the factor the latent captures (the factor of which it "
+    "holds the largest share of entropy, when that share is at least 0.2) and that share; "
+    '"none" for a latent that holds no such share (inactive, or mixing factors).',
 }
 
 
@@ -48,7 +59,17 @@ def figure_captions(*, latent_dim: int, has_prior: bool) -> dict[str, str]:
             "Images decoded on a grid of the quantiles 5% … 95% of the codes' own marginals (an "
             "autoencoder has no prior): even in probability, not in z."
         )
-    return {**CAPTIONS, "manifold": manifold}
+    traversals = (
+        " The latent moves ±2.5 (the prior's standard deviations) around that image's value, "
+        "so the middle column is its reconstruction."
+        if has_prior
+        else " The latent moves from the 5% to the 95% quantile of its codes over the images."
+    )
+    return {
+        **CAPTIONS,
+        "manifold": manifold,
+        "factor_traversals": CAPTIONS["factor_traversals"] + traversals,
+    }
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,44 @@ class EvalSection:
     key: str  # its key in eval.json, e.g. "best/test/k=5000"
     text: str  # the table `vaelab eval` prints, or why the record cannot be shown
     kl_per_dim: Sequence[float] | None = None  # nats, in dimension order (z_1 first)
+
+
+@dataclass(frozen=True)
+class DisentanglementSection:
+    """The disentanglement of a run whose data has known factors, as the report shows it."""
+
+    note: str  # what was scored: the split, how many images, the seed
+    scores: Mapping[str, float]  # `DisentanglementResult.scores`
+    definitions: Mapping[str, str]  # by metric: how each score is computed
+    per_factor: Sequence[Mapping[str, Any]]  # one row per factor
+    figures: Sequence[tuple[str, str, bytes]]  # (name, caption, PNG bytes)
+
+    @classmethod
+    def from_result(
+        cls,
+        result: DisentanglementResult,
+        *,
+        note: str,
+        figures: Sequence[tuple[str, str, bytes]],
+    ) -> DisentanglementSection:
+        """The section of `result`: its scores, definitions and per-factor figures."""
+        record = result.to_dict()
+        shares = result.normalised_mutual_info  # (D, F)
+        rows = []
+        for k, name in enumerate(result.factors.names):
+            top = int(result.mig.top_code[k])
+            rows.append(
+                {
+                    "factor": name,
+                    "MIG": float(result.mig.per_factor[k]),
+                    "SAP": float(result.sap.per_factor[k]),
+                    "DCI completeness": float(result.dci.factor_completeness[k]),
+                    "DCI accuracy": float(result.dci.test_accuracy[k]),
+                    "top latent": f"z{top + 1}",
+                    "its share of the factor": float(shares[top, k]),
+                }
+            )
+        return cls(note, result.scores, record["definitions"], rows, figures)
 
 
 STYLE = """
@@ -81,12 +140,16 @@ def render_report(
     config: Mapping[str, Mapping[str, Any]],
     records: Sequence[Mapping[str, Any]],
     evaluation: Sequence[EvalSection] | None = None,
+    disentanglement: DisentanglementSection | None = None,
 ) -> str:
     """The report page. `figures` are (name, caption, PNG bytes); `config` is
     {section: {option: value}}; `records` the per-epoch metrics; `evaluation` the records of
-    eval.json, or None for none. Every piece of text is HTML-escaped."""
+    eval.json, or None for none; `disentanglement` for data with known factors, or None.
+    Every piece of text is HTML-escaped."""
     parts = [f"<h1>{_e(title)}</h1>", key_value_table(summary), "<h2>Figures</h2>"]
     parts += [_figure(name, caption, png) for name, caption, png in figures]
+    if disentanglement is not None:
+        parts.append(_disentanglement(disentanglement))
     if evaluation is not None:
         parts.append("<h2>Evaluation (eval.json)</h2>")
         parts += [_evaluation(section) for section in evaluation]
@@ -134,6 +197,22 @@ def _evaluation(section: EvalSection) -> str:
             f'<div class="scroll"><table><tr>{head}</tr><tr>{cells}</tr></table></div>'
         )
     return "\n".join(html_parts)
+
+
+def _disentanglement(section: DisentanglementSection) -> str:
+    """Scores, their definitions, the per-factor table, then the figures."""
+    parts = [
+        '<h2 id="disentanglement">Disentanglement</h2>',
+        f"<p>{_e(section.note)}</p>",
+        "<h3>Scores</h3>",
+        key_value_table(section.scores),
+        "<h3>Definitions</h3>",
+        key_value_table(section.definitions),
+        "<h3>Per factor</h3>",
+        records_table(section.per_factor),
+    ]
+    parts += [_figure(name, caption, png) for name, caption, png in section.figures]
+    return "\n".join(parts)
 
 
 def format_value(value: Any) -> str:

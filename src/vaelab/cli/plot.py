@@ -1,5 +1,6 @@
 """`vaelab plot` (every figure of a run as PNGs) and `vaelab report` (the same figures in one
-self-contained HTML page, with the run's config, metrics and eval.json)."""
+self-contained HTML page, with the run's config, metrics and eval.json). For data with known
+factors both add the disentanglement figures of `vaelab.analysis.factor_figures`."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from vaelab.analysis.evaluate import EvalResult
+from vaelab.analysis.factor_figures import MAX_IMAGES, FactorFigures, draw_factor_figures
 from vaelab.analysis.latents import PROJECTIONS
-from vaelab.analysis.report import EvalSection, figure_captions, render_report
-from vaelab.analysis.run_figures import FIGURES, check_options, draw_figures, figure_inputs
+from vaelab.analysis.report import (
+    DisentanglementSection,
+    EvalSection,
+    figure_captions,
+    render_report,
+)
+from vaelab.analysis.run_figures import check_options, draw_figures, figure_inputs
 from vaelab.cli.arguments import (
     MODEL_DEVICE,
     RUN_DATA_DIR,
@@ -28,7 +35,7 @@ from vaelab.cli.arguments import (
 )
 from vaelab.cli.evaluate import format_result
 from vaelab.cli.info import config_in_words
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, plural
 from vaelab.figures import save_figure
 from vaelab.files import atomic_write_text, write_error
 from vaelab.runs import RunSplit, load_run
@@ -43,12 +50,13 @@ REPORT_FILE = "report.html"
 
 
 def save_figures(figures: dict[str, Figure], out_dir: Path) -> list[Path]:
-    """Write each figure as out_dir/NAME.png (creating out_dir); the paths, in FIGURES order."""
+    """Write each figure as out_dir/NAME.png (creating out_dir); the paths, in the dict's
+    order (FIGURES, then FACTOR_FIGURES for data with known factors)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise VaelabError(f"cannot create {out_dir}: {error.strerror or error}") from None
-    return [save_figure(figures[name], out_dir / f"{name}.png") for name in FIGURES]
+    return [save_figure(figure, out_dir / f"{name}.png") for name, figure in figures.items()]
 
 
 def plot_run(
@@ -63,16 +71,22 @@ def plot_run(
     data_dir: str | None = None,
     device: str = "cpu",
     seed: int = 0,
+    max_factor_images: int = MAX_IMAGES,
 ) -> list[Path]:
     """Draw every figure of a run into `out_dir` (default RUN/plots/) as NAME.png for NAME in
-    FIGURES; return the paths. `projection` ("pca" or "tsne") flattens latent spaces of more
-    than two dimensions for the latent map, which shows at most `max_points` codes. See
-    `vaelab.runs.load_run` for `split`, `checkpoint`, `dataset`, `data_dir` and `device`."""
+    FIGURES, and for data with known factors FACTOR_FIGURES (see `draw_factor_figures`, which
+    scores at most `max_factor_images`); return the paths. `projection` ("pca" or "tsne")
+    flattens latent spaces of more than two dimensions for the latent map, which shows at most
+    `max_points` codes. See `vaelab.runs.load_run` for `split`, `checkpoint`, `dataset`,
+    `data_dir` and `device`."""
     check_options(projection=projection, max_points=max_points)
     loaded = load_run(
         run, split=split, checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, device=device
     )
     figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
+    factor = draw_factor_figures(loaded, max_images=max_factor_images, seed=seed)
+    if factor is not None:
+        figures |= factor.figures
     out = Path(out_dir) if out_dir is not None else loaded.run.run_dir / PLOTS_DIR
     paths = save_figures(figures, out)
     logger.info("wrote %d figures into %s", len(paths), out)
@@ -91,9 +105,12 @@ def write_report(
     data_dir: str | None = None,
     device: str = "cpu",
     seed: int = 0,
+    max_factor_images: int = MAX_IMAGES,
 ) -> Path:
     """Draw a run's figures (as `plot_run`, into a `plots/` folder beside the report) and write
-    one self-contained HTML report, by default RUN/report.html; return its path."""
+    one self-contained HTML report, by default RUN/report.html; return its path. For data with
+    known factors the report has a Disentanglement section: the scores of at most
+    `max_factor_images` images of the split (see `draw_factor_figures`) and their figures."""
     check_options(projection=projection, max_points=max_points)
     loaded = load_run(
         run, split=split, checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, device=device
@@ -104,6 +121,15 @@ def write_report(
     pngs = save_figures(figures, path.parent / PLOTS_DIR)
     model = loaded.run.model
     captions = figure_captions(latent_dim=model.config.latent_dim, has_prior=model.gaussian_prior)
+    factor = draw_factor_figures(loaded, max_images=max_factor_images, seed=seed)
+    section = None
+    if factor is not None:
+        factor_pngs = save_figures(factor.figures, path.parent / PLOTS_DIR)
+        section = DisentanglementSection.from_result(
+            factor.result,
+            note=_factor_note(factor),
+            figures=[(p.stem, captions[p.stem], p.read_bytes()) for p in factor_pngs],
+        )
     page = render_report(
         title=f"vaelab report: {run_dir.name}",
         summary=_summary(
@@ -113,6 +139,7 @@ def write_report(
         config=config_in_words(loaded.run.config.to_dict()),
         records=read_metrics(loaded.run.records_dir),
         evaluation=read_evaluation(run_dir) or read_evaluation(loaded.run.records_dir),
+        disentanglement=section,
     )
     try:
         atomic_write_text(path, page)
@@ -120,6 +147,22 @@ def write_report(
         raise write_error(path, error) from None
     logger.info("wrote %s", path)
     return path
+
+
+def _factor_note(factor: FactorFigures) -> str:
+    result = factor.result
+    scored = (
+        f"all {factor.split_size:,} images"
+        if factor.images == factor.split_size
+        else f"a seeded random {factor.images:,} of the {factor.split_size:,} images"
+    )
+    return (
+        f"The codes (posterior means) of {scored} of the {factor.split} split against its "
+        f"{plural(len(result.factors.names), 'factor')} ({', '.join(result.factors.names)}), "
+        f"scored by vaelab's own MIG, DCI, SAP and FactorVAE score (seed {result.seed}, "
+        f"{result.seconds:.1f} s); the traversals start from {factor.split} image "
+        f"#{factor.reference}."
+    )
 
 
 def _report_path(run_dir: Path, out: str | Path | None) -> Path:
@@ -147,7 +190,10 @@ EVAL_FIELDS = {f.name for f in dataclasses.fields(EvalResult)}
 
 
 def _eval_section(key: str, record: Any, run_dir: Path) -> EvalSection:
-    """One eval.json record through `format_result`, the table `vaelab eval` printed for it."""
+    """One eval.json record through `format_result`, the table `vaelab eval` printed for it;
+    a record of `vaelab eval --disentanglement` as its scores."""
+    if isinstance(record, dict) and isinstance(record.get("scores"), dict):
+        return EvalSection(key, _scores_text(record))
     try:
         result = EvalResult(**{k: v for k, v in record.items() if k in EVAL_FIELDS})
         text = format_result(result, record, run_dir)
@@ -156,6 +202,19 @@ def _eval_section(key: str, record: Any, run_dir: Path) -> EvalSection:
         shown = json.dumps(record, indent=2, default=str)
         return EvalSection(key, f"not a record `vaelab eval` wrote ({error}):\n{shown}")
     return EvalSection(key, text, result.kl_per_dim)
+
+
+def _scores_text(record: dict[str, Any]) -> str:
+    """A `vaelab eval --disentanglement` record: what it scored, then one score a line."""
+    factors = ", ".join(map(str, record.get("factors", [])))
+    lines = [
+        f"disentanglement of {record.get('examples', '?')} {record.get('split', '?')} images "
+        f"against the factors {factors} (seed {record.get('seed', '?')})"
+    ]
+    for name, value in record["scores"].items():
+        shown = f"{value:8.4f}" if isinstance(value, int | float) else str(value)
+        lines.append(f"  {name:<22} {shown}")
+    return "\n".join(lines)
 
 
 def _summary(
@@ -186,13 +245,16 @@ def add_parsers(subparsers: Any) -> None:
         "plot",
         help="every figure of a run as PNGs",
         description="Latent map, manifold grid, prior samples, reconstructions, interpolations, "
-        "latent traversals and training curves of a run, as PNG files.",
+        "latent traversals and training curves of a run, as PNG files; for data with known "
+        "factors (--dataset shapes) also the latent x factor mutual information and traversals "
+        "labelled with the factor each latent captures.",
     )
     report = subparsers.add_parser(
         "report",
         help="one self-contained HTML report of a run",
         description="The figures of `vaelab plot` embedded in one HTML file, with the run's "
-        "config, metrics and eval.json results (when present).",
+        "config, metrics and eval.json results (when present); for data with known factors, "
+        "a Disentanglement section with MIG, DCI, SAP and the FactorVAE score.",
     )
     plot.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: RUN/plots)")
     report.add_argument(

@@ -58,6 +58,23 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
     def images(run: ServedRun, z: torch.Tensor) -> list[str]:
         return to_data_urls(run.decode(z), run.data_range)
 
+    def factor_infos(run: ServedRun) -> list[s.FactorInfo] | None:
+        info = run.factor_info
+        if info is None:
+            return None
+        return [
+            s.FactorInfo(
+                name=name, categorical=kind, values=list(values), labels=run.factor_labels(f)
+            )
+            for f, (name, values, kind) in enumerate(
+                zip(info.names, info.values, info.categorical, strict=True)
+            )
+        ]
+
+    def factors_at(run: ServedRun, index: torch.Tensor | int) -> list | None:
+        """The factor indices of test image(s) `index`: (F,) or (M, F) as lists; None without."""
+        return None if run.test.factors is None else run.test.factors[index].tolist()
+
     @app.get("/api/runs", response_model=s.RunList)
     def list_runs() -> s.RunList:
         infos = []
@@ -73,6 +90,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
                 width=width,
                 class_names=names,
                 has_prior=run.model.has_prior,
+                factors=factor_infos(run),
             )
             infos.append(info)
         return s.RunList(runs=infos)
@@ -86,6 +104,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
         return s.MapResponse(
             points=points.tolist(),
             labels=labels,
+            factors=factors_at(run, run.map_indices),
             indices=run.map_indices.tolist(),
             bounds=_bounds(points),
             plane=plane,
@@ -157,6 +176,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
         return s.ExampleImageResponse(
             image=to_data_urls(run.test.x[index][None], run.data_range)[0],
             label=label,
+            factors=factors_at(run, index),
             z=z.tolist(),
             point=run.plane.project(z[None])[0].tolist(),
         )

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from vaelab.analysis.latents import Plane, decode_codes, encode_dataset, latent_plane
-from vaelab.data import Split, image_to_tensor
+from vaelab.data import Factors, Split, image_to_tensor
 from vaelab.errors import VaelabError
 from vaelab.figures import to_display
 from vaelab.models import Autoencoder
@@ -38,7 +38,11 @@ class BadInput(ValueError):
 
 @dataclass
 class ServedRun:
-    """One run, ready to serve: model (eval), config, data range and its test split's codes."""
+    """One run, ready to serve: model (eval), config, data range and its test split's codes.
+
+    For data with known generative factors (`--dataset shapes`), `test.factors` holds their
+    indices and `factor_info` describes them; both are None otherwise.
+    """
 
     name: str
     model: Autoencoder
@@ -49,6 +53,7 @@ class ServedRun:
     plane: Plane
     map_indices: torch.Tensor  # (M,) indices into `test` drawn on the map, M <= MAP_POINTS
     class_names: tuple[str, ...] | None
+    factor_info: Factors | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
 
     @property
@@ -68,6 +73,18 @@ class ServedRun:
         """x (B, C, H, W) in data space -> codes (B, D), the posterior means, on the CPU."""
         with self.lock:
             return encode_dataset(self.model, x)
+
+    def factor_labels(self, f: int) -> list[str]:
+        """Legend text for each index of factor `f`: the class names where the factor is the
+        class label (shapes' `shape`, whose values are only the class indices), else its
+        physical values to 3 significant digits."""
+        if self.factor_info is None or self.test.factors is None:
+            raise ValueError(f"run {self.name} has no known factors")
+        values, names, y = self.factor_info.values[f], self.class_names, self.test.y
+        is_label = y is not None and torch.equal(y, self.test.factors[:, f])
+        if names is not None and is_label and len(names) == len(values):
+            return list(names)
+        return [f"{v:.3g}" for v in values]
 
 
 def run_names(paths: list[Path]) -> list[str]:
@@ -90,7 +107,8 @@ def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu"
         chosen = trained.choose_split()
     except VaelabError as error:
         raise VaelabError(f"run {path}: {error}") from None
-    test = Split(chosen.x, chosen.y)
+    described = chosen.factor_info is not None  # indices without names are not shown
+    test = Split(chosen.x, chosen.y, chosen.factors if described else None)
     codes = encode_dataset(trained.model, test.x)  # (N, D)
     generator = torch.Generator().manual_seed(MAP_SEED)
     map_indices = torch.randperm(len(test), generator=generator)[:MAP_POINTS].sort().values
@@ -104,6 +122,7 @@ def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu"
         plane=latent_plane(codes),  # the plane of `vaelab plot`'s figures, for this split
         map_indices=map_indices,
         class_names=chosen.class_names,
+        factor_info=chosen.factor_info if test.factors is not None else None,
     )
 
 

@@ -68,6 +68,22 @@ class InterpolateRequest(Body):
         return self
 
 
+class FactorInfo(BaseModel):
+    """One known generative factor of a run's data (see `vaelab.data.Factors`)."""
+
+    name: str
+    categorical: bool = Field(
+        description="true for an unordered factor (a shape): its values only name categories"
+    )
+    values: list[float] = Field(
+        description="the physical value of each index (radians, a position in [0, 1], ...)"
+    )
+    labels: list[str] = Field(
+        description="legend text of each index: the class names where the factor is the class "
+        "label, else its values to 3 significant digits"
+    )
+
+
 class RunInfo(BaseModel):
     name: str
     model: str
@@ -77,6 +93,10 @@ class RunInfo(BaseModel):
     width: int
     class_names: list[str] | None
     has_prior: bool
+    factors: list[FactorInfo] | None = Field(
+        description="the data's known generative factors, in the order of the map's and test "
+        "images' factor indices; null for data without them"
+    )
 
 
 class RunList(BaseModel):
@@ -98,6 +118,10 @@ class PlaneInfo(BaseModel):
 class MapResponse(BaseModel):
     points: list[list[float]]
     labels: list[int] | None
+    factors: list[list[int]] | None = Field(
+        description="(M, F) the factor indices of each point, one column per factor of the "
+        "run's `factors`; null for data without known factors"
+    )
     indices: list[int]
     bounds: Bounds
     plane: PlaneInfo
@@ -122,5 +146,8 @@ class EncodeResponse(BaseModel):
 class ExampleImageResponse(BaseModel):
     image: str
     label: int | None
+    factors: list[int] | None = Field(
+        description="the image's factor indices, as in the run's `factors`; null without them"
+    )
     z: list[float]
     point: list[float]

@@ -1,10 +1,9 @@
 // vaelab explorer: one panel per run, talking to the JSON API of vaelab/explorer/app.py.
 // Plain JS, no dependencies: it must work offline. Images arrive as PNG data URLs at the
-// data's own resolution and are drawn scaled up without smoothing.
+// data's own resolution and are drawn scaled up without smoothing. The map's colours come from
+// colours.js.
 "use strict";
 
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-  "#7f7f7f", "#bcbd22", "#17becf"];
 const MAX_SLIDERS = 16;
 const INTERP_STEPS = 16;
 const SAMPLE_N = 16;
@@ -95,6 +94,7 @@ class Panel {
     this.root = root;
     this.q = (sel) => root.querySelector(sel);
     this.map = null;           // the /map response
+    this.colourBy = CLASS;     // what colours the map's points: CLASS or a factor's name
     this.mapImage = null;      // the scatter drawn once, offscreen
     this.cursor = null;        // [x, y] in latent-plane coordinates
     this.pinned = null;
@@ -119,8 +119,8 @@ class Panel {
     this.bindSample();
     this.bindOwnInput();
     this.map = await api(`${this.base()}/map`);
+    this.buildColourBy();
     this.drawScatter();
-    this.drawLegend();
     this.redraw();
     this.q(".from").max = this.q(".to").max = Math.max(...this.map.indices);
     this.moveTo(this.toFraction(this.meanPoint()), { propagate: false });
@@ -194,8 +194,30 @@ class Panel {
 
   // ---- drawing the map
 
-  colour(label) {
-    return label === null || label === undefined ? "#4a6fa5" : PALETTE[label % PALETTE.length];
+  // The "colour by" select, shown only for data with known factors.
+  buildColourBy() {
+    if (!this.run.factors || !this.map.factors) return;
+    const select = this.q(".colour-by");
+    const names = [CLASS, ...this.run.factors.map((f) => f.name)];
+    for (const name of names) {
+      const text = name !== CLASS ? name : this.map.labels ? "class" : "none";
+      select.append(new Option(text, name));
+    }
+    select.addEventListener("change", () => this.setColourBy(select.value));
+    this.q(".colour-by-label").hidden = false;
+  }
+
+  // Recolour the map by `key`; linked panels follow where their data has that factor.
+  setColourBy(key, { propagate = true } = {}) {
+    const known = key === CLASS || (this.map && this.map.factors
+      && this.run.factors.some((f) => f.name === key));
+    if (known && key !== this.colourBy) {
+      this.colourBy = key;
+      this.q(".colour-by").value = key;
+      this.drawScatter();
+      this.redraw();
+    }
+    if (propagate) forOthers(this, (p) => p.setColourBy(key, { propagate: false }));
   }
 
   drawScatter() {
@@ -208,16 +230,20 @@ class Panel {
     ctx.fillRect(0, 0, off.width, off.height);
     ctx.strokeStyle = "#ccc";
     ctx.strokeRect(MAP_PAD, MAP_PAD, off.width - 2 * MAP_PAD, off.height - 2 * MAP_PAD);
-    const labels = this.map.labels;
+    const scheme = colouring(this.run, this.map, this.colourBy);
     ctx.globalAlpha = 0.7;
     this.map.points.forEach((p, i) => {
       const [x, y] = this.toCanvas(p);
-      ctx.fillStyle = this.colour(labels ? labels[i] : null);
+      ctx.fillStyle = scheme.colours[i];
       ctx.fillRect(x - 2, y - 2, 4, 4);
     });
     ctx.globalAlpha = 1;
     this.drawAxisLabels(ctx, off);
     this.mapImage = off;
+    // For tests and tools: what colours the points, and each point's colour in map order.
+    c.dataset.colourBy = this.colourBy || "class";
+    c.dataset.colours = scheme.colours.join(" ");
+    this.drawLegend(scheme);
   }
 
   drawAxisLabels(ctx, canvas) {
@@ -238,17 +264,28 @@ class Panel {
       ? "(PCA plane; other directions at the mean)" : "(the 2-D latent space)";
   }
 
-  drawLegend() {
+  // Discrete colours with their names, or a ramp between its lowest and highest values.
+  drawLegend(scheme) {
     const list = this.q(".legend");
     list.textContent = "";
-    if (!this.map.labels) return;
-    const present = [...new Set(this.map.labels)].sort((a, b) => a - b);
-    for (const label of present) {
+    list.setAttribute("aria-label", scheme.title);
+    const swatch = (className, background) => {
+      const span = document.createElement("span");
+      span.className = className;
+      span.style.background = background;
+      return span;
+    };
+    if (scheme.ramp) {
       const item = document.createElement("li");
-      const swatch = document.createElement("span");
-      swatch.className = "swatch";
-      swatch.style.background = this.colour(label);
-      item.append(swatch, this.run.class_names ? this.run.class_names[label] : String(label));
+      const bar = swatch("ramp", rampGradient());
+      bar.setAttribute("role", "img");
+      bar.setAttribute("aria-label", `from ${scheme.ramp.low} to ${scheme.ramp.high}`);
+      item.append(scheme.ramp.low, bar, scheme.ramp.high);
+      list.append(item);
+    }
+    for (const { colour, text } of scheme.items || []) {
+      const item = document.createElement("li");
+      item.append(swatch("swatch", colour), text);
       list.append(item);
     }
   }
