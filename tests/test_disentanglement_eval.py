@@ -168,3 +168,23 @@ def test_codes_equal_to_npz_factors_score_one_through_the_pipeline(tmp_path):
     assert scores["mig"].score == pytest.approx(1.0, abs=1e-12)
     assert scores["factorvae"].score == 1.0
     assert scores["dci"].disentanglement > 0.99
+
+
+def test_a_vae_is_scored_by_both_mig_estimators_and_an_autoencoder_by_the_binned_one(
+    tmp_path, shapes_run, tiny_run
+):
+    trained = open_run(shapes_run)
+    split = trained.choose_split("test")
+    result = evaluate_disentanglement(trained.model, split.x, split.factors, split.factor_info)
+    assert result.mig_posterior is not None
+    assert result.scores["mig_posterior"] == result.mig_posterior.score
+    assert result.to_dict()["definitions"]["mig_posterior"].startswith("MIG")
+    config = tiny_run(
+        epochs=1,
+        model={"model": "ae", "latent_dim": 3},
+        data={"dataset": "shapes", "image_size": 16},
+    )
+    ae = train(config, tmp_path / "ae", progress=False).model
+    point = evaluate_disentanglement(ae, split.x, split.factors, split.factor_info)
+    assert point.mig_posterior is None and "mig_posterior" not in point.scores
+    assert point.to_dict()["mig_posterior_per_factor"] is None

@@ -155,6 +155,7 @@ def known() -> DisentanglementResult:
         dci=dci(codes, grid, names=names),
         sap=sap(codes, grid, categorical, names=names),
         factorvae=factorvae_score(codes, grid, names=names),
+        mig_posterior=None,
         factors=Factors(tuple(names), tuple(map(tuple, values)), tuple(categorical)),
         examples=len(grid),
         latent_dim=3,

@@ -109,6 +109,9 @@ class DisentanglementSection:
                 {
                     "factor": name,
                     "MIG": float(result.mig.per_factor[k]),
+                    "MIG (posterior)": None
+                    if result.mig_posterior is None
+                    else float(result.mig_posterior.per_factor[k]),
                     "SAP": float(result.sap.per_factor[k]),
                     "DCI completeness": float(result.dci.factor_completeness[k]),
                     "DCI accuracy": float(result.dci.test_accuracy[k]),

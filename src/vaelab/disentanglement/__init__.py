@@ -16,6 +16,7 @@ from vaelab.disentanglement.boosting import BoostedStumps, fit_stumps
 from vaelab.disentanglement.dci import DCIResult, dci
 from vaelab.disentanglement.factorvae_score import FactorVAEResult, factorvae_score
 from vaelab.disentanglement.mig import MIGResult, mig
+from vaelab.disentanglement.mig_posterior import PosteriorMIGResult, mig_posterior
 from vaelab.disentanglement.mutual_info import entropy, mutual_info
 from vaelab.disentanglement.sap import SAPResult, sap
 
@@ -24,12 +25,14 @@ __all__ = [
     "DCIResult",
     "FactorVAEResult",
     "MIGResult",
+    "PosteriorMIGResult",
     "SAPResult",
     "dci",
     "entropy",
     "factorvae_score",
     "fit_stumps",
     "mig",
+    "mig_posterior",
     "mutual_info",
     "sap",
     "score_all",
