@@ -100,26 +100,8 @@ class DisentanglementSection:
         figures: Sequence[tuple[str, str, bytes]],
     ) -> DisentanglementSection:
         """The section of `result`: its scores, definitions and per-factor figures."""
-        record = result.to_dict()
-        shares = result.normalised_mutual_info  # (D, F)
-        rows = []
-        for k, name in enumerate(result.factors.names):
-            top = int(result.mig.top_code[k])
-            rows.append(
-                {
-                    "factor": name,
-                    "MIG": float(result.mig.per_factor[k]),
-                    "MIG (posterior)": None
-                    if result.mig_posterior is None
-                    else float(result.mig_posterior.per_factor[k]),
-                    "SAP": float(result.sap.per_factor[k]),
-                    "DCI completeness": float(result.dci.factor_completeness[k]),
-                    "DCI accuracy": float(result.dci.test_accuracy[k]),
-                    "top latent": f"z{top + 1}",
-                    "its share of the factor": float(shares[top, k]),
-                }
-            )
-        return cls(note, result.scores, record["definitions"], rows, figures)
+        definitions = result.to_dict()["definitions"]
+        return cls(note, result.scores, definitions, result.per_factor(), figures)
 
 
 STYLE = """

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.analysis.latents import encode_dataset
 from vaelab.data import Factors
 from vaelab.data.batches import iterate_batches
 from vaelab.disentanglement.dci import DCIResult, dci
@@ -74,6 +73,30 @@ class DisentanglementResult:
             self.factors.names[k] if shares[j, k] >= threshold else None for j, k in enumerate(best)
         ]
 
+    def per_factor(self) -> list[dict[str, Any]]:
+        """One row per factor: its MIG terms, SAP gap, DCI completeness and accuracy, and the
+        latent holding the largest share of it (as `vaelab eval` and the report show them)."""
+        shares = self.normalised_mutual_info
+        rows = []
+        for k, name in enumerate(self.factors.names):
+            top = int(self.mig.top_code[k])
+            posterior = self.mig_posterior
+            rows.append(
+                {
+                    "factor": name,
+                    "MIG": float(self.mig.per_factor[k]),
+                    "MIG (posterior)": None
+                    if posterior is None
+                    else float(posterior.per_factor[k]),
+                    "SAP": float(self.sap.per_factor[k]),
+                    "DCI completeness": float(self.dci.factor_completeness[k]),
+                    "DCI accuracy": float(self.dci.test_accuracy[k]),
+                    "top latent": f"z{top + 1}",
+                    "its share of the factor": float(shares[top, k]),
+                }
+            )
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON record: the scores, the per-factor figures, each metric's definition and
         settings, and the mutual-information matrix."""
@@ -117,33 +140,25 @@ def sample_rows(count: int, limit: int | None, *, seed: int = 0) -> torch.Tensor
     return torch.randperm(count, generator=generator)[:limit].sort().values
 
 
-def encode_posteriors(
+def encode_codes(
     model: Autoencoder, x: torch.Tensor, *, batch_size: int = 1024
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mu, logvar), each float64 (N, D), of a model whose posterior is a distribution (a
-    VAE's), in eval mode; None for a point posterior."""
-    if not model.stochastic_encoder:
-        return None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One pass over x (N, C, H, W) in eval mode: the posterior means (the codes) and, for a
+    posterior that is a distribution (a VAE's), its log-variances, each float64 (N, D); None
+    for a point posterior. Batches only bound memory (and move the float rounding of a matrix
+    product, never more)."""
     was_training = model.training
     model.eval()
-    mus, logvars = [], []
+    means, logvars = [], []
     with torch.inference_mode():
         for batch in iterate_batches(x, batch_size, shuffle=False):
             posterior = model.encode(batch.to(model.device))
-            mus.append(posterior.mu.double().cpu())
-            logvars.append(posterior.logvar.double().cpu())
+            means.append(posterior.mean.double().cpu())
+            if model.stochastic_encoder:
+                logvars.append(posterior.logvar.double().cpu())
     model.train(was_training)
-    return torch.cat(mus).numpy(), torch.cat(logvars).numpy()
-
-
-def encode_means(model: Autoencoder, x: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
-    """The posterior means (codes) of x (N, C, H, W) as float64 (N, D), in eval mode. Batches
-    only bound memory (and move the float rounding of a matrix product, never more)."""
-    was_training = model.training
-    model.eval()
-    codes = encode_dataset(model, x, batch_size=batch_size)
-    model.train(was_training)
-    return codes.double().numpy()
+    logvar = torch.cat(logvars).numpy() if logvars else None
+    return torch.cat(means).numpy(), logvar
 
 
 def evaluate_disentanglement(
@@ -170,15 +185,14 @@ def evaluate_disentanglement(
             f"{plural(len(info.names), 'factor')} need ({len(x)}, {len(info.names)})"
         )
     started = time.perf_counter()
-    codes = encode_means(model, x, batch_size=batch_size)
+    codes, logvar = encode_codes(model, x, batch_size=batch_size)
     labels = factors.cpu().numpy()
     names = list(info.names)
-    posteriors = encode_posteriors(model, x, batch_size=batch_size)
     return DisentanglementResult(
         mig=mig(codes, labels, names=names),
         mig_posterior=None
-        if posteriors is None
-        else mig_posterior(*posteriors, labels, names=names, seed=seed),
+        if logvar is None
+        else mig_posterior(codes, logvar, labels, names=names, seed=seed),
         dci=dci(codes, labels, names=names, seed=seed),
         sap=sap(codes, labels, info.categorical, names=names, seed=seed),
         factorvae=factorvae_score(codes, labels, names=names, seed=seed),
@@ -220,14 +234,13 @@ def format_disentanglement(result: DisentanglementResult) -> list[str]:
     lines.append(
         "  per factor             MIG  MIG-q    SAP  DCI-C  DCI-acc  top latent (MI share)"
     )
-    shares = result.normalised_mutual_info
-    for k, name in enumerate(result.factors.names):
-        top = int(result.mig.top_code[k])
-        from_posterior = "     -" if posterior is None else f"{posterior.per_factor[k]:6.3f}"
+    for row in result.per_factor():
+        from_posterior = row["MIG (posterior)"]
+        posterior_cell = "     -" if from_posterior is None else f"{from_posterior:6.3f}"
         lines.append(
-            f"    {name:<18} {result.mig.per_factor[k]:6.3f} {from_posterior} "
-            f"{result.sap.per_factor[k]:6.3f} {result.dci.factor_completeness[k]:6.3f} "
-            f"{result.dci.test_accuracy[k]:8.3f}  z{top + 1} ({shares[top, k]:.2f})"
+            f"    {row['factor']:<18} {row['MIG']:6.3f} {posterior_cell} {row['SAP']:6.3f} "
+            f"{row['DCI completeness']:6.3f} {row['DCI accuracy']:8.3f}  {row['top latent']} "
+            f"({row['its share of the factor']:.2f})"
         )
     lines.append(
         "  (MIG-q: MIG from the posterior, Chen et al.'s estimator; the MI share is binned)"

@@ -35,6 +35,13 @@ class MIGResult:
     settings: dict[str, object] = field(default_factory=dict)
 
 
+def normalised_gaps(info: np.ndarray, entropy: np.ndarray) -> np.ndarray:
+    """Per factor, (largest - second-largest I(z_j; v_k) over latents j) / H(v_k): info (D, F)
+    and entropy (F,) in nats give the (F,) terms that MIG averages."""
+    ranked = np.sort(info, axis=0)[::-1]  # (D, F) descending over latents
+    return (ranked[0] - ranked[1]) / entropy
+
+
 def mig(
     codes: ArrayLike, factors: ArrayLike, *, bins: int = 20, names: Sequence[str] | None = None
 ) -> MIGResult:
@@ -51,8 +58,7 @@ def mig(
     binned = equal_width_bins(data.codes, bins)  # (N, D)
     info = mutual_info_matrix(binned, data.labels, bins, data.sizes)  # (D, F)
     entropy = factor_entropies(data.labels)  # (F,), > 0: every factor has two values
-    ranked = np.sort(info, axis=0)[::-1]  # (D, F) descending over codes
-    per_factor = (ranked[0] - ranked[1]) / entropy
+    per_factor = normalised_gaps(info, entropy)
     return MIGResult(
         score=float(np.mean(per_factor)),
         per_factor=per_factor,

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from vaelab.disentanglement.inputs import FactorData, check_inputs
+from vaelab.disentanglement.mig import normalised_gaps
 from vaelab.disentanglement.mutual_info import factor_entropies
 from vaelab.errors import VaelabError, plural
 
@@ -84,8 +85,7 @@ def mig_posterior(
     info, stderr = _information(data, mu, logvar, z, rows, owner, chunk)  # (D, F) each
     info = np.maximum(info, 0.0)
     entropy = factor_entropies(data.labels)  # (F,), > 0: every factor has two values
-    ranked = np.sort(info, axis=0)[::-1]  # (D, F) descending over latents
-    per_factor = (ranked[0] - ranked[1]) / entropy
+    per_factor = normalised_gaps(info, entropy)
     return PosteriorMIGResult(
         score=float(np.mean(per_factor)),
         per_factor=per_factor,
