@@ -219,14 +219,16 @@ def test_local_batch_weights_make_the_rank_average_the_global_batch_mean(n, batc
     """DDP averages the ranks' gradients, so sum_r weight_r * mean_r / world must equal the
     mean over the global batch (here of a per-example value standing in for the loss)."""
     values = torch.randn(n, 1, 1, 1, dtype=torch.float64)
+    labels = torch.arange(n)  # a conditional model's labels travel with their images
     for idx in batch_indices(n, batch_size, shuffle=True, generator=torch.Generator()):
         average = 0.0
         for rank in range(world_size):
             group = Distributed(rank=rank, world_size=world_size)
-            x, weight = trainer_module.local_batch(
-                SimpleNamespace(group=group, train_x=values), idx
+            x, y, weight = trainer_module.local_batch(
+                SimpleNamespace(group=group, train_x=values, train_y=labels), idx
             )
             assert len(x) >= 1  # every rank joins the all-reduce, even with no examples
+            assert torch.equal(values[y], x)
             average += weight * x.mean().item() / world_size
         assert average == pytest.approx(values[idx].mean().item(), rel=1e-12, abs=1e-12)
 

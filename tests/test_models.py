@@ -29,12 +29,15 @@ LIKELIHOODS = {
 }
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64), (3, 30, 45)]
 
-every_model = pytest.mark.parametrize("kind", sorted(MODELS))
+# Every registered model, and the cvae conditioned on observed quadrants with a learned prior
+# (the other kind of condition, and the conditional prior).
+KINDS = [*sorted(MODELS), "cvae-observed"]
+every_model = pytest.mark.parametrize("kind", KINDS)
 every_architecture = pytest.mark.parametrize("architecture", ARCHITECTURES)
 # Autoregressive decoder terms are for VAEs only (an autoencoder could copy x through them).
 every_model_and_architecture = pytest.mark.parametrize(
     ("kind", "architecture"),
-    [(k, a) for k in sorted(MODELS) for a in ARCHITECTURES if "+" not in a or k == "vae"],
+    [(k, a) for k in KINDS for a in ARCHITECTURES if "+" not in a or k == "vae"],
 )
 every_likelihood = pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
 
@@ -53,10 +56,27 @@ def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options)
         hidden_dims=(64,),
         conv_channels=(8, 16),
         noise_level=0.2,
-        dataset_size=100,  # a btcvae's N (the others ignore it)
+        dataset_size=100,  # a btcvae's and an m2's N (the others ignore it)
         discriminator_hidden=(32, 32),  # a factorvae's (the others ignore it)
+        classes=3,  # a cvae's and an m2's (the others ignore it)
     )
+    if kind == "cvae-observed":
+        values |= {"model": "cvae", "observe": "left", "conditional_prior": True}
     return ModelConfig(**(values | options))
+
+
+def condition(model: vaelab.Autoencoder, x: torch.Tensor) -> torch.Tensor | None:
+    """The condition y of the images x for the model's methods: labels 0, 1, 2, 0, ... for a
+    label-conditional model, the images themselves for one conditioned on observed quadrants,
+    None for an unconditional one."""
+    if model.needs_labels:
+        return torch.arange(len(x)) % model.config.classes
+    return x if model.conditional else None
+
+
+def conditions(model: vaelab.Autoencoder, n: int) -> torch.Tensor | None:
+    """The condition of n codes to decode: n labels, or n images holding the observed part."""
+    return condition(model, torch.rand(n, *model.config.data_shape, generator=fixed_generator()))
 
 
 def build(config: ModelConfig, seed: int = 0) -> vaelab.Autoencoder:
@@ -81,18 +101,22 @@ def test_output_shapes(kind, architecture, shape):
     model = build(tiny(kind, architecture, data_shape=shape))
     d = model.config.latent_dim  # 4 as asked, or derived by the model (a VQ-VAE's D h w)
     x = torch.rand(3, *shape)
-    posterior = model.encode(x)
+    y, y5, y6 = condition(model, x), conditions(model, 5), conditions(model, 6)
+    posterior = model.encode(x, y)
     assert posterior.mean.shape == (3, d)
     assert posterior.sample().shape == (3, d)
-    assert model.decode(posterior.mean).shape == (3, *shape)
-    assert model.decode_params(torch.zeros(5, d), torch.rand(5, *shape)).shape == (5, *shape)
-    assert model.draw_codes(6).shape == (6, d)
-    assert model.sample(6).shape == (6, *shape)
-    assert model.reconstruct(x).shape == (3, *shape)
-    assert model(x).shape == (3, *shape)
-    assert model.interpolate(x[0], x[1], steps=7).shape == (7, *shape)
-    assert model.interpolate(x[0], x[1], steps=4, spherical=True).shape == (4, *shape)
-    terms = model.loss(x)
+    assert model.decode(posterior.mean, condition(model, x)).shape == (3, *shape)
+    params = model.decode_params(torch.zeros(5, d), torch.rand(5, *shape), y5)
+    assert params.shape == (5, *shape)
+    assert model.draw_codes(6, y=y6).shape == (6, d)
+    assert model.sample(6, y=y6).shape == (6, *shape)
+    assert model.reconstruct(x, y).shape == (3, *shape)
+    if not model.needs_labels:
+        assert model(x).shape == (3, *shape)
+    path_y = {} if y is None or model.conditional and not model.needs_labels else {"y": y[0]}
+    assert model.interpolate(x[0], x[1], steps=7, **path_y).shape == (7, *shape)
+    assert model.interpolate(x[0], x[1], steps=4, spherical=True, **path_y).shape == (4, *shape)
+    terms = model.loss(x, y=y)
     assert terms.total.shape == terms.recon.shape == terms.kl.shape == ()
     assert math.isfinite(terms.total.item())
 
@@ -108,20 +132,26 @@ def test_prior_capability_and_bound(kind, architecture):
         with pytest.raises(VaelabError, match="has no prior"):
             model.log_weights(x, 5)
         return
-    z = model.draw_codes(4, generator=fixed_generator())
+    y4 = conditions(model, 4)
+    z = model.draw_codes(4, y=y4, generator=fixed_generator())
     assert z.shape == (4, model.config.latent_dim)
     if isinstance(model.prior, Prior):  # a prior over codes z (a VQ-VAE's is over index grids)
-        torch.testing.assert_close(model.prior.sample(4, generator=fixed_generator()), z)
-    torch.testing.assert_close(model.draw_codes(4, generator=fixed_generator()), z)
+        prior_y = model.prior_condition(None, y4)
+        drawn = model.prior.sample(4, y=prior_y, generator=fixed_generator())
+        torch.testing.assert_close(drawn, z)
+    torch.testing.assert_close(model.draw_codes(4, y=y4, generator=fixed_generator()), z)
     with torch.no_grad():
-        torch.testing.assert_close(model.sample(4, generator=fixed_generator()), model.decode(z))
-        log_w = model.log_weights(x, 5, generator=fixed_generator())
+        sampled = model.sample(4, y=y4, generator=fixed_generator())
+        torch.testing.assert_close(sampled, model.decode(z, y4))
+        log_w = model.log_weights(x, 5, y=condition(model, x), generator=fixed_generator())
     assert log_w.shape == (5, 3) and torch.isfinite(log_w).all()
 
 
 @every_model_and_architecture
 def test_an_unconditional_model_ignores_the_condition(kind, architecture):
     model = build(tiny(kind, architecture)).eval()
+    if model.conditional:
+        return  # see tests/test_conditional_models.py
     x, y = torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2])
     with torch.no_grad():
         torch.testing.assert_close(model.encode(x, y).mean, model.encode(x).mean)
@@ -144,8 +174,9 @@ def test_loss_falls_when_trained_on_a_fixed_batch(kind, architecture, likelihood
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = fixed_generator()
     losses = []
+    y = condition(model, batch)
     for _ in range(80):
-        terms = model.loss(batch, generator=generator)
+        terms = model.loss(batch, y=y, generator=generator)
         optimizer.zero_grad()
         terms.objective.backward()
         optimizer.step()
@@ -162,9 +193,12 @@ def test_every_parameter_changes_after_one_step(kind, architecture, likelihood, 
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     # The local context's output layer starts at zero, so its first layer moves from step 2.
+    y = condition(model, batch)
+    if kind == "m2":  # half the labels hidden: the classifier learns from both kinds of image
+        y[::2] = -1
     for _ in range(2 if architecture.endswith("+local") else 1):
         optimizer.zero_grad()
-        model.loss(batch, generator=fixed_generator()).objective.backward()
+        model.loss(batch, y=y, generator=fixed_generator()).objective.backward()
         optimizer.step()
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     assert unchanged == []  # every parameter receives a gradient
@@ -183,6 +217,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(kind, architecture, likel
     save_checkpoint(tmp_path / "ckpt", model, RunConfig(model=config), {"epoch": 3})
     x = torch.rand(4, 1, 8, 8)
     z = torch.randn(4, config.latent_dim)
+    y = condition(model, x)
     for loaded in (load_checkpoint(tmp_path / "ckpt")[0], vaelab.load(tmp_path / "ckpt")):
         assert type(loaded) is type(model)
         assert loaded.config == config
@@ -190,11 +225,11 @@ def test_checkpoint_round_trip_gives_identical_outputs(kind, architecture, likel
         state, loaded_state = model.state_dict(), loaded.state_dict()
         assert state.keys() == loaded_state.keys()
         assert all(torch.equal(state[k], loaded_state[k]) for k in state)
-        assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
-        assert torch.equal(loaded.decode(z), model.decode(z))
+        assert torch.equal(loaded.reconstruct(x, y), model.reconstruct(x, y))
+        assert torch.equal(loaded.decode(z, y), model.decode(z, y))
         torch.testing.assert_close(
-            loaded.loss(x, generator=fixed_generator()).total,
-            model.loss(x, generator=fixed_generator()).total,
+            loaded.loss(x, y=y, generator=fixed_generator()).total,
+            model.loss(x, y=y, generator=fixed_generator()).total,
             rtol=0,
             atol=0,
         )
@@ -203,23 +238,29 @@ def test_checkpoint_round_trip_gives_identical_outputs(kind, architecture, likel
 @every_model_and_architecture
 def test_sample_is_reproducible_with_a_seeded_generator(kind, architecture):
     model = build(tiny(kind, architecture))
-    a = model.sample(5, generator=torch.Generator().manual_seed(7))
-    b = model.sample(5, generator=torch.Generator().manual_seed(7))
-    c = model.sample(5, generator=torch.Generator().manual_seed(8))
+    y = conditions(model, 5)
+    a = model.sample(5, y=y, generator=torch.Generator().manual_seed(7))
+    b = model.sample(5, y=y, generator=torch.Generator().manual_seed(7))
+    c = model.sample(5, y=y, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     z = torch.randn(5, model.config.latent_dim)
-    assert torch.equal(model.sample(5, z=z), model.decode(z))
+    assert torch.equal(model.sample(5, y=y, z=z), model.decode(z, y))
 
 
 @every_model_and_architecture
 def test_the_caller_chooses_the_dtype(kind, architecture):
     model = build(tiny(kind, architecture, "gaussian-learned")).double()
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
-    assert model.sample(3, generator=torch.Generator().manual_seed(0)).dtype == torch.float64
-    assert model.reconstruct(x).dtype == torch.float64
-    assert model.interpolate(x[0], x[1], steps=3).dtype == torch.float64
-    assert model.loss(x, generator=fixed_generator()).total.dtype == torch.float64
+    y3 = conditions(model, 3)
+    y3 = y3.double() if y3 is not None and y3.is_floating_point() else y3
+    generator = torch.Generator().manual_seed(0)
+    assert model.sample(3, y=y3, generator=generator).dtype == torch.float64
+    assert model.reconstruct(x, condition(model, x)).dtype == torch.float64
+    path_y = {"y": torch.tensor(1)} if model.needs_labels and kind == "cvae" else {}
+    assert model.interpolate(x[0], x[1], steps=3, **path_y).dtype == torch.float64
+    loss = model.loss(x, y=condition(model, x), generator=fixed_generator())
+    assert loss.total.dtype == torch.float64
 
 
 @every_model_and_architecture
@@ -227,8 +268,9 @@ def test_loss_is_reproducible_with_a_seeded_generator(kind, architecture, batch)
     model = build(tiny(kind, architecture))
     # A training-mode loss may update state (a VQ-VAE's codebook): score two identical copies.
     twin = copy.deepcopy(model)
-    a = model.loss(batch, generator=fixed_generator())
-    b = twin.loss(batch, generator=fixed_generator())
+    y = condition(model, batch)
+    a = model.loss(batch, y=y, generator=fixed_generator())
+    b = twin.loss(batch, y=y, generator=fixed_generator())
     assert torch.equal(a.total, b.total)
     assert torch.equal(a.recon, b.recon)
 
@@ -238,9 +280,14 @@ def test_interpolation_ends_are_the_reconstructions(kind, architecture):
     # eval: a VQ-VAE's encoder in training mode moves its codebook at every call
     model = build(tiny(kind, architecture)).eval()
     x = torch.rand(2, 1, 8, 8)
-    reconstructions = model.reconstruct(x)
+    if model.conditional:  # one condition for the path: a label, or x_a's observed part
+        y = torch.tensor([1, 1]) if model.needs_labels else x[:1].expand(2, -1, -1, -1)
+        path_y = {"y": torch.tensor(1)} if model.needs_labels else {}
+    else:
+        y, path_y = None, {}
+    reconstructions = model.reconstruct(x, y)
     for spherical in (False, True):
-        path = model.interpolate(x[0], x[1], steps=5, spherical=spherical)
+        path = model.interpolate(x[0], x[1], steps=5, spherical=spherical, **path_y)
         torch.testing.assert_close(path[0], reconstructions[0])
         torch.testing.assert_close(path[-1], reconstructions[1])
 
@@ -248,7 +295,7 @@ def test_interpolation_ends_are_the_reconstructions(kind, architecture):
 @every_model
 def test_decoded_means_are_probabilities_for_bernoulli(kind):
     model = build(tiny(kind, "mlp"))
-    images = model.sample(8)
+    images = model.sample(8, y=conditions(model, 8))
     assert images.min() >= 0 and images.max() <= 1
 
 
@@ -258,10 +305,12 @@ def test_loss_recon_is_the_likelihood_nll_of_the_clean_batch(kind, likelihood, b
     """The loss convention: sum over pixels per example, mean over the batch."""
     # eval: a VQ-VAE's training-mode passes move its codebook, so the two would see different ones
     model = build(tiny(kind, "mlp", likelihood, noise_level=0.0)).eval()
+    y = condition(model, batch)
     # the VAE's recon term decodes one posterior sample; the same generator draws the same z
-    z = model.encode(batch).sample(generator=fixed_generator())
-    expected = model.likelihood.nll(model.decode_params(z), batch).mean()
-    terms = model.loss(batch, generator=fixed_generator())
+    z = model.encode(batch, y).sample(generator=fixed_generator())
+    # (a completion model scores only the unobserved pixels)
+    expected = -model.log_likelihood(model.decode_params(z, batch, y), batch).mean()
+    terms = model.loss(batch, y=y, generator=fixed_generator())
     torch.testing.assert_close(terms.recon, expected)
 
 
@@ -460,7 +509,7 @@ def test_build_model_uses_the_registry():
     "bad", [torch.tensor([0.5, 1.2]), torch.tensor([-0.5, 0.2]), torch.tensor([float("nan"), 0.5])]
 )
 def test_bernoulli_models_reject_data_outside_unit_interval(bad):
-    for kind in MODELS:
+    for kind in KINDS:
         with pytest.raises(VaelabError, match="my data"):
             build(tiny(kind, "mlp")).check_data(bad.view(1, 1, 1, 2), where="my data")
 
@@ -580,6 +629,8 @@ def test_figures_name_each_model_by_its_title() -> None:
         "btcvae": "β-TCVAE",
         "factorvae": "FactorVAE",
         "dipvae": "DIP-VAE",
+        "cvae": "Conditional VAE",
+        "m2": "Semi-supervised VAE (M2)",
     }
 
 

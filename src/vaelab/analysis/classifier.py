@@ -126,6 +126,11 @@ def _labelled(data: DataSplits) -> None:
             f"dataset {data.name} has no class labels, so no classifier can be trained to score "
             "decoded images"
         )
+    if bool((data.train.y < 0).any()):
+        raise ClassifierUnavailable(
+            f"the training split of {data.name} has hidden labels (--labelled): the classifier "
+            "that scores decoded images trains on every label; load the data without --labelled"
+        )
 
 
 def _num_classes(data: DataSplits) -> int:

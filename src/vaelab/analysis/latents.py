@@ -14,30 +14,53 @@ PROJECTIONS = ("pca", "tsne")
 DECODE_BATCH = 1024
 
 
-def encode_dataset(model: Autoencoder, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+def encode_dataset(
+    model: Autoencoder,
+    x: torch.Tensor,
+    *,
+    y: torch.Tensor | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
     """The code of every example: the posterior mean (mu for a VAE). x (N, C, H, W) -> (N, D),
-    on the CPU; batched under inference mode, on the model's device."""
+    on the CPU; batched under inference mode, on the model's device. y (N,): the labels a
+    model conditional on them encodes with, q(z|x, y)."""
     codes = []
     with torch.inference_mode():
-        for batch in iterate_batches(x, batch_size, shuffle=False):
-            codes.append(model.encode(batch.to(model.device)).mean.float().cpu())
+        for i, batch in enumerate(iterate_batches(x, batch_size, shuffle=False)):
+            batch = batch.to(model.device)
+            if y is None:
+                posterior = model.encode(batch)
+            else:
+                labels = y[i * batch_size : (i + 1) * batch_size].to(model.device)
+                posterior = model.encode(batch, labels)
+            codes.append(posterior.mean.float().cpu())
     if not codes:
         return torch.zeros(0, model.config.latent_dim)
     return torch.cat(codes)
 
 
 def decode_codes(
-    model: Autoencoder, z: torch.Tensor, *, batch_size: int = DECODE_BATCH
+    model: Autoencoder,
+    z: torch.Tensor,
+    *,
+    y: torch.Tensor | None = None,
+    batch_size: int = DECODE_BATCH,
 ) -> torch.Tensor:
     """The image of every code: z (N, D) -> (N, C, H, W) float32 on the CPU; batched under
-    inference mode, on the model's device and in its dtype."""
+    inference mode, on the model's device and in its dtype. A conditional model decodes
+    every code with one condition y: a label (1,), or an image (1, C, H, W) holding the
+    observed part."""
     if len(z) == 0:
         return torch.zeros(0, *model.config.data_shape)
     with torch.inference_mode():
-        images = [
-            model.decode(chunk.to(model.device, model.dtype)).float().cpu()
-            for chunk in z.split(batch_size)
-        ]
+        images = []
+        for chunk in z.split(batch_size):
+            chunk = chunk.to(model.device, model.dtype)
+            if y is None:
+                images.append(model.decode(chunk).float().cpu())
+            else:
+                condition = y.to(model.device).expand(len(chunk), *y.shape[1:])
+                images.append(model.decode(chunk, condition).float().cpu())
     return torch.cat(images)
 
 

@@ -153,13 +153,16 @@ def manifold_grid(
     n: int = 15,
     plane: Plane | None = None,
     value_range: ValueRange | None = None,
+    y: Tensor | None = None,
+    condition: str = "",
 ) -> Figure:
     """Images decoded on a grid of codes (see `manifold_latents`): quantiles for D <= 2, an
     even grid over `plane`'s principal axes for D > 2. `codes` (N, D) of a dataset are needed
-    unless the model is a VAE with D <= 2 or, for D > 2, `plane` is given."""
+    unless the model is a VAE with D <= 2 or, for D > 2, `plane` is given. A conditional
+    model decodes them all with the condition y (see `decode_codes`), `condition` in words."""
     dim = model.config.latent_dim
     grid = manifold_latents(dim, codes, prior=model.gaussian_prior, n=n, plane=plane)
-    images = decode_codes(model, grid.z, batch_size=DECODE_BATCH)
+    images = decode_codes(model, grid.z, y=y, batch_size=DECODE_BATCH)
     fig = _image_figure(grid.rows, grid.cols, extra=(1.2, 1.4))
     ax = fig.add_subplot()
     _show(ax, images, grid.rows, grid.cols, value_range)
@@ -172,7 +175,8 @@ def manifold_grid(
         ax.set_yticks(ys[::every], tick_labels(grid.y_values)[::every])
     ax.set_xlabel(grid.xlabel)
     ax.set_ylabel(grid.ylabel)
-    _title(fig, ax, f"{model.title} manifold: {grid.rows}x{grid.cols} decoded codes\n{grid.note}")
+    title = f"{model.title} manifold: {grid.rows}x{grid.cols} decoded codes{condition}"
+    _title(fig, ax, f"{title}\n{grid.note}")
     return fig
 
 
@@ -230,10 +234,12 @@ def interpolation_strips(
     spherical: bool | None = None,
     pair_names: Sequence[str] | None = None,
     value_range: ValueRange | None = None,
+    labels: Sequence[Tensor] | None = None,
 ) -> Figure:
     """One strip per pair (x_a, x_b), each (C, H, W): x_a, `steps` decodings along the path
     between their codes, x_b. Paths are linear, plus spherical (slerp, White 2016) when
-    `spherical` is True or, by default, for a VAE, whose codes live near the prior's shell."""
+    `spherical` is True or, by default, for a VAE, whose codes live near the prior's shell.
+    A model conditional on labels decodes pair k's path with labels[k] (a 0-d tensor)."""
     spherical = model.gaussian_prior if spherical is None else spherical
     modes = [False, True] if spherical else [False]
     strips, names = [], []
@@ -241,7 +247,10 @@ def interpolation_strips(
         for k, (x_a, x_b) in enumerate(pairs):
             x_a, x_b = x_a.to(model.device, model.dtype), x_b.to(model.device, model.dtype)
             for slerp in modes:
-                path = model.interpolate(x_a, x_b, steps, spherical=slerp)
+                if labels is None:
+                    path = model.interpolate(x_a, x_b, steps, spherical=slerp)
+                else:
+                    path = model.interpolate(x_a, x_b, steps, spherical=slerp, y=labels[k])
                 strips.append(torch.cat([x_a[None], path, x_b[None]]).float().cpu())
                 pair = pair_names[k] if pair_names else f"pair {k + 1}"
                 names.append(f"{pair}\n{'spherical' if slerp else 'linear'}")
@@ -265,15 +274,19 @@ def latent_traversals(
     steps: int = 9,
     max_dims: int = 16,
     value_range: ValueRange | None = None,
+    y: Tensor | None = None,
+    condition: str = "",
 ) -> Figure:
     """One row per latent dimension: decoded codes moved along it from -2 to +2 standard
     deviations of `codes` (N, D), the other dimensions at their mean. Past `max_dims`
-    dimensions, only the most active (largest variance over the data) are shown."""
+    dimensions, only the most active (largest variance over the data) are shown. A
+    conditional model decodes them with the condition y, `condition` in words (see
+    `manifold_grid`)."""
     center = codes.float().mean(dim=0)
     scales = codes.float().std(dim=0, correction=int(len(codes) > 1))  # one code: spread 0
     dims = most_active(codes, max_dims)
     images = decode_codes(
-        model, traversal_latents(center, scales, dims, steps), batch_size=DECODE_BATCH
+        model, traversal_latents(center, scales, dims, steps), y=y, batch_size=DECODE_BATCH
     )
     rows, dim = len(dims), codes.shape[1]
     fig = _image_figure(rows, steps, extra=(1.8, 1.1))
@@ -286,7 +299,7 @@ def latent_traversals(
     ax.set_xticks(_tile_centers(steps, width), t, fontsize=8)
     ax.set_xlabel("offset from the mean code, in standard deviations of that dimension")
     shown = f"the {rows} most active of {dim} dimensions" if rows < dim else f"all {dim} dimensions"
-    _title(fig, ax, f"{model.title} latent traversals: {shown}")
+    _title(fig, ax, f"{model.title} latent traversals: {shown}{condition}")
     return fig
 
 

@@ -104,6 +104,20 @@ class DisentanglementSection:
         return cls(note, result.scores, definitions, result.per_factor(), figures)
 
 
+@dataclass(frozen=True)
+class ConditionalSection:
+    """What a run conditional on class labels (cvae, m2) adds to its report."""
+
+    note: str  # what the model is conditioned on, and where the figures come from
+    figures: Sequence[tuple[str, str, bytes]]  # (name, caption, PNG bytes)
+    class_names: Sequence[str]
+    fidelity: Mapping[str, Any] | None  # `vaelab.analysis.labels.fidelity_record`
+    fidelity_note: str  # how it was measured, or why it was not
+    accuracy: float | None = None  # an m2's classifier on the labelled images of the split
+    confusion: Sequence[Sequence[int]] | None = None  # rows the true class, columns predicted
+    classified: str = ""  # which images the accuracy and confusion matrix are of
+
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
        color: #222; }
@@ -114,6 +128,7 @@ th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: ta
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } pre { background: #f7f7f7; padding: 0.5em; }
 .scroll { overflow-x: auto; }
+table.confusion td { text-align: right; min-width: 2.5em; }
 """
 
 
@@ -126,13 +141,17 @@ def render_report(
     records: Sequence[Mapping[str, Any]],
     evaluation: Sequence[EvalSection] | None = None,
     disentanglement: DisentanglementSection | None = None,
+    conditional: ConditionalSection | None = None,
 ) -> str:
     """The report page. `figures` are (name, caption, PNG bytes); `config` is
     {section: {option: value}}; `records` the per-epoch metrics; `evaluation` the records of
-    eval.json, or None for none; `disentanglement` for data with known factors, or None.
-    Every piece of text is HTML-escaped."""
+    eval.json, or None for none; `disentanglement` for data with known factors, or None;
+    `conditional` for a run conditional on class labels, or None. Every piece of text is
+    HTML-escaped."""
     parts = [f"<h1>{_e(title)}</h1>", key_value_table(summary), "<h2>Figures</h2>"]
     parts += [_figure(name, caption, png) for name, caption, png in figures]
+    if conditional is not None:
+        parts.append(_conditional(conditional))
     if disentanglement is not None:
         parts.append(_disentanglement(disentanglement))
     if evaluation is not None:
@@ -198,6 +217,54 @@ def _disentanglement(section: DisentanglementSection) -> str:
     ]
     parts += [_figure(name, caption, png) for name, caption, png in section.figures]
     return "\n".join(parts)
+
+
+def _conditional(section: ConditionalSection) -> str:
+    """The class-conditional figures, the label fidelity per class and, for an m2, its
+    classifier's accuracy and confusion matrix."""
+    parts = ['<h2 id="conditional">Conditional model</h2>', f"<p>{_e(section.note)}</p>"]
+    parts += [_figure(name, caption, png) for name, caption, png in section.figures]
+    parts += ['<h3 id="label-fidelity">Label fidelity</h3>', f"<p>{_e(section.fidelity_note)}</p>"]
+    if section.fidelity is not None:
+        shares = section.fidelity["per_class"]
+        rows = [
+            {"class": name, "label fidelity": float(share)}
+            for name, share in zip(section.class_names, shares, strict=False)
+        ]
+        rows.append({"class": "mean over the classes", "label fidelity": section.fidelity["mean"]})
+        parts.append(records_table(rows))
+    if section.accuracy is not None:
+        parts += [
+            '<h3 id="classifier">Classifier q(y|x)</h3>',
+            f"<p>Accuracy {section.accuracy:.4f} on {_e(section.classified)}: the class the "
+            "model's own classifier finds most probable, against the label.</p>",
+        ]
+    if section.confusion is not None:
+        parts += [
+            "<p>Confusion matrix: row i, column j counts the images of class i classified as "
+            "j; a cell's shade is its share of its row.</p>",
+            confusion_table(section.confusion, section.class_names),
+        ]
+    return "\n".join(parts)
+
+
+def confusion_table(confusion: Sequence[Sequence[int]], names: Sequence[str]) -> str:
+    """A K x K table of counts, rows the true class and columns the predicted one, each cell
+    shaded by its share of its row (a heat map that stays text)."""
+    head = "".join(f"<th>{_e(name)}</th>" for name in names)
+    rows = []
+    for name, row in zip(names, confusion, strict=False):
+        total = max(sum(row), 1)
+        cells = "".join(
+            f'<td style="background: rgba(31, 119, 180, {count / total:.2f})">{count}</td>'
+            for count in row
+        )
+        rows.append(f"<tr><th>{_e(name)}</th>{cells}</tr>")
+    body = "\n".join(rows)
+    return (
+        f'<div class="scroll"><table class="confusion">\n<tr><th>true ↓ predicted →</th>{head}'
+        f"</tr>\n{body}\n</table></div>"
+    )
 
 
 def format_value(value: Any) -> str:

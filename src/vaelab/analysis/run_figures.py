@@ -6,6 +6,12 @@ from __future__ import annotations
 import torch
 from matplotlib.figure import Figure
 
+from vaelab.analysis.figure_conditions import (
+    grid_condition,
+    pair_labels,
+    sample_condition,
+    split_labels,
+)
 from vaelab.analysis.latents import (
     PROJECTIONS,
     Plane,
@@ -51,24 +57,36 @@ def draw_figures(
     by name; the training curves come from the run folder's metrics.jsonl.
 
     The latent map and the manifold share one plane, `latent_plane` of all the split's codes
-    (the explorer's too), so a class lies in the same corner of both."""
+    (the explorer's too), so a class lies in the same corner of both. A conditional run's
+    figures are drawn with the conditions of `vaelab.analysis.figure_conditions`."""
     check_options(projection=projection, max_points=max_points)
     run = loaded.run
     model, value_range = run.model, run.value_range
-    codes = encode_dataset(model, loaded.x)  # (N, D) posterior means, on the CPU
+    labels = split_labels(loaded)  # None but for a model conditional on labels
+    codes = encode_dataset(model, loaded.x, y=labels)  # (N, D) posterior means, on the CPU
     plane = latent_plane(codes)
     generator = torch.Generator().manual_seed(seed)
     sample_generator = torch.Generator(device=model.device).manual_seed(seed)
+    drawn_with, grid = sample_condition(loaded, N_SAMPLES, seed), grid_condition(loaded)
     with torch.inference_mode():
-        samples = model.sample(N_SAMPLES, generator=sample_generator).float().cpu()
-        x = loaded.x[spread_indices(len(loaded.x), N_RECONSTRUCTIONS)]
-        x_hat = model.reconstruct(x.to(model.device, model.dtype)).float().cpu()
+        samples = _samples(model, drawn_with.y, sample_generator).float().cpu()
+        chosen = spread_indices(len(loaded.x), N_RECONSTRUCTIONS)
+        x = loaded.x[chosen]
+        x_in = x.to(model.device, model.dtype)
+        if labels is None:
+            x_hat = model.reconstruct(x_in).float().cpu()
+        else:
+            x_hat = model.reconstruct(x_in, labels[chosen].to(model.device)).float().cpu()
     pairs = choose_pairs(loaded.y, len(loaded.x), N_PAIRS, generator)
     names = loaded.class_names
     return {
         "latent_map": _latent_map(loaded, codes, plane, projection, max_points, generator, seed),
-        "manifold": manifold_grid(model, codes, plane=plane, value_range=value_range),
-        "samples": samples_grid(samples, title=_samples_title(model), value_range=value_range),
+        "manifold": manifold_grid(
+            model, codes, plane=plane, value_range=value_range, y=grid.y, condition=grid.words
+        ),
+        "samples": samples_grid(
+            samples, title=_samples_title(model) + drawn_with.words, value_range=value_range
+        ),
         "reconstructions": reconstructions_figure(
             x,
             x_hat,
@@ -82,8 +100,11 @@ def draw_figures(
             steps=INTERPOLATION_STEPS,
             pair_names=_pair_names(loaded, pairs, names),
             value_range=value_range,
+            labels=pair_labels(loaded, [a for a, _ in pairs]),
         ),
-        "traversals": latent_traversals(model, codes, value_range=value_range),
+        "traversals": latent_traversals(
+            model, codes, value_range=value_range, y=grid.y, condition=grid.words
+        ),
         "curves": training_curves(
             read_metrics(run.records_dir), title=f"Training of {run.run_dir.name}"
         ),
@@ -112,7 +133,8 @@ def figure_inputs(loaded: RunSplit, *, max_points: int = 5000) -> dict[str, str]
         else f"all {images}",
         "manifold": manifold,
         "samples": f"{N_SAMPLES} codes drawn from "
-        + (model.require_prior().describe() if model.has_prior else "N(0, I)"),
+        + (model.require_prior().describe() if model.has_prior else "N(0, I)")
+        + sample_condition(loaded, N_SAMPLES, 0).words,
         "reconstructions": f"{min(N_RECONSTRUCTIONS, n)} of {images}, spread evenly",
         "interpolations": pairs + (", of different classes" if loaded.y is not None else ""),
         "traversals": f"the mean and spread of the codes of all {images}",
@@ -161,6 +183,16 @@ def _latent_map(
     return latent_map(
         points, y, loaded.class_names, title=title, xlabel=labels[0], ylabel=labels[1]
     )
+
+
+def _samples(
+    model: Autoencoder, y: torch.Tensor | None, generator: torch.Generator
+) -> torch.Tensor:
+    """N_SAMPLES decoded prior samples; a conditional model's drawn with the conditions y
+    (as many samples as conditions)."""
+    if y is None:
+        return model.sample(N_SAMPLES, generator=generator)
+    return model.sample(len(y), y=y.to(model.device), generator=generator)
 
 
 def _samples_title(model: Autoencoder) -> str:

@@ -52,6 +52,12 @@ def compare_runs(
     settings = Settings(samplers=samplers, n_samples=n_samples, n_pairs=n_pairs, seed=seed)
     target = resolve_device(device)
     trained = [open_run(run, device=target) for run in runs]
+    for run, opened in zip(runs, trained, strict=True):
+        if opened.model.conditional:
+            raise VaelabError(
+                f"{run} is a {opened.model.config.model} run: compare measures unconditional "
+                "models (its samples and gaps take no condition); use vaelab eval for it"
+            )
     data = _shared_data(trained, runs, dataset, data_dir)
     models = [run.model for run in trained]
     measured = measure_models(runs, models, data, settings, device=target)

@@ -16,6 +16,8 @@ from vaelab.analysis.evaluate import (
     EvalResult,
     evaluate,
 )
+from vaelab.analysis.labels import DEFAULT_PER_CLASS as FIDELITY_SAMPLES
+from vaelab.analysis.labels import fidelity_record
 from vaelab.cli.arguments import (
     MODEL_DEVICE,
     RUN_DATA_DIR,
@@ -26,10 +28,12 @@ from vaelab.cli.arguments import (
     parse_positive,
     show_progress,
 )
+from vaelab.cli.evaluate_conditional import conditional_lines, elbo_note, nll_label, nll_note
+from vaelab.cli.evaluate_runs import summary, summary_table
 from vaelab.data import DataSplits
 from vaelab.errors import VaelabError, plural
 from vaelab.files import atomic_write_text, write_error
-from vaelab.runs import TrainedRun, open_run
+from vaelab.runs import TrainedRun, check_run, open_run
 from vaelab.training.precision import FP32
 from vaelab.training.runs import EVAL_FILE
 from vaelab.version import __version__
@@ -52,6 +56,8 @@ def evaluate_run(
     data_dir: str | None = None,
     progress: bool = False,
     amp: bool = False,
+    fidelity: bool = False,
+    fidelity_samples: int = FIDELITY_SAMPLES,
 ) -> tuple[EvalResult, dict[str, Any], Path]:
     """Evaluate a run's checkpoint on a split and keep the record in the run's eval.json;
     returns (result, the record, eval.json's path). See `measure_run`."""
@@ -72,6 +78,8 @@ def evaluate_run(
         data_dir=data_dir,
         progress=progress,
         amp=amp,
+        fidelity=fidelity,
+        fidelity_samples=fidelity_samples,
     )
     save_record(path, key, record)
     return result, record, path
@@ -91,6 +99,8 @@ def measure_run(
     data: DataSplits | None = None,
     progress: bool = False,
     amp: bool = False,
+    fidelity: bool = False,
+    fidelity_samples: int = FIDELITY_SAMPLES,
 ) -> tuple[EvalResult, dict[str, Any], str]:
     """Evaluate an opened run on a split; returns (result, its eval.json record, its key).
 
@@ -98,7 +108,9 @@ def measure_run(
     it, already loaded. `binarize` None follows the run: a run trained with dynamic
     binarisation is scored on a fixed Bernoulli draw of the split (seeded by `seed`), as in
     Burda et al. (2015). `amp`: bfloat16 networks (see `evaluate`); its record has its own
-    key, beside the fp32 one.
+    key, beside the fp32 one. A conditional run is scored with the split's labels (see
+    `evaluate`); `fidelity` adds, for a label-conditional one, the label fidelity of
+    `fidelity_samples` samples per class (`fidelity_record`, seeded by `seed`).
     """
     if data is None:
         data = trained.load_data(dataset, data_dir)
@@ -111,6 +123,7 @@ def measure_run(
             plural(len(chosen), "image"),
         )
     x = chosen.x if limit is None else chosen.x[:limit]
+    y = None if chosen.y is None else chosen.y[: len(x)]
     likelihood = trained.config.model.likelihood
     if binarize is None:
         binarize = trained.config.data.binarize
@@ -126,6 +139,7 @@ def measure_run(
     result = evaluate(
         trained.model,
         x,
+        y=y if trained.model.conditional else None,
         k=k,
         chunk=chunk,
         seed=seed,
@@ -142,6 +156,17 @@ def measure_run(
         "vaelab": __version__,
         **result.to_dict(),
     }
+    if fidelity:
+        fidelities = fidelity_record(
+            trained,
+            data,
+            per_class=fidelity_samples,
+            seed=seed,
+            dataset=dataset,
+            data_dir=data_dir,
+        )
+        if fidelities is not None:
+            record["label_fidelity"] = fidelities
     key = f"{trained.checkpoint_name}/{chosen.split}"
     key += f"/k={result.k}" if result.k is not None else ""  # 1 for a point-mass posterior
     if len(x) < len(chosen):
@@ -184,9 +209,10 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
     """The table `vaelab eval` prints."""
     drawn = f", binarised (seed {result.seed})" if result.binarized else ""
     networks = ", bfloat16 networks" if result.precision != FP32 else ""
+    condition = f", conditioned on {result.condition}" if result.condition else ""
     lines = [
         f"{run} ({record['checkpoint']} checkpoint), {record['split']} split of "
-        f"{record['dataset']}: {plural(result.examples, 'image')}{drawn}{networks}"
+        f"{record['dataset']}: {plural(result.examples, 'image')}{drawn}{networks}{condition}"
     ]
     if result.nll is None:  # ae / dae
         lines += [
@@ -202,9 +228,9 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
     shown = " ".join(f"z{d}={v:.2f}" for d, v in ranked[:10]) + (" ..." if len(ranked) > 10 else "")
     lines += [
         f"  negative ELBO        {result.neg_elbo:10.3f} nats   (reconstruction "
-        f"{result.recon:.3f} + KL {result.kl:.3f})",
-        f"  NLL, k={result.k:<13} {result.nll:10.3f} nats   (± {result.nll_stderr or 0:.3f} "
-        f"standard error; {result.nll_bits_per_dim:.4f} bits/dim)",
+        f"{result.recon:.3f} + KL {result.kl:.3f}{elbo_note(result)})",
+        f"  {nll_label(result)} {result.nll:10.3f} nats   ({nll_note(result)}± "
+        f"{result.nll_stderr or 0:.3f} standard error; {result.nll_bits_per_dim:.4f} bits/dim)",
         f"  active units         {result.active_units!s:>10} of {result.latent_dim}   "
         f"(Cov_x E_q[z_u] > {ACTIVE_THRESHOLD})"
         if result.active_units is not None
@@ -214,6 +240,7 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
         f"  throughput           {result.images_per_second:10.1f} images/s   "
         f"({result.images_per_second * result.k / 1e6:.2f}M decoded samples/s; "
         f"{result.seconds:.1f} s in all)",
+        *conditional_lines(result, record),
     ]
     return "\n".join(lines)
 
@@ -249,10 +276,16 @@ def add_parsers(subparsers: Any) -> None:
         "the negative ELBO (reconstruction + KL), the importance-weighted estimate of -log p(x) "
         "with k samples (Burda et al. 2015), active units, KL per latent dimension and the "
         "reconstruction error; for a vqvae, the bound -log p(x|z_q) - log p(z_q) under its "
-        "prior (exact in k), codebook usage and perplexity. Prints a table and keeps it in "
-        "RUN/eval.json.",
+        "prior (exact in k), codebook usage and perplexity. A conditional run is scored on what "
+        "it models: a cvae on -log p(x|y) with the split's labels (-log p(x_unobserved | "
+        "x_observed) with --observe), an m2 on -log p(x) with y marginalised and by its "
+        "classifier's accuracy; the label fidelity of a cvae's or an m2's samples is measured "
+        "with the dataset's cached classifier. Prints a table and keeps it in RUN/eval.json; "
+        "with several runs, also each measure's mean and standard deviation over them.",
     )
-    parser.add_argument("run", metavar="RUN", help=RUN_PATH)
+    parser.add_argument(
+        "run", metavar="RUN", nargs="+", help=RUN_PATH + "; several are compared side by side"
+    )
     parser.add_argument(
         "--k",
         type=parse_positive,
@@ -304,19 +337,61 @@ def add_parsers(subparsers: Any) -> None:
         "definition, sample sizes and seed (--limit N: a random sample of N images of the "
         "split, drawn with --seed)",
     )
+    parser.add_argument(
+        "--no-fidelity",
+        action="store_true",
+        help="skip the label fidelity of a cvae's or an m2's samples (which trains the "
+        "dataset's classifier on its first use, about a minute for MNIST on a CPU)",
+    )
+    parser.add_argument(
+        "--fidelity-samples",
+        type=parse_positive,
+        default=FIDELITY_SAMPLES,
+        metavar="N",
+        help=f"samples drawn per class for the label fidelity (default: {FIDELITY_SAMPLES})",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_quiet(parser)
 
 
 def _eval(args: argparse.Namespace) -> Iterator[str | Path]:
+    runs = [Path(run) for run in args.run]
     if args.disentanglement:
         from vaelab.cli.evaluate_factors import disentanglement_command
 
-        yield from disentanglement_command(args)
+        for run in runs:
+            yield from disentanglement_command(argparse.Namespace(**{**vars(args), "run": run}))
         return
-    result, record, path = evaluate_run(
-        Path(args.run),
+    for run in runs:
+        check_run(run)  # a mistyped path fails before the long passes over the others
+    records = []
+    for run in runs:
+        try:
+            result, record, path = _evaluate_one(run, args)
+        except VaelabError as error:
+            if len(runs) == 1 or str(run) in str(error):
+                raise
+            raise VaelabError(f"{run}: {error}") from None
+        records.append(record)
+        if args.json:
+            continue
+        if not args.quiet:
+            yield format_result(result, record, run)
+        yield path
+    if args.json:
+        if len(runs) == 1:
+            yield json.dumps(records[0], indent=2)
+            return
+        listed = [{"run": str(run), **record} for run, record in zip(runs, records, strict=True)]
+        yield json.dumps({"runs": listed, "summary": summary(runs, records)}, indent=2)
+    elif len(runs) > 1 and not args.quiet:
+        yield summary_table(runs, records)
+
+
+def _evaluate_one(run: Path, args: argparse.Namespace) -> tuple[EvalResult, dict[str, Any], Path]:
+    return evaluate_run(
+        run,
         split=args.split,
         k=args.k,
         chunk=args.chunk,
@@ -329,13 +404,9 @@ def _eval(args: argparse.Namespace) -> Iterator[str | Path]:
         data_dir=args.data_dir,
         progress=show_progress(args),
         amp=args.amp,
+        fidelity=not args.no_fidelity,
+        fidelity_samples=args.fidelity_samples,
     )
-    if args.json:
-        yield json.dumps(record, indent=2)
-        return
-    if not args.quiet:
-        yield format_result(result, record, Path(args.run))
-    yield path
 
 
 COMMANDS = {"eval": _eval}

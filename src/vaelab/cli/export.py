@@ -20,6 +20,7 @@ from vaelab.cli.arguments import (
 )
 from vaelab.data import DataSplits
 from vaelab.errors import VaelabError, plural
+from vaelab.export.graphs import model_graphs
 from vaelab.export.onnx_files import (
     TOLERANCE,
     OnnxExport,
@@ -83,6 +84,7 @@ def export_run(
     if not tolerance > 0:
         raise VaelabError(f"--tolerance must be positive, got {tolerance}")
     trained = open_run(run, checkpoint=checkpoint, device="cpu")
+    model_graphs(trained.model)  # a model the graphs cannot express: one line, before any work
     folder = trained.run_dir / ONNX_DIR if out is None else Path(out)
     if out is not None or folder.parent.exists():  # a bundle's outputs may be still to make
         check_replaceable(folder, replace_if=is_export)  # before the data is loaded

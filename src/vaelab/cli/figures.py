@@ -1,4 +1,5 @@
-"""`vaelab sample`, `reconstruct` and `interpolate`: PNG figures of a trained run."""
+"""`vaelab sample`, `reconstruct` and `interpolate`: PNG figures of a trained run (of a
+conditional one too: see `run_images`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vaelab.analysis.conditional_figures import check_label_model, completes_images
 from vaelab.analysis.samplers import SAMPLERS, fit_sampler
 from vaelab.cli.arguments import (
     MODEL_DEVICE,
@@ -21,28 +23,31 @@ from vaelab.cli.arguments import (
 )
 from vaelab.cli.run_images import (
     DEFAULT_RECONSTRUCTIONS,
+    DEFAULT_SAMPLES,
     INTERPOLATION_PNG,
     RECONSTRUCTIONS_PNG,
+    SAMPLE_COLUMNS,
     SAMPLES_PNG,
     default_end,
     interpolation_frames,
-    prior_samples,
     save_grid,
     save_reconstructions,
+    save_samples,
 )
 from vaelab.data import load_image_file
 from vaelab.errors import VaelabError, plural
-from vaelab.runs import RunSplit, check_run, open_run, run_folder
+from vaelab.models import Autoencoder
+from vaelab.runs import RunSplit, TrainedRun, check_run, open_run, run_folder
 
 MAX_FIGURE_IMAGES = 1024  # --n, --steps: more makes a PNG too large to view (or to open)
 
 
-def _output(run: Path, out: str | None, default_name: str) -> Path:
+def figure_output(run: Path, out: str | None, default_name: str) -> Path:
     """The PNG to write: --out (a file, or a folder for the default name), else in the run."""
     return output_path(run_folder(run) / default_name, out, suffixes=(".png",), what="a .png file")
 
 
-def _check_count(value: int, flag: str, minimum: int = 1) -> None:
+def check_count(value: int, flag: str, minimum: int = 1) -> None:
     if value < minimum:
         raise VaelabError(f"{flag} must be at least {minimum}, got {value}")
     if value > MAX_FIGURE_IMAGES:
@@ -55,10 +60,29 @@ def _check_count(value: int, flag: str, minimum: int = 1) -> None:
 # --- the commands -----------------------------------------------------------------------------
 
 
+def _check_label(model: Autoencoder, label: int) -> None:
+    """A one-line error unless `label` is a class of a run conditional on labels."""
+    check_label_model(model, "--label")
+    if not 0 <= label < model.classes:
+        raise VaelabError(
+            f"--label {label} is out of range: this run has classes 0 to {model.classes - 1}"
+        )
+
+
+def _label_samples(trained: TrainedRun, label: int, n: int, seed: int, path: Path) -> Path:
+    """n images of class `label`, as `sample` lays out prior samples."""
+    model = trained.model
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    y = torch.full((n,), label, dtype=torch.long, device=model.device)
+    with torch.inference_mode():
+        images = model.sample(n, y=y, generator=generator)
+    return save_grid(images, path, trained.value_range)
+
+
 def sample(
     run: Path,
     *,
-    n: int = 64,
+    n: int | None = None,
     seed: int = 0,
     out: str | None = None,
     checkpoint: str = "best",
@@ -66,19 +90,38 @@ def sample(
     sampler: str = "prior",
     dataset: str | None = None,
     data_dir: str | None = None,
+    label: int | None = None,
 ) -> Path:
-    """A grid of n images decoded from codes drawn from the prior N(0, I), or (sampler="gmm")
-    from a Gaussian mixture fitted to the run's training codes."""
+    """A grid of n (default 64) images decoded from codes drawn from the prior N(0, I), or
+    (sampler="gmm") from a Gaussian mixture fitted to the run's training codes.
+
+    A run conditional on labels draws n images of class `label`, or without one a row per
+    class of n / K each (default 8); a cvae trained with --observe completes test images.
+    """
     check_run(run)
-    path = _output(run, out, SAMPLES_PNG)
-    _check_count(n, "--n")
+    path = figure_output(run, out, SAMPLES_PNG)
+    if n is not None:
+        check_count(n, "--n")
     trained = open_run(run, checkpoint=checkpoint, device=device)
-    if sampler == "prior":
-        return save_grid(prior_samples(trained.model, n, seed), path, trained.value_range)
-    train_x = trained.load_data(dataset, data_dir).train.x
-    fitted = fit_sampler(sampler, trained.model, train_x, seed=seed)
-    z = fitted.sample(n, generator=torch.Generator().manual_seed(seed))
     model = trained.model
+    if label is not None:
+        _check_label(model, label)
+    if model.conditional and sampler != "prior":
+        raise VaelabError(
+            f"--sampler {sampler} is for unconditional runs: a {model.config.model}'s codes "
+            "depend on its condition, so it samples from its prior"
+        )
+    if label is not None:
+        return _label_samples(trained, label, DEFAULT_SAMPLES if n is None else n, seed, path)
+    if sampler == "prior":
+        chosen = None
+        if completes_images(model):
+            chosen = trained.choose_split(dataset=dataset, data_dir=data_dir)
+        return save_samples(trained, path, n=n, seed=seed, chosen=chosen)
+    n = DEFAULT_SAMPLES if n is None else n
+    train_x = trained.load_data(dataset, data_dir).train.x
+    fitted = fit_sampler(sampler, model, train_x, seed=seed)
+    z = fitted.sample(n, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         images = model.sample(n, z=z.to(model.device, model.dtype))
     return save_grid(images, path, trained.value_range)
@@ -98,9 +141,9 @@ def reconstruct(
     """n images spread evenly over a split (default: 10, at most the split) above their
     reconstructions. The split defaults to test, else val, else train (see `split_to_use`)."""
     check_run(run)
-    path = _output(run, out, RECONSTRUCTIONS_PNG)
+    path = figure_output(run, out, RECONSTRUCTIONS_PNG)
     if n is not None:
-        _check_count(n, "--n")
+        check_count(n, "--n")
     trained = open_run(run, checkpoint=checkpoint, device=device)
     chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
     if n is None:
@@ -110,16 +153,16 @@ def reconstruct(
             f"--n {n} is more than the {chosen.split} split holds "
             f"({plural(len(chosen), 'image')}); pass --n {len(chosen)} or less"
         )
-    return save_reconstructions(trained, chosen.x, n, path)
+    return save_reconstructions(trained, chosen.x, n, path, y=chosen.y)
 
 
-def _is_index(value: str | None) -> bool:
+def is_index(value: str | None) -> bool:
     return value is None or value.removeprefix("-").isascii() and value.lstrip("-").isdigit()
 
 
-def _check_image_end(flag: str, value: str | None) -> None:
+def check_image_arg(flag: str, value: str | None) -> None:
     """Refuse, before any work, an end that is neither an index nor possibly an image file."""
-    if _is_index(value):
+    if is_index(value):
         return
     path = Path(value)
     if not path.exists():
@@ -134,7 +177,7 @@ def _check_image_end(flag: str, value: str | None) -> None:
         )
 
 
-def _index(value: str | None, chosen: RunSplit) -> int:
+def split_index(value: str | None, chosen: RunSplit) -> int:
     index = 0 if value is None else int(value)
     if not -len(chosen) <= index < len(chosen):
         raise VaelabError(
@@ -164,27 +207,30 @@ def interpolate(
     the split defaults as in `reconstruct`.
     """
     check_run(run)
-    path = _output(run, out, INTERPOLATION_PNG)
-    _check_count(steps, "--steps", minimum=2)
-    _check_image_end("--from", start)
-    _check_image_end("--to", end)
+    path = figure_output(run, out, INTERPOLATION_PNG)
+    check_count(steps, "--steps", minimum=2)
+    check_image_arg("--from", start)
+    check_image_arg("--to", end)
     trained = open_run(run, checkpoint=checkpoint, device=device)
     shape = tuple(trained.config.model.data_shape)
     chosen = None
-    if _is_index(start) or _is_index(end):
+    if is_index(start) or is_index(end):
         chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
-    if _is_index(start):
-        start_index = _index(start, chosen)
+    label = None  # the label the path is decoded with, for a run conditional on labels
+    if is_index(start):
+        start_index = split_index(start, chosen)
         x_a = chosen.x[start_index]
+        if chosen.y is not None and chosen.y[start_index] >= 0:
+            label = int(chosen.y[start_index])
     else:
         start_index, x_a = 0, load_image_file(start, shape)
     if end is None:
         x_b = chosen.x[default_end(chosen, start_index)]
-    elif _is_index(end):
-        x_b = chosen.x[_index(end, chosen)]
+    elif is_index(end):
+        x_b = chosen.x[split_index(end, chosen)]
     else:
         x_b = load_image_file(end, shape)
-    frames = interpolation_frames(trained.model, x_a, x_b, steps, spherical)
+    frames = interpolation_frames(trained.model, x_a, x_b, steps, spherical, label=label)
     return save_grid(frames, path, trained.value_range)
 
 
@@ -207,14 +253,28 @@ def _add_sample_parser(subparsers: Any) -> None:
         "sample",
         help="PNG grid of images decoded from the prior",
         description="A grid of images decoded from random codes: drawn from the prior N(0, I), "
-        "or with --sampler gmm from a Gaussian mixture fitted to the run's training codes.",
+        "or with --sampler gmm from a Gaussian mixture fitted to the run's training codes. "
+        "A run conditional on class labels (cvae, m2) draws a row per class, or with --label "
+        "only that class; a cvae trained with --observe shows test images' observed parts, "
+        "each followed by completions of the rest.",
     )
     _add_model_arguments(parser, SAMPLES_PNG)
     parser.add_argument(
         "--n",
         type=int,
-        default=64,
-        help=f"number of samples, at most {MAX_FIGURE_IMAGES} (default: 64)",
+        help=f"number of samples, at most {MAX_FIGURE_IMAGES}. Without --label, a run "
+        "conditional on labels draws n / K per class (K classes), rounded to the nearest "
+        f"whole number, at least 1; a cvae trained with --observe shows n / {SAMPLE_COLUMNS} "
+        f"test images (rounded likewise), each with {SAMPLE_COLUMNS - 1} completions "
+        f"(default: {DEFAULT_SAMPLES}; {SAMPLE_COLUMNS} per class, or {SAMPLE_COLUMNS} test "
+        "images)",
+    )
+    parser.add_argument(
+        "--label",
+        type=int,
+        metavar="CLASS",
+        help="for a run conditional on class labels (cvae, m2): draw all n samples of this "
+        "class, 0 to K-1 (default: a row per class)",
     )
     add_shared_arguments(parser, seed="seed of the codes (default: 0)")
     parser.add_argument(
@@ -226,10 +286,11 @@ def _add_sample_parser(subparsers: Any) -> None:
     )
     add_shared_arguments(
         parser,
-        dataset="with --sampler gmm: the run's data, if it moved (default: the path in the "
-        "run's config.json)",
-        data_dir="with --sampler gmm: folder with the MNIST IDX files (default: the run's, "
-        "then $VAELAB_DATA, then the download cache, then Debian's /usr/share/datasets)",
+        dataset="with --sampler gmm, or for a cvae trained with --observe: the run's data, if "
+        "it moved (default: the path in the run's config.json)",
+        data_dir="with --sampler gmm, or for a cvae trained with --observe: folder with the "
+        "MNIST IDX files (default: the run's, then $VAELAB_DATA, then the download cache, "
+        "then Debian's /usr/share/datasets)",
     )
 
 
@@ -305,6 +366,7 @@ def _sample(args: argparse.Namespace) -> list[Path]:
         sampler=args.sampler,
         dataset=args.dataset,
         data_dir=args.data_dir,
+        label=args.label,
     )
     return [path]
 

@@ -34,6 +34,7 @@ from vaelab.cli.run_images import (
     prior_samples,
     save_grid,
     save_reconstructions,
+    save_samples,
 )
 from vaelab.data import DataSplits
 from vaelab.errors import VaelabError
@@ -240,9 +241,17 @@ def _describe(folder: Path, listed: list[str], checkpoint: str) -> None:
 def _figure(
     trained: TrainedRun, folder: Path, data: DataSplits | None, *, seed: int
 ) -> tuple[str, str] | None:
-    """The card's figure, written into the bundle: prior samples, or an autoencoder's
-    reconstructions (None without the data)."""
-    if trained.model.has_prior and not trained.model.awaiting_prior:
+    """The card's figure, written into the bundle: prior samples (a row per class for a
+    label-conditional run; completions of the data for a cvae trained with --observe), or an
+    autoencoder's reconstructions (None without the data)."""
+    model = trained.model
+    if model.conditional and (model.needs_labels or data is not None):
+        path = folder / SAMPLES_PNG
+        chosen = None if data is None else trained.split_of(data)
+        save_samples(trained, path, n=SAMPLES, seed=seed, chosen=chosen)
+        what = "a row per class" if model.needs_labels else "completions of data images"
+        return path.name, f"images decoded from codes drawn from the prior, {what} (seed {seed})"
+    if model.has_prior and not model.awaiting_prior and not model.conditional:
         path = folder / SAMPLES_PNG
         save_grid(prior_samples(trained.model, SAMPLES, seed), path, trained.value_range)
         return path.name, f"{SAMPLES} images decoded from codes drawn from the prior (seed {seed})"

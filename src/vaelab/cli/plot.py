@@ -14,6 +14,11 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from vaelab.analysis.conditional_report import (
+    conditional_captions,
+    conditional_section,
+    draw_conditional_figures,
+)
 from vaelab.analysis.evaluate import EvalResult
 from vaelab.analysis.factor_figures import MAX_IMAGES, FactorFigures, draw_factor_figures
 from vaelab.analysis.latents import PROJECTIONS
@@ -38,7 +43,7 @@ from vaelab.cli.info import config_in_words
 from vaelab.errors import VaelabError, plural
 from vaelab.figures import save_figure
 from vaelab.files import atomic_write_text, write_error
-from vaelab.runs import RunSplit, load_run
+from vaelab.runs import RunSplit, load_run, open_run
 from vaelab.training.metrics import read_metrics
 from vaelab.training.runs import EVAL_FILE
 from vaelab.version import __version__
@@ -84,6 +89,7 @@ def plot_run(
         run, split=split, checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, device=device
     )
     figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
+    figures |= draw_conditional_figures(loaded, seed=seed)
     factor = draw_factor_figures(loaded, max_images=max_factor_images, seed=seed)
     if factor is not None:
         figures |= factor.figures
@@ -106,21 +112,25 @@ def write_report(
     device: str = "cpu",
     seed: int = 0,
     max_factor_images: int = MAX_IMAGES,
+    fidelity: bool = True,
 ) -> Path:
     """Draw a run's figures (as `plot_run`, into a `plots/` folder beside the report) and write
     one self-contained HTML report, by default RUN/report.html; return its path. For data with
     known factors the report has a Disentanglement section: the scores of at most
-    `max_factor_images` images of the split (see `draw_factor_figures`) and their figures."""
+    `max_factor_images` images of the split (see `draw_factor_figures`) and their figures. A
+    run conditional on class labels has a Conditional model section (see
+    `conditional_section`; `fidelity` False leaves out its label fidelity)."""
     check_options(projection=projection, max_points=max_points)
-    loaded = load_run(
-        run, split=split, checkpoint=checkpoint, dataset=dataset, data_dir=data_dir, device=device
-    )
+    trained = open_run(run, checkpoint=checkpoint, device=device)
+    data = trained.load_data(dataset, data_dir)
+    loaded = trained.split_of(data, split)
     run_dir = loaded.run.run_dir
     path = _report_path(run_dir, out)
     figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)
     pngs = save_figures(figures, path.parent / PLOTS_DIR)
     model = loaded.run.model
     captions = figure_captions(latent_dim=model.config.latent_dim, has_prior=model.gaussian_prior)
+    captions |= conditional_captions(model, captions)
     factor = draw_factor_figures(loaded, max_images=max_factor_images, seed=seed)
     section = None
     if factor is not None:
@@ -130,6 +140,17 @@ def write_report(
             note=_factor_note(factor),
             figures=[(p.stem, captions[p.stem], p.read_bytes()) for p in factor_pngs],
         )
+    drawn = draw_conditional_figures(loaded, seed=seed)
+    conditional_pngs = save_figures(drawn, path.parent / PLOTS_DIR)
+    conditional = conditional_section(
+        loaded,
+        data,
+        [(p.stem, captions[p.stem], p.read_bytes()) for p in conditional_pngs],
+        seed=seed,
+        fidelity=fidelity,
+        dataset=dataset,
+        data_dir=data_dir,
+    )
     page = render_report(
         title=f"vaelab report: {run_dir.name}",
         summary=_summary(
@@ -140,6 +161,7 @@ def write_report(
         records=read_metrics(loaded.run.records_dir),
         evaluation=read_evaluation(run_dir) or read_evaluation(loaded.run.records_dir),
         disentanglement=section,
+        conditional=conditional,
     )
     try:
         atomic_write_text(path, page)
@@ -247,14 +269,19 @@ def add_parsers(subparsers: Any) -> None:
         description="Latent map, manifold grid, prior samples, reconstructions, interpolations, "
         "latent traversals and training curves of a run, as PNG files; for data with known "
         "factors (--dataset shapes) also the latent x factor mutual information and traversals "
-        "labelled with the factor each latent captures.",
+        "labelled with the factor each latent captures; for a run conditional on class labels "
+        "(cvae, m2) also samples of every class and analogies (each image redrawn as every "
+        "class).",
     )
     report = subparsers.add_parser(
         "report",
         help="one self-contained HTML report of a run",
         description="The figures of `vaelab plot` embedded in one HTML file, with the run's "
         "config, metrics and eval.json results (when present); for data with known factors, "
-        "a Disentanglement section with MIG, DCI, SAP and the FactorVAE score.",
+        "a Disentanglement section with MIG, DCI, SAP and the FactorVAE score; for a run "
+        "conditional on class labels (cvae, m2), a Conditional model section: samples of every "
+        "class, analogies, the label fidelity of its samples and, for an m2, its classifier's "
+        "accuracy and confusion matrix.",
     )
     plot.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: RUN/plots)")
     report.add_argument(
@@ -289,6 +316,12 @@ def add_parsers(subparsers: Any) -> None:
             data_dir=RUN_DATA_DIR,
         )
         add_quiet(parser)
+    report.add_argument(
+        "--no-fidelity",
+        action="store_true",
+        help="leave out the label fidelity of a cvae's or an m2's samples (which trains the "
+        "dataset's classifier on its first use)",
+    )
 
 
 def _figure_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -309,7 +342,8 @@ def _plot(args: argparse.Namespace) -> list[Path]:
 
 
 def _report(args: argparse.Namespace) -> list[Path]:
-    return [write_report(Path(args.run), args.out, **_figure_options(args))]
+    options = _figure_options(args)
+    return [write_report(Path(args.run), args.out, **options, fidelity=not args.no_fidelity)]
 
 
 COMMANDS = {"plot": _plot, "report": _report}

@@ -85,8 +85,9 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "--model",
             "model",
             "vae, ae (plain autoencoder), dae (denoising), vqvae (vector-quantised; fit "
-            "its prior afterwards with vaelab train-prior), or the disentangling VAEs btcvae "
-            "(beta-TCVAE), factorvae and dipvae",
+            "its prior afterwards with vaelab train-prior), the disentangling VAEs btcvae "
+            "(beta-TCVAE), factorvae and dipvae, cvae (conditional on the label, or on "
+            "--observe quadrants) or m2 (semi-supervised; with --labelled N)",
             choices=tuple(MODELS),
         ),
         Option(
@@ -218,6 +219,30 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             float,
             "LR",
         ),
+        Option(
+            "--observe",
+            "observe",
+            "cvae: condition on these quadrants of each image instead of its label, and learn "
+            "to complete the rest: top-left, top-right, bottom-left, bottom-right, or top, "
+            "bottom, left, right, 1-quadrant, 2-quadrants, 3-quadrants (Pyro's CVAE "
+            "tutorial's), comma-separated",
+            metavar="QUADRANTS",
+        ),
+        Option(
+            "--conditional-prior",
+            "conditional_prior",
+            "cvae: a learned prior p(z|y) (Sohn et al.'s prior network) instead of N(0, I)",
+            switch=True,
+        ),
+        Option(
+            "--classifier-weight",
+            "classifier_weight",
+            "m2: weight of the mean classification loss of the labelled images (Kingma et "
+            "al.'s alpha = 0.1 N per labelled image)",
+            _off_or(float, "default"),
+            "W",
+            unset="0.1 N / N_labelled",
+        ),
     ),
     "data": (
         Option(
@@ -263,6 +288,15 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "binarize",
             "dynamic binarisation: a fresh Bernoulli draw of each batch",
             switch=True,
+        ),
+        Option(
+            "--labelled",
+            "labelled",
+            "m2: keep the labels of N training images (balanced over the classes, chosen by "
+            "--split-seed; saved in the run as labelled.json) and hide the rest",
+            int,
+            "N",
+            unset="every label",
         ),
     ),
     "optim": (

@@ -26,6 +26,9 @@ class DataConfig:
     seed: int = 0  # same seed -> identical splits
     download: bool = True  # allow fetching mnist / fashion-mnist when absent
     binarize: bool = False  # dynamic binarisation: a fresh Bernoulli(x) draw of each batch
+    # semi-supervised: keep the labels of this many training images (balanced over the
+    # classes, chosen by `seed`) and hide the rest; None keeps every label
+    labelled: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -45,6 +48,8 @@ class DataConfig:
                 f"val_fraction + test_fraction must be below 1 to leave training data, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        if self.labelled is not None and (_not_int(self.labelled) or self.labelled < 1):
+            raise VaelabError(f"labelled must be a positive whole number, got {self.labelled!r}")
         if _not_int(self.seed):
             raise VaelabError(f"seed must be an integer, got {self.seed!r}")
 

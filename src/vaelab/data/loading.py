@@ -14,6 +14,7 @@ import torch
 from vaelab.data.arrays import load_array_file
 from vaelab.data.config import DataConfig
 from vaelab.data.images import load_image_folder
+from vaelab.data.labelled import keep_labels
 from vaelab.data.mnist import load_idx_dataset
 from vaelab.data.shapes import load_shapes
 from vaelab.data.splits import DataSplits, SourceData, Split, split_source
@@ -130,6 +131,9 @@ def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
         class_names=source.class_names,
         factors=source.factors,
     )
+    if config.labelled is not None:  # semi-supervised: hide all but N training labels
+        kept = keep_labels(train, config.labelled, classes=splits.classes, seed=config.seed)
+        splits = replace(splits, train=kept)
     log.info(
         "data %s %s: %d train, %d val, %d test",
         splits.name,

@@ -72,6 +72,15 @@ class DataSplits:
         _, c, h, w = self.train.x.shape
         return (c, h, w)
 
+    @property
+    def classes(self) -> int:
+        """K, the number of classes: of the class names, else one more than the largest label
+        of any split (0 for data without labels)."""
+        if self.class_names:
+            return len(self.class_names)
+        labels = [s.y for s in (self.train, self.val, self.test) if s.y is not None and len(s.y)]
+        return max((int(y.max()) + 1 for y in labels), default=0)
+
     def split(self, name: str) -> Split:
         """The split called "train", "val" or "test", in the source's order (see `Split`)."""
         if name not in SPLIT_NAMES:

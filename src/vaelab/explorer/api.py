@@ -1,6 +1,7 @@
 """The explorer's JSON endpoints over loaded runs: runs, map, decode, encode, sample,
 interpolate and test images. Plain `def` endpoints: FastAPI runs them in its threadpool, and
-each run's lock keeps one model call at a time."""
+each run's lock keeps one model call at a time. A label-conditional run decodes with the
+request's `label` (see `conditioning`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi import Path as PathParam
 
 from vaelab.explorer import schemas as s
+from vaelab.explorer.conditioning import checked_label, decode_labels, refuse_completion
 from vaelab.explorer.runs import ServedRun, read_data_url, to_data_urls
 from vaelab.models import slerp
 
@@ -55,8 +57,18 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             raise HTTPException(422, f"{what} {index} is out of range: use 0 to {last}")
         return index
 
-    def images(run: ServedRun, z: torch.Tensor) -> list[str]:
-        return to_data_urls(run.decode(z), run.data_range)
+    def images(run: ServedRun, z: torch.Tensor, y: torch.Tensor | None = None) -> list[str]:
+        return to_data_urls(run.decode(z, y), run.data_range)
+
+    def predict(run: ServedRun, x: torch.Tensor) -> s.Prediction:
+        """What the run's classifier (an m2's) makes of the image x (1, C, H, W)."""
+        probabilities = run.predict(x)[0]  # (K,)
+        label = int(probabilities.argmax())
+        return s.Prediction(
+            label=label,
+            probability=float(probabilities[label]),
+            probabilities=probabilities.tolist(),
+        )
 
     def factor_infos(run: ServedRun) -> list[s.FactorInfo] | None:
         info = run.factor_info
@@ -91,6 +103,11 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
                 class_names=names,
                 has_prior=run.model.has_prior,
                 factors=factor_infos(run),
+                conditional=run.conditional,
+                labels=run.label_names(),
+                classifier=run.classifier,
+                completion=run.observe is not None,
+                observe=run.observe,
             )
             infos.append(info)
         return s.RunList(runs=infos)
@@ -118,31 +135,52 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             z = _rows(body.z, "z", run.latent_dim, max_batch)
         else:
             z = run.plane.lift(_rows(body.points or [], "points", 2, max_batch))
-        return s.ImagesResponse(images=images(run, z), z=z.tolist())
+        y = decode_labels(run, body.label, len(z))
+        return s.ImagesResponse(images=images(run, z, y), z=z.tolist())
 
     @app.post("/api/runs/{name}/encode", response_model=s.EncodeResponse)
     def encode(name: str, body: s.EncodeRequest) -> s.EncodeResponse:
+        """The image's code and reconstruction; for a conditional run also its code decoded
+        with every class label (`analogies`), and an m2's classifier's prediction."""
         run = find(name)
+        refuse_completion(run)
         x = read_data_url(body.image, run.config.model.data_shape)  # (C, H, W) in [0, 1]
         low, high = run.data_range
-        z = run.encode((low + x * (high - low))[None])  # (1, D)
+        x = (low + x * (high - low))[None]  # (1, C, H, W) in data space
+        prediction = predict(run, x) if run.classifier else None
+        label = body.label
+        if label is None and prediction is not None:
+            label = prediction.label  # an m2 encodes with its classifier's most probable class
+        label = checked_label(run, label)
+        y = None if label is None else torch.tensor([label])
+        z = run.encode(x, y)  # (1, D)
+        analogies = None
+        if label is not None:
+            every = torch.arange(run.classes)  # (K,) decode(z, k) for every class k
+            analogies = images(run, z.expand(run.classes, -1), every)
         return s.EncodeResponse(
             z=z[0].tolist(),
             point=run.plane.project(z)[0].tolist(),
-            reconstruction=images(run, z)[0],
+            reconstruction=images(run, z, y)[0],
+            label=label,
+            analogies=analogies,
+            prediction=prediction,
         )
 
     @app.post("/api/runs/{name}/sample", response_model=s.ImagesResponse)
     def sample(name: str, body: s.SampleRequest) -> s.ImagesResponse:
         run = find(name)
+        y = decode_labels(run, body.label, body.n)
         generator = torch.Generator().manual_seed(body.seed)
-        with torch.no_grad():  # from the run's prior: N(0, I) for a VAE, a VQ-VAE's PixelCNN
-            z = run.model.draw_codes(body.n, generator=generator).cpu().float()  # (n, D)
-        return s.ImagesResponse(images=images(run, z), z=z.tolist())
+        # from the run's prior: N(0, I) for a VAE, a VQ-VAE's PixelCNN, a cvae's p(z|y)
+        with run.lock, torch.no_grad():
+            z = run.model.draw_codes(body.n, y=y, generator=generator).cpu().float()  # (n, D)
+        return s.ImagesResponse(images=images(run, z, y), z=z.tolist())
 
     @app.post("/api/runs/{name}/interpolate", response_model=s.InterpolateResponse)
     def interpolate(name: str, body: s.InterpolateRequest) -> s.InterpolateResponse:
         run = find(name)
+        y = decode_labels(run, body.label, body.steps)
         if body.from_index is not None and body.to_index is not None:
             ends = run.codes[
                 [
@@ -164,7 +202,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
         else:
             z = torch.lerp(ends[0], ends[1], t[:, None])  # (steps, D)
         return s.InterpolateResponse(
-            images=images(run, z), z=z.tolist(), points=run.plane.project(z).tolist()
+            images=images(run, z, y), z=z.tolist(), points=run.plane.project(z).tolist()
         )
 
     @app.get("/api/runs/{name}/test_image/{index}", response_model=s.ExampleImageResponse)

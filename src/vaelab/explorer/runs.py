@@ -30,6 +30,7 @@ MAP_SEED = 0  # which ones: a fixed subsample, the same on every start
 MAX_IMAGE_SIDE = 4096  # uploaded images larger than this (either side) are refused
 UNKNOWN_RANGE = (0.0, 1.0)  # checkpoints of older versions do not record their data's range
 PNG_PREFIX = "data:image/png;base64,"
+BATCH = 1024  # codes encoded or decoded at a time
 
 
 class BadInput(ValueError):
@@ -42,6 +43,11 @@ class ServedRun:
 
     For data with known generative factors (`--dataset shapes`), `test.factors` holds their
     indices and `factor_info` describes them; both are None otherwise.
+
+    A label-conditional model (`conditional`: a cvae, an m2) encodes and decodes with class
+    labels y; its test codes are encoded with each image's own label. A completion model (a
+    cvae with --observe) encodes with the image's own observed part and cannot decode a bare
+    code.
     """
 
     name: str
@@ -64,15 +70,51 @@ class ServedRun:
     def projection(self) -> str:
         return "pca" if self.latent_dim > 2 else "identity"
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, D) on the CPU -> images (B, C, H, W) on the CPU, in data space."""
-        with self.lock:
-            return decode_codes(self.model, z)
+    @property
+    def conditional(self) -> bool:
+        """Whether the model encodes and decodes with a class label (cvae, m2)."""
+        return self.model.needs_labels
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) in data space -> codes (B, D), the posterior means, on the CPU."""
+    @property
+    def classes(self) -> int:
+        """K, the number of class labels of a conditional model; 0 for others."""
+        return self.config.model.classes if self.conditional else 0
+
+    @property
+    def observe(self) -> str | None:
+        """A completion model's observed quadrants; None for other models."""
+        return self.config.model.observe
+
+    @property
+    def classifier(self) -> bool:
+        """Whether the model has a classifier q(y|x) (an m2)."""
+        return callable(getattr(self.model, "predict_proba", None))
+
+    def label_names(self) -> list[str] | None:
+        """The names of a conditional model's K labels: the data's class names, else 0..K-1."""
+        if not self.conditional:
+            return None
+        names = self.class_names
+        if names is not None and len(names) == self.classes:
+            return list(names)
+        return [str(k) for k in range(self.classes)]
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, D) on the CPU, with labels y (B,) for a conditional model -> images
+        (B, C, H, W) on the CPU, in data space."""
         with self.lock:
-            return encode_dataset(self.model, x)
+            return decode_codes(self.model, z) if y is None else _decode(self.model, z, y)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W) in data space, with labels y (B,) for a conditional model (an m2's
+        classifier infers those not given) -> codes (B, D), the posterior means, on the CPU."""
+        with self.lock:
+            return encode_dataset(self.model, x) if y is None else _encode(self.model, x, y)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """q(y|x) of the model's classifier (an m2's): x (B, C, H, W) -> (B, K) on the CPU."""
+        with self.lock, torch.inference_mode():
+            return self.model.predict_proba(x.to(self.model.device, self.model.dtype)).cpu()
 
     def factor_labels(self, f: int) -> list[str]:
         """Legend text for each index of factor `f`: the class names where the factor is the
@@ -109,7 +151,14 @@ def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu"
         raise VaelabError(f"run {path}: {error}") from None
     described = chosen.factor_info is not None  # indices without names are not shown
     test = Split(chosen.x, chosen.y, chosen.factors if described else None)
-    codes = encode_dataset(trained.model, test.x)  # (N, D)
+    model = trained.model
+    try:
+        if model.needs_labels and test.y is not None:
+            codes = _encode(model, test.x, test.y)  # (N, D), each with its own label (m2: or -1)
+        else:  # an m2 infers the labels; a completion model reads each image's observed part
+            codes = encode_dataset(model, test.x)  # (N, D)
+    except VaelabError as error:
+        raise VaelabError(f"run {path}: {error}") from None
     generator = torch.Generator().manual_seed(MAP_SEED)
     map_indices = torch.randperm(len(test), generator=generator)[:MAP_POINTS].sort().values
     return ServedRun(
@@ -124,6 +173,27 @@ def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu"
         class_names=chosen.class_names,
         factor_info=chosen.factor_info if test.factors is not None else None,
     )
+
+
+def _encode(model: Autoencoder, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The posterior means of x (N, C, H, W) with labels y (N,), batched -> (N, D) on the CPU."""
+    with torch.inference_mode():
+        codes = [
+            model.encode(xb.to(model.device, model.dtype), yb.to(model.device)).mean.float().cpu()
+            for xb, yb in zip(x.split(BATCH), y.split(BATCH), strict=True)
+        ]
+    return torch.cat(codes) if codes else torch.zeros(0, model.config.latent_dim)
+
+
+def _decode(model: Autoencoder, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The images of codes z (N, D) with labels y (N,), batched -> (N, C, H, W) float32 on the
+    CPU."""
+    with torch.inference_mode():
+        images = [
+            model.decode(zb.to(model.device, model.dtype), yb.to(model.device)).float().cpu()
+            for zb, yb in zip(z.split(BATCH), y.split(BATCH), strict=True)
+        ]
+    return torch.cat(images) if images else torch.zeros(0, *model.config.data_shape)
 
 
 # --- images <-> PNG data URLs ----------------------------------------------------------------

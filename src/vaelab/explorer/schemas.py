@@ -1,7 +1,15 @@
 """Request and response bodies of the explorer's JSON API (pydantic; they make /openapi.json).
 
-Bounds that depend on the run (the latent size D, the number of test images, max_batch) are
-checked by the endpoints; everything else is checked here, so a bad body is a 422, never a 500.
+Bounds that depend on the run (the latent size D, the number of test images, max_batch, the
+number of classes K) are checked by the endpoints; everything else is checked here, so a bad body
+is a 4xx, never a 500.
+
+Label-conditional runs (a cvae without --observe, an m2; `conditional` in /api/runs) decode only
+with a class label: `label` is then required by decode, sample and interpolate, a whole number in
+[0, K) (else a 422 that says so). An unconditional run takes no label: a request that gives one is
+refused with a 422 rather than silently ignored. A completion model (a cvae trained with
+--observe; `completion` in /api/runs) decodes only with the observed part of an image, so its
+decode, encode, sample and interpolate answer 400 and point to `vaelab complete`.
 """
 
 from __future__ import annotations
@@ -18,6 +26,12 @@ Vector = list[Value]
 Point = Annotated[list[Value], Field(min_length=2, max_length=2)]
 Index = Annotated[int, Field(ge=0)]
 Steps = Annotated[int, Field(ge=2, le=64)]
+# strict: a JSON whole number only (not 3.0, "3" or true); the run checks it is below its K
+Label = Annotated[int, Field(ge=0, strict=True)]
+LABEL_HELP = (
+    "the class label to decode with, 0 to K - 1: required for a label-conditional run (a cvae, "
+    "an m2), refused for an unconditional one"
+)
 
 
 class Body(BaseModel):
@@ -29,6 +43,7 @@ class DecodeRequest(Body):
 
     z: list[Vector] | None = None
     points: list[Point] | None = None
+    label: Label | None = Field(default=None, description=LABEL_HELP)
 
     @model_validator(mode="after")
     def _one_of(self) -> DecodeRequest:
@@ -39,11 +54,19 @@ class DecodeRequest(Body):
 
 class EncodeRequest(Body):
     image: str = Field(description="a PNG/JPEG data URL (data:image/png;base64,...) or base64")
+    label: Label | None = Field(
+        default=None,
+        description="the class label to encode with, 0 to K - 1: required for a cvae; optional "
+        "for an m2, whose classifier infers it when left out; refused for an unconditional run",
+    )
 
 
 class SampleRequest(Body):
     n: Annotated[int, Field(ge=1, le=64)] = 16
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    label: Label | None = Field(
+        default=None, description=LABEL_HELP + ": every sample is of this class"
+    )
 
 
 class InterpolateRequest(Body):
@@ -55,6 +78,9 @@ class InterpolateRequest(Body):
     z_b: Vector | None = None
     steps: Steps = 10
     spherical: bool = False
+    label: Label | None = Field(
+        default=None, description=LABEL_HELP + ": the whole path is decoded with it"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> InterpolateRequest:
@@ -97,6 +123,27 @@ class RunInfo(BaseModel):
         description="the data's known generative factors, in the order of the map's and test "
         "images' factor indices; null for data without them"
     )
+    conditional: bool = Field(
+        description="whether the run decodes with a class label (a cvae without --observe, an "
+        "m2): decode, sample and interpolate then need `label`"
+    )
+    labels: list[str] | None = Field(
+        description="the names of the K class labels a conditional run takes, label k's at "
+        "index k (the data's class names, else the numbers); null for other runs"
+    )
+    classifier: bool = Field(
+        description="whether the run has a classifier q(y|x) (an m2): encode then returns its "
+        "prediction"
+    )
+    completion: bool = Field(
+        description="whether the run is a completion model (a cvae trained with --observe): it "
+        "decodes only with the observed part of an image, so the explorer's decoder is not "
+        "available for it; use `vaelab complete`"
+    )
+    observe: str | None = Field(
+        description="a completion model's observed quadrants (e.g. 'top-left,bottom-left'); "
+        "null for other runs"
+    )
 
 
 class RunList(BaseModel):
@@ -137,10 +184,33 @@ class InterpolateResponse(ImagesResponse):
     points: list[list[float]]
 
 
+class Prediction(BaseModel):
+    """What a run's classifier q(y|x) (an m2's) makes of an image."""
+
+    label: int = Field(description="the most probable class")
+    probability: float = Field(description="its probability q(y = label | x)")
+    probabilities: list[float] = Field(description="q(y|x) of every class, label k at k")
+
+
 class EncodeResponse(BaseModel):
     z: list[float]
     point: list[float]
-    reconstruction: str
+    reconstruction: str = Field(
+        description="the code decoded (with `label`, for a conditional run)"
+    )
+    label: int | None = Field(
+        default=None,
+        description="the class label the image was encoded with: the one given, or an m2's "
+        "inferred one; null for an unconditional run",
+    )
+    analogies: list[str] | None = Field(
+        default=None,
+        description="for a conditional run, the code decoded with every class label: image k "
+        "is decode(z, k), K images (the image's style in every class); null otherwise",
+    )
+    prediction: Prediction | None = Field(
+        default=None, description="the classifier's view of the image (an m2's); null without"
+    )
 
 
 class ExampleImageResponse(BaseModel):

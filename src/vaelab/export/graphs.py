@@ -95,6 +95,12 @@ class ModelGraphs:
 
 def model_graphs(model: Autoencoder) -> ModelGraphs:
     """The graphs of `model`; a one-line VaelabError for a model they cannot express."""
+    if model.conditional:
+        raise VaelabError(
+            f"cannot export this {model.config.model} yet: its encoder and decoder also take the "
+            "condition y, which this vaelab's ONNX graphs have no input for (vaelab pack "
+            "--no-onnx bundles it without them)"
+        )
     with torch.inference_mode():
         posterior = model.encode(torch.zeros(1, *model.config.data_shape, device=model.device))
     if type(posterior) not in POSTERIOR_OUTPUTS:

@@ -15,8 +15,10 @@ from vaelab.models.autoencoders import (
 )
 from vaelab.models.btcvae import BetaTCVAE
 from vaelab.models.config import ModelConfig
+from vaelab.models.cvae import CVAE
 from vaelab.models.dipvae import DIPVAE
 from vaelab.models.factorvae import FactorVAE
+from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 from vaelab.models.vqvae import VQVAE
 
@@ -28,6 +30,8 @@ MODELS: dict[str, type[Autoencoder]] = {
     "btcvae": BetaTCVAE,
     "factorvae": FactorVAE,
     "dipvae": DIPVAE,
+    "cvae": CVAE,
+    "m2": M2,
 }
 
 
@@ -37,7 +41,9 @@ def build_model(config: ModelConfig) -> Autoencoder:
 
 
 __all__ = [
+    "CVAE",
     "DIPVAE",
+    "M2",
     "MODELS",
     "VAE",
     "VQVAE",

@@ -67,6 +67,9 @@ class Autoencoder(nn.Module):
     prior_fitted_after_training: ClassVar[bool] = False
     # whether its objective needs the number of training examples (`config.dataset_size`)
     needs_dataset_size: ClassVar[bool] = False
+    # whether it is conditional on a class label y (a cvae's, an m2's): the data's labels
+    # reach its loss, and `config.classes` comes from the data
+    conditional: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -82,6 +85,12 @@ class Autoencoder(nn.Module):
 
     def _encoder_outputs(self) -> int:
         return self.config.latent_dim
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether its condition is a class label y that training and evaluation must pass
+        (a cvae's unless it conditions on observed quadrants; an m2's)."""
+        return False
 
     @property
     def gaussian_prior(self) -> bool:
@@ -167,7 +176,11 @@ class Autoencoder(nn.Module):
         drawn_on = generator.device if generator is not None else self.device
         if self.has_prior:
             z = self.require_prior().sample(
-                n, y=y, generator=generator, device=drawn_on, dtype=self.dtype
+                n,
+                y=self.prior_condition(None, y),
+                generator=generator,
+                device=drawn_on,
+                dtype=self.dtype,
             )
         else:
             shape = (n, self.config.latent_dim)
@@ -223,14 +236,24 @@ class Autoencoder(nn.Module):
             )
         return self.prior
 
+    def prior_condition(self, x: Tensor | None, y: Tensor | None) -> Tensor | None:
+        """What the prior is conditioned on, given the data x and the condition y: y itself,
+        which an unconditional prior ignores (a conditional model's condition vector)."""
+        return y
+
+    def log_likelihood(self, x_params: Tensor, x: Tensor) -> Tensor:
+        """log p(x|z) of the values the model scores (all of them, but for a model that
+        completes images: the unobserved part), per example: (..., B)."""
+        return self.likelihood.log_prob(x_params, x)
+
     def importance_terms(
         self, x: Tensor, z: Tensor, posterior: Posterior, *, y: Tensor | None = None
     ) -> ImportanceTerms:
         """log p(x|z), log p(z) and log q(z|x) at the codes z (K, B, D) of x (B, C, H, W)."""
         prior = self.require_prior()
         return ImportanceTerms(
-            log_px_z=self.likelihood.log_prob(self.decode_params(z, x, y), x),
-            log_pz=prior.log_prob(z, y=y),
+            log_px_z=self.log_likelihood(self.decode_params(z, x, y), x),
+            log_pz=prior.log_prob(z, y=self.prior_condition(x, y)),
             log_qz=posterior.log_prob(z),
         )
 
@@ -254,7 +277,8 @@ class Autoencoder(nn.Module):
     def kl(self, posterior: Posterior, z: Tensor, *, y: Tensor | None = None) -> Tensor:
         """KL(q(z|x) || p(z)) per example, (B,): in closed form where the prior has one, else
         the Monte Carlo estimate log q(z|x) - log p(z) at the sampled codes z, (B, D) or
-        (K, B, D), averaged over the K samples."""
+        (K, B, D), averaged over the K samples. `y` is the prior's condition
+        (`prior_condition`)."""
         prior = self.require_prior()
         closed = prior.kl(posterior, y=y)
         if closed is not None:
@@ -268,9 +292,10 @@ class Autoencoder(nn.Module):
         discriminator, trained with the settings of its paper)."""
         return [{"params": list(self.parameters())}]
 
-    def measures(self, x: Tensor) -> dict[str, float]:
-        """Model-specific measures of the data x (N, C, H, W), logged each epoch and by
-        `vaelab eval` (a VQ-VAE's codebook usage, say); none by default."""
+    def measures(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
+        """Model-specific measures of the data x (N, C, H, W) with its labels y (where the
+        data has them), logged each epoch and by `vaelab eval` (a VQ-VAE's codebook usage, an
+        M2's accuracy); none by default."""
         return {}
 
     def check_data(self, x: Tensor, *, where: str) -> None:

@@ -29,8 +29,9 @@ def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
 class ModelConfig:
     """How to build a model. Fields that do not apply to a model kind are ignored by it."""
 
-    # "vae", "ae" (standard), "dae" (denoising), "vqvae" (vector-quantised), or the disentangling
-    # VAEs "btcvae" (beta-TCVAE), "factorvae" and "dipvae"
+    # "vae", "ae" (standard), "dae" (denoising), "vqvae" (vector-quantised), the disentangling
+    # VAEs "btcvae" (beta-TCVAE), "factorvae" and "dipvae", or the conditional VAE "cvae" and
+    # the semi-supervised "m2"
     model: str = "vae"
     data_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W), taken from the data
     latent_dim: int = 2  # 2 so the latent space can be drawn; 20-50 for likelihood work
@@ -66,6 +67,16 @@ class ModelConfig:
     )
     discriminator_hidden: tuple[int, ...] = (1000,) * 5  # factorvae: Kim & Mnih's 6-layer MLP
     discriminator_lr: float = 1e-4  # factorvae: Adam(betas 0.5, 0.9) as in the paper
+    # cvae, m2: the number of classes K of the label condition, taken from the data
+    classes: int = 0
+    # cvae: condition on these quadrants of the image instead of a label (see conditions.py):
+    # "top-left", ..., or "left", "top", ...; stored as the canonical comma-joined quadrants
+    observe: str | None = None
+    conditional_prior: bool = False  # cvae: a learned p(z|y) instead of N(0, I)
+    # m2: the weight w of the mean classification loss of the labelled images (Kingma et al.
+    # 2014, eq. 9); None: 0.1 N / N_l, their alpha = 0.1 N per labelled image (see m2.py)
+    classifier_weight: float | None = None
+    labelled_size: int | None = None  # m2: how many training images have labels; from the data
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so the config stays hashable and comparable.
@@ -129,6 +140,40 @@ class ModelConfig:
         if self.model == "vqvae":
             self._settle_vqvae()
         self._settle_regularisers()
+        self._settle_conditioning(MODELS[self.model].conditional)
+
+    def _settle_conditioning(self, conditional: bool) -> None:
+        """Check the conditional models' options (cvae, m2) and canonicalise --observe."""
+        from vaelab.models.conditions import parse_observed  # imports the package: import late
+
+        if self.observe is not None:
+            if self.model != "cvae":
+                raise VaelabError(f"--observe is for --model cvae, not --model {self.model}")
+            object.__setattr__(self, "observe", parse_observed(self.observe))
+            if min(self.data_shape[1:]) < 2:
+                raise VaelabError(
+                    f"--observe needs images of at least 2 x 2 pixels, got {self.data_shape}"
+                )
+        if self.conditional_prior and self.model != "cvae":
+            raise VaelabError(f"--conditional-prior is for --model cvae, not --model {self.model}")
+        if self.classifier_weight is not None:
+            if self.model != "m2":
+                raise VaelabError(
+                    f"--classifier-weight is for --model m2, not --model {self.model}"
+                )
+            _check_weight(self.classifier_weight, "classifier_weight")
+        classes = self.classes
+        if isinstance(classes, bool) or int(classes) != classes or classes < 0:
+            raise VaelabError(f"classes must be a whole number, 0 or more, got {classes!r}")
+        if conditional and self.autoregressive != "none":
+            raise VaelabError(f"--autoregressive is not available for a {self.model}")
+        if self.model == "m2" and (self.objective != "elbo" or self.k != 1):
+            raise VaelabError(
+                "an m2 trains on the ELBO with one sample: --objective iwae and --k do not apply"
+            )
+        size = self.labelled_size
+        if size is not None and (isinstance(size, bool) or int(size) != size or size < 0):
+            raise VaelabError(f"labelled_size must be a whole number, got {size!r}")
 
     def _settle_regularisers(self) -> None:
         """Check the disentangling objectives' options and fill in the defaults that depend on

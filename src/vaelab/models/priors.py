@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from vaelab.errors import VaelabError
 from vaelab.models.distributions import (
     DiagonalGaussian,
     Posterior,
@@ -87,3 +88,62 @@ class StandardNormalPrior(Prior):
             return None
         mu, logvar = at_least_float32(posterior.mu, posterior.logvar)
         return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+class ConditionalGaussianPrior(Prior):
+    """A learned p(z|c) = N(mu(c), diag(exp(logvar(c)))) (Sohn et al. 2015's prior network),
+    c the condition vector (B, F) that `y` carries here.
+
+    `net` maps c to 2 D values, the mean and log-variance. It starts close to N(0, I) for
+    every condition (its last layer scaled down 100-fold, its bias zero), so training begins
+    near the unconditional model; not at it exactly, which would stop the gradients of the
+    layers before the last one in the first step.
+    """
+
+    title = "a learned conditional Gaussian p(z|y)"
+
+    def __init__(self, latent_dim: int, net: nn.Module) -> None:
+        super().__init__(latent_dim)
+        self.net = net
+        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(0.01)
+            last.bias.zero_()
+
+    def gaussian(self, c: Tensor | None) -> DiagonalGaussian:
+        """p(z|c) for the conditions c (B, F)."""
+        if c is None:
+            raise VaelabError("this prior is conditional: pass the condition")
+        weight = next(self.net.parameters())
+        mu, logvar = self.net(c.to(weight.dtype)).chunk(2, dim=-1)
+        return DiagonalGaussian(mu, logvar)
+
+    def log_prob(self, z: Tensor, *, y: Tensor | None = None) -> Tensor:
+        return self.gaussian(y).log_prob(z)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        y: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        prior = self.gaussian(y)
+        if len(prior) != n:
+            raise VaelabError(f"draw one code per condition: {len(prior)} conditions, n = {n}")
+        eps = torch.randn(prior.mu.shape, generator=generator, device=device, dtype=dtype)
+        return prior.mu.to(eps) + prior.std.to(eps) * eps
+
+    def kl_per_dim(self, posterior: Posterior, *, y: Tensor | None = None) -> Tensor | None:
+        """KL between diagonal Gaussians, per dimension: (logvar_p - logvar_q
+        + (sigma_q^2 + (mu_q - mu_p)^2) / sigma_p^2 - 1) / 2."""
+        if not isinstance(posterior, DiagonalGaussian):
+            return None
+        prior = self.gaussian(y)
+        mu_q, logvar_q, mu_p, logvar_p = at_least_float32(
+            posterior.mu, posterior.logvar, prior.mu, prior.logvar
+        )
+        ratio = (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)
+        return 0.5 * (logvar_p - logvar_q + ratio - 1.0)

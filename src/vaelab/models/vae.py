@@ -52,22 +52,23 @@ class VAE(Autoencoder):
         the trainer's KL warm-up.
         """
         posterior = self.encode(x, y)
+        prior_y = self.prior_condition(x, y)  # y itself; a conditional model's condition vector
         # The closed-form KL (None without one) before the samples: autograd then adds the
         # gradients into mu and logvar in the order it always has, so runs repeat bit for bit.
-        closed_kl = self.require_prior().kl(posterior, y=y)
+        closed_kl = self.require_prior().kl(posterior, y=prior_y)
         weight = self.config.beta * kl_scale
         k = self.config.k
         if k == 1:
             z = posterior.rsample(generator=generator)  # (B, D)
-            recon = self.likelihood.nll(self.decode_params(z, x, y), x).mean()
-            kl = self.kl(posterior, z, y=y) if closed_kl is None else closed_kl  # (B,)
+            recon = -self.log_likelihood(self.decode_params(z, x, y), x).mean()
+            kl = self.kl(posterior, z, y=prior_y) if closed_kl is None else closed_kl  # (B,)
             return self.regularised(
                 recon, posterior, z, kl, y=y, kl_scale=kl_scale, generator=generator
             )
         z = posterior.rsample(k=k, generator=generator)  # (K, B, D)
         terms = self.importance_terms(x, z, posterior, y=y)
         recon = -terms.log_px_z.mean()
-        kl = (self.kl(posterior, z, y=y) if closed_kl is None else closed_kl).mean()
+        kl = (self.kl(posterior, z, y=prior_y) if closed_kl is None else closed_kl).mean()
         if self.config.objective == "iwae":
             total = -log_mean_exp(terms.log_weights(kl_weight=weight), dim=0).mean()
             return LossTerms(total=total, recon=recon, kl=kl)

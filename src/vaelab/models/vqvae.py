@@ -241,7 +241,7 @@ class VQVAE(Autoencoder):
             y = y.repeat(z.shape[0])
         return self.prior.log_prob_indices(flat, y=y).view(indices.shape[:-2])
 
-    def measures(self, x: Tensor) -> dict[str, float]:
+    def measures(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
         """Codebook usage (the share of entries used by x's codes) and perplexity (the
         effective number of entries used), without gradients."""
         was_training = self.training

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vaelab.data import DataConfig, registered_name
+from vaelab.data import DataConfig, DataSplits, registered_name
 from vaelab.errors import VaelabError
 from vaelab.files import atomic_write_text
 from vaelab.models import ModelConfig
@@ -267,12 +267,25 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     return replace(config, data=replace(data, dataset=dataset, data_dir=data_dir))
 
 
-def with_data_facts(config: RunConfig, shape: tuple[int, int, int], size: int) -> RunConfig:
-    """The config with what the model takes from the loaded data: the shape of its images and,
-    for a model whose objective needs it (a btcvae's), the number of training examples."""
+def with_data_facts(config: RunConfig, data: DataSplits) -> RunConfig:
+    """The config with what the model takes from the loaded data: the shape of its images; for
+    a model whose objective needs it (a btcvae's, an m2's), the number of training examples;
+    for a label-conditional model (cvae, m2), the number of classes and of labelled images."""
     from vaelab.models import MODELS  # models import training's config module: import it late
 
-    facts: dict[str, Any] = {"data_shape": tuple(shape)}
-    if MODELS[config.model.model].needs_dataset_size:
-        facts["dataset_size"] = size
+    kind = MODELS[config.model.model]
+    facts: dict[str, Any] = {"data_shape": tuple(data.shape)}
+    if kind.needs_dataset_size:
+        facts["dataset_size"] = len(data.train)
+    labels = data.train.y
+    hidden = labels is not None and bool((labels < 0).any())
+    if hidden and config.model.model != "m2":
+        raise VaelabError(
+            f"--labelled is for the semi-supervised --model m2; a {config.model.model} trains "
+            "on every label or none"
+        )
+    if kind.conditional and not config.model.observe:
+        facts["classes"] = data.classes
+        if labels is not None:
+            facts["labelled_size"] = int((labels >= 0).sum())
     return replace(config, model=replace(config.model, **facts))

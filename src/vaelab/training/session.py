@@ -48,9 +48,36 @@ class LossModule(nn.Module):
         self.model = model
 
     def forward(
-        self, x: torch.Tensor, *, kl_scale: float, generator: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        *,
+        y: torch.Tensor | None = None,
+        kl_scale: float,
+        generator: torch.Generator | None,
     ) -> LossTerms:
-        return self.model.loss(x, kl_scale=kl_scale, generator=generator)
+        if y is None:  # unconditional models: the call they have always had
+            return self.model.loss(x, kl_scale=kl_scale, generator=generator)
+        return self.model.loss(x, y=y, kl_scale=kl_scale, generator=generator)
+
+
+@dataclass(frozen=True)
+class LabelledStream:
+    """The labelled images of a semi-supervised run, one batch of them beside every batch of
+    unlabelled ones (Kingma et al. 2014). The batch at a step is a pure function of the seed
+    and the step (a fresh seeded permutation per pass over the labelled images), so a resumed
+    run draws the same ones without saving any state."""
+
+    x: torch.Tensor  # (N_l, C, H, W) on the device
+    y: torch.Tensor  # (N_l,)
+    batch_size: int
+    seed: int
+
+    def indices(self, step: int) -> torch.Tensor:
+        per_pass = math.ceil(len(self.y) / self.batch_size)
+        cycle, position = divmod(step, per_pass)
+        order = torch.Generator().manual_seed(self.seed * 1_000_003 + cycle + 7)
+        perm = torch.randperm(len(self.y), generator=order)
+        return perm[position * self.batch_size : (position + 1) * self.batch_size]
 
 
 @dataclass
@@ -85,7 +112,7 @@ class Session:
     model: Autoencoder
     step_module: nn.Module  # the model's loss; DDP-wrapped under torchrun
     optimizer: torch.optim.Optimizer
-    train_x: torch.Tensor  # (N, C, H, W) on the device
+    train_x: torch.Tensor  # (N, C, H, W) on the device; a semi-supervised run's unlabelled ones
     val_x: torch.Tensor | None
     batch_order: torch.Generator  # CPU; the same on every rank
     noise: torch.Generator  # on the device; different on every rank
@@ -102,6 +129,10 @@ class Session:
     saved_at: str | None = None  # where last/ stands, in words: "epoch 3" or "step 250 ..."
     data_range: tuple[float, float] = (0.0, 1.0)  # of the training data; figures map it to [0, 1]
     epoch_started: float = field(default_factory=time.perf_counter)
+    # the labels of a conditional model's data (None for the others, whose loss never sees y)
+    train_y: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    labelled: LabelledStream | None = None  # a semi-supervised run's labelled images
 
     @classmethod
     def create(
@@ -123,7 +154,8 @@ class Session:
             step_module = DistributedDataParallel(step_module, device_ids=device_ids)
         batch_order = torch.Generator().manual_seed(train.seed)
         noise_seed = train.seed + 1 + 1_000_003 * group.rank
-        steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
+        train_x, train_y, labelled = _training_data(model, data, config, group.device)
+        steps_per_epoch = math.ceil(len(train_x) / train.batch_size)
         total_steps = steps_per_epoch * train.epochs
         bar = tqdm(
             total=total_steps,
@@ -138,8 +170,15 @@ class Session:
             model=model,
             step_module=step_module,
             optimizer=make_optimizer(model, config),
-            train_x=data.train.x.to(group.device),
+            train_x=train_x,
             val_x=data.val.x.to(group.device) if len(data.val) else None,
+            train_y=train_y,
+            val_y=(
+                data.val.y.to(group.device)
+                if model.needs_labels and len(data.val) and data.val.y is not None
+                else None
+            ),
+            labelled=labelled,
             batch_order=batch_order,
             noise=torch.Generator(device=group.device).manual_seed(noise_seed),
             epoch_order=batch_order.get_state(),
@@ -313,6 +352,23 @@ class Session:
         self.bar.close()
         if self.metrics is not None:
             self.metrics.close()
+
+
+def _training_data(
+    model: Autoencoder, data: DataSplits, config: RunConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None, LabelledStream | None]:
+    """The images the epochs pass over, their labels (for a conditional model), and, for a
+    semi-supervised run (some labels hidden), the labelled images as a stream of their own:
+    the epochs then pass over the unlabelled images only."""
+    x, y = data.train.x, data.train.y
+    if not model.needs_labels or y is None:
+        return x.to(device), None, None
+    known = y >= 0
+    if bool(known.all()) or not bool(known.any()):
+        return x.to(device), y.to(device), None
+    batch_size = min(config.train.batch_size, int(known.sum()))
+    stream = LabelledStream(x[known].to(device), y[known].to(device), batch_size, config.train.seed)
+    return x[~known].to(device), y[~known].to(device), stream
 
 
 def _position(state: LoopState) -> str:

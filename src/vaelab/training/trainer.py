@@ -10,6 +10,7 @@ DistributedDataParallel averages the gradients.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ import torch
 
 from vaelab.data import DataSplits, batch_indices, draw_binary, load_data
 from vaelab.errors import VaelabError, plural
+from vaelab.files import atomic_write_text
 from vaelab.models import Autoencoder, LossTerms, build_model
 from vaelab.training.averages import LossMeans, RunningSums
 from vaelab.training.callbacks import Callbacks
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 PROGRESS_SECONDS = 0.5  # how often a single process syncs with the device to show progress
 INTERRUPT_CHECK_STEPS = 10  # under torchrun, how often the ranks agree on a Ctrl-C
 MEASURE_EXAMPLES = 10_000  # images the model's own measures see at each epoch's end
+LABELLED_JSON = "labelled.json"  # a semi-supervised run's labelled images
 
 __all__ = ["Callbacks", "TrainResult", "TrainingDiverged", "train"]
 
@@ -126,7 +129,7 @@ def _start(
     """Load the data, build the model and optimiser, and restore a resumed run's state."""
     if data is None:
         data = _load_data(config, group, progress=progress)
-    config = with_data_facts(config, data.shape, len(data.train))
+    config = with_data_facts(config, data)
     torch.manual_seed(config.train.seed)  # weight initialisation, the same on every rank
     model = build_model(config.model).to(group.device)
     model.check_data(data.train.x, where=f"training data of {data.name}")
@@ -146,9 +149,26 @@ def _start(
         session.restore()
     if group.is_main:
         config.save(run_dir / "config.json")
+        save_labelled(run_dir, data, config)
         session.metrics = MetricsLog(run_dir, tensorboard=config.train.tensorboard)
         session.metrics.keep_until(session.state.epoch)
     return session
+
+
+def save_labelled(run_dir: Path, data: DataSplits, config: RunConfig) -> None:
+    """A semi-supervised run's labelled images, as positions in its training split with their
+    labels, in `labelled.json` (they follow from the data config, but are kept for the record)."""
+    y = data.train.y
+    if config.data.labelled is None or y is None:
+        return
+    known = (y >= 0).nonzero().flatten()
+    record = {
+        "labelled": len(known),
+        "split_seed": config.data.seed,
+        "train_positions": known.tolist(),
+        "labels": y[known].tolist(),
+    }
+    atomic_write_text(run_dir / LABELLED_JSON, json.dumps(record) + "\n")
 
 
 def _agreed_precision(amp: bool, group: Distributed) -> Precision:
@@ -212,9 +232,9 @@ def _train_epoch(session: Session, epoch: int, interrupted: threading.Event) -> 
         device=group.device,
     )
     for idx in indices:
-        x, weight = local_batch(session, idx)
+        x, y, weight = local_batch(session, idx)
         session.callbacks.on_batch(x if weight > 0 else x[:0], step=state.step)
-        terms = _step(session, x, weight)
+        terms = _step(session, x, y, weight)
         if terms is not None and weight > 0:
             sums.add(terms, len(x))
         state.step += 1
@@ -249,21 +269,46 @@ def _save_mid_epoch(session: Session, epoch: int) -> None:
     session.save_last()
 
 
-def local_batch(session: Session, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """This process's examples of a global batch, and the weight that makes the average of the
-    ranks' gradients equal the gradient of the global batch mean."""
-    group = session.group
-    if not group.enabled:
-        return session.train_x.index_select(0, idx), 1.0
-    local = shard(idx, group.rank, group.world_size)
-    if len(local) == 0:  # a last batch smaller than the world: join the all-reduce with zeros
-        return session.train_x[idx[:1]], 0.0
-    return session.train_x[local], len(local) * group.world_size / len(idx)
+def local_batch(
+    session: Session, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """This process's examples of a global batch, their labels (a conditional model's; else
+    None), and the weight that makes the average of the ranks' gradients equal the gradient of
+    the global batch mean."""
+    group, labels = session.group, session.train_y
+    if group.enabled:
+        local = shard(idx, group.rank, group.world_size)
+        if len(local) == 0:  # a last batch smaller than the world: join the all-reduce with zeros
+            local, weight = idx[:1], 0.0
+        else:
+            weight = len(local) * group.world_size / len(idx)
+    else:
+        local, weight = idx, 1.0
+    y = None if labels is None else labels.index_select(0, local)
+    return session.train_x.index_select(0, local), y, weight
 
 
-def _step(session: Session, x: torch.Tensor, weight: float) -> LossTerms | None:
-    """One optimisation step on x; None when `on_nan=skip` dropped a non-finite batch."""
+def with_labelled_batch(
+    session: Session, x: torch.Tensor, y: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A semi-supervised run's step sees a batch of labelled images beside the unlabelled
+    ones (this process's share of it, under torchrun); other runs' batches pass unchanged."""
+    stream, group = session.labelled, session.group
+    if stream is None or y is None:
+        return x, y
+    idx = stream.indices(session.state.step)
+    if group.enabled:
+        idx = shard(idx, group.rank, group.world_size)
+    return torch.cat([x, stream.x[idx]]), torch.cat([y, stream.y[idx]])
+
+
+def _step(
+    session: Session, x: torch.Tensor, y: torch.Tensor | None, weight: float
+) -> LossTerms | None:
+    """One optimisation step on x (with labels y for a conditional model); None when
+    `on_nan=skip` dropped a non-finite batch."""
     cfg, optim, state = session.config.train, session.config.optim, session.state
+    x, y = with_labelled_batch(session, x, y)
     if session.config.data.binarize:  # dynamic binarisation: a fresh binary image per draw
         x = draw_binary(x, generator=session.noise)
     if session.varying_lr:
@@ -272,7 +317,7 @@ def _step(session: Session, x: torch.Tensor, weight: float) -> LossTerms | None:
                 group["lr"] = learning_rate(state.step, session.total_steps, optim)
     scale = kl_scale(state.step, session.steps_per_epoch, cfg.kl_warmup_epochs)
     with session.precision.autocast():
-        terms = session.step_module(x, kl_scale=scale, generator=session.noise)
+        terms = session.step_module(x, y=y, kl_scale=scale, generator=session.noise)
     loss = terms.objective if weight == 1.0 else terms.objective * weight
     session.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -345,18 +390,29 @@ def _validate(session: Session, epoch: int) -> LossMeans | None:
     if session.val_x is None:
         return None
     group, cfg = session.group, session.config.train
-    val_x = shard(session.val_x, group.rank, group.world_size) if group.enabled else session.val_x
+    val_x, val_y = session.val_x, _validation_labels(session)
+    if group.enabled:
+        val_x = shard(val_x, group.rank, group.world_size)
+        val_y = None if val_y is None else shard(val_y, group.rank, group.world_size)
     sums = RunningSums.zeros(group.device)
     if len(val_x):
         means = evaluate_loss(
             session.model,
             val_x,
+            y=val_y,
             batch_size=cfg.batch_size,
             binarize=session.config.data.binarize,
             seed=cfg.seed,
         )
         sums.add_means(means, len(val_x))
     return _check_finite(sums.reduced(group).means(), session, epoch, what="validation loss")
+
+
+def _validation_labels(session: Session) -> torch.Tensor | None:
+    """The labels the validation loss sees: a conditional model's, but not a semi-supervised
+    run's, whose validation loss is the bound on log p(x) with y marginalised, as for its
+    unlabelled images (its validation labels give the accuracy, in the model's measures)."""
+    return None if session.labelled is not None else session.val_y
 
 
 def _epoch_record(
@@ -385,13 +441,17 @@ def _epoch_record(
 def _model_measures(session: Session) -> dict[str, float]:
     """The model's own measures (a VQ-VAE's codebook usage and perplexity), on the validation
     split, else on the first MEASURE_EXAMPLES training images."""
-    split, x = ("val", session.val_x) if session.val_x is not None else ("train", session.train_x)
+    if session.val_x is not None:
+        split, x, y = "val", session.val_x, session.val_y
+    else:
+        split, x, y = "train", session.train_x, session.train_y
     x = x[:MEASURE_EXAMPLES]
+    y = None if y is None else y[:MEASURE_EXAMPLES]
     if session.config.data.binarize:  # the images as training sees them: one fixed draw
         x = draw_binary(
             x, generator=torch.Generator(x.device).manual_seed(session.config.train.seed)
         )
-    measures = session.model.measures(x)
+    measures = session.model.measures(x) if y is None else session.model.measures(x, y)
     return {f"{split}/{name}": value for name, value in measures.items()}
 
 

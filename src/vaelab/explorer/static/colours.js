@@ -14,7 +14,8 @@ const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 2
 const CLASS = ""; // the colour-by key of the class labels; other keys are (non-empty) factor names
 
 function categoryColour(k) {
-  return k === null || k === undefined ? UNLABELLED : PALETTE[k % PALETTE.length];
+  // -1 marks an unlabelled image (a semi-supervised run's training split)
+  return k === null || k === undefined || k < 0 ? UNLABELLED : PALETTE[k % PALETTE.length];
 }
 
 // t in [0, 1] -> "#rrggbb", linear in RGB between the ramp's stops.
@@ -41,7 +42,7 @@ function colouring(run, map, key) {
   const f = key === CLASS || !map.factors ? -1 : run.factors.findIndex((g) => g.name === key);
   if (f < 0) {
     const labels = map.labels;
-    const name = (k) => (run.class_names ? run.class_names[k] : String(k));
+    const name = (k) => (k < 0 ? "unlabelled" : run.class_names ? run.class_names[k] : String(k));
     const present = labels ? sortedUnique(labels) : [];
     return {
       colours: map.points.map((_, i) => categoryColour(labels ? labels[i] : null)),

@@ -1,7 +1,9 @@
 // vaelab explorer: one panel per run, talking to the JSON API of vaelab/explorer/app.py.
 // Plain JS, no dependencies: it must work offline. Images arrive as PNG data URLs at the
 // data's own resolution and are drawn scaled up without smoothing. The map's colours come from
-// colours.js.
+// colours.js. A label-conditional run (a cvae, an m2) gets a class picker: every decode, sample
+// and interpolation carries the picked class, and your own input is shown decoded as every
+// class. A completion model (a cvae trained with --observe) gets a note instead of the panel.
 "use strict";
 
 const MAX_SLIDERS = 16;
@@ -81,9 +83,13 @@ function linked() {
   return panels.length > 1 && document.getElementById("link").checked;
 }
 
-// The other panels, when linked; `fn` is applied to each of them.
+// The other panels that are showing a map, when linked; `fn` is applied to each of them.
 function forOthers(panel, fn) {
-  if (linked()) panels.filter((p) => p !== panel).forEach(fn);
+  if (linked()) panels.filter((p) => p !== panel && p.map && !p.unavailable).forEach(fn);
+}
+
+function sameLabels(a, b) {
+  return Boolean(a.labels && b.labels) && JSON.stringify(a.labels) === JSON.stringify(b.labels);
 }
 
 // ---------------------------------------------------------------- a panel per run
@@ -105,6 +111,11 @@ class Panel {
     this.pending = null;       // the latest decode request waiting to be sent
     this.busy = false;
     this.picking = [];         // test indices chosen in "click two points" mode
+    this.label = null;         // the picked class of a conditional run, sent with every decode
+    this.lastQuery = null;     // the latest decode body (points or z), redone for a new class
+    this.seed = sampleSeed;    // the seed of the samples shown
+    this.input = null;         // your own input, at the run's size, as a PNG data URL
+    this.unavailable = false;  // a completion model: no map, decoder or samples
   }
 
   status(message, isError = false) {
@@ -113,6 +124,11 @@ class Panel {
 
   async init() {
     this.describe();
+    if (this.run.completion) {
+      this.showUnavailable();
+      return;
+    }
+    if (this.run.conditional) await this.buildLabelPicker();
     this.buildSliders();
     this.bindMap();
     this.bindInterpolation();
@@ -135,9 +151,77 @@ class Panel {
     const r = this.run;
     this.root.setAttribute("aria-label", `run ${r.name}`);
     this.q(".run-name").textContent = r.name;
+    const kind = r.completion ? ", completion model"
+      : r.conditional ? `, conditional on ${r.labels.length} classes` : "";
     this.q(".run-info").textContent =
-      `${r.model}, latent ${r.latent_dim}, ${r.channels}×${r.height}×${r.width}`;
+      `${r.model}, latent ${r.latent_dim}, ${r.channels}×${r.height}×${r.width}${kind}`;
     if (!r.has_prior) this.q(".sample").title = "this model has no prior: samples may be poor";
+  }
+
+  // ---- the class of a conditional run; a completion model's note
+
+  // A completion model decodes only with the observed part of an image: say so, show no cards.
+  showUnavailable() {
+    this.unavailable = true;
+    const note = this.q(".unavailable");
+    const command = document.createElement("code");
+    command.textContent = "vaelab complete";
+    note.textContent = "";
+    note.append(`This run is a completion model (cvae --observe ${this.run.observe}): decoding `
+      + "a code needs the observed part of an image, so the latent map, decoder, samples and "
+      + "interpolation are not available for it here. To complete images, use ", command, ".");
+    note.hidden = false;
+    this.q(".cards").hidden = true;
+  }
+
+  // The class picker, starting at the class of test image 0 (the interpolation's start).
+  async buildLabelPicker() {
+    const select = this.q(".label-pick");
+    this.run.labels.forEach((name, k) => select.append(new Option(name, String(k))));
+    this.label = 0;
+    try {
+      const first = await api(`${this.base()}/test_image/0`);
+      if (first.label >= 0 && first.label < this.run.labels.length) this.label = first.label;
+    } catch { /* no test image 0: class 0 */ }
+    select.value = String(this.label);
+    select.addEventListener("change", () => this.setLabel(Number(select.value)));
+    this.q(".label-pick-label").hidden = false;
+    const names = this.q(".analogy-names");
+    this.run.labels.forEach((name) => {
+      const item = document.createElement("li");
+      item.textContent = name;
+      item.title = name;
+      names.append(item);
+    });
+  }
+
+  // The body of a decode, sample or interpolate request, with the picked class where needed.
+  labelled(body) {
+    return this.run.conditional ? { ...body, label: this.label } : body;
+  }
+
+  labelName(k) {
+    return this.run.labels ? this.run.labels[k] : String(k);
+  }
+
+  // Decode, sample and interpolate again as class k (and re-encode your input for a cvae, which
+  // encodes with the class too); linked runs with the same classes follow.
+  setLabel(k, { propagate = true } = {}) {
+    const valid = this.run.conditional && Number.isInteger(k) && k >= 0
+      && k < this.run.labels.length;
+    if (valid && k !== this.label) {
+      this.label = k;
+      this.q(".label-pick").value = String(k);
+      if (this.lastQuery) this.requestDecode(this.lastQuery);
+      this.sample(this.seed);
+      this.interpolate();
+      if (this.input && !this.run.classifier) this.encode(this.input);
+    }
+    if (propagate) {
+      forOthers(this, (p) => {
+        if (sameLabels(this.run, p.run)) p.setLabel(k, { propagate: false });
+      });
+    }
   }
 
   // ---- map geometry: latent-plane (x, y) <-> canvas pixels <-> fraction of the bounds
@@ -340,7 +424,8 @@ class Panel {
   // ---- decoding, one request in flight per panel; the latest request wins
 
   requestDecode(body) {
-    this.pending = body;
+    this.lastQuery = body;
+    this.pending = this.labelled(body);
     if (!this.busy) this.pump();
   }
 
@@ -474,12 +559,12 @@ class Panel {
   }
 
   async interpolate() {
-    const body = {
+    const body = this.labelled({
       from_index: Number(this.q(".from").value),
       to_index: Number(this.q(".to").value),
       steps: INTERP_STEPS,
       spherical: this.q(".spherical").checked,
-    };
+    });
     try {
       const path = await api(`${this.base()}/interpolate`, body);
       this.path = path;
@@ -518,9 +603,11 @@ class Panel {
 
   async sample(seed) {
     try {
-      const result = await api(`${this.base()}/sample`, { n: SAMPLE_N, seed });
+      this.seed = seed;
+      const result = await api(`${this.base()}/sample`, this.labelled({ n: SAMPLE_N, seed }));
       await drawGrid(this.q(".samples"), result.images, Math.ceil(Math.sqrt(SAMPLE_N)));
-      this.status(`samples with seed ${seed}`);
+      const of = this.run.conditional ? ` of class ${this.labelName(this.label)}` : "";
+      this.status(`samples${of} with seed ${seed}`);
     } catch (error) {
       this.status(`sample: ${error.message}`, true);
     }
@@ -546,17 +633,53 @@ class Panel {
     forOthers(this, (p) => p.encode(src));
   }
 
+  // A cvae encodes with the picked class; an m2 with the class its classifier infers.
   async encode(src) {
     try {
       const image = await toNativeSize(src, this.run.width, this.run.height);
-      const result = await api(`${this.base()}/encode`, { image });
-      await drawImage(this.q(".recon"), result.reconstruction);
+      this.input = image;
+      const body = this.run.conditional && !this.run.classifier
+        ? { image, label: this.label } : { image };
+      const result = await api(`${this.base()}/encode`, body);
+      await Promise.all([
+        drawImage(this.q(".recon"), result.reconstruction),
+        this.showAnalogies(result),
+      ]);
+      this.showPrediction(result.prediction);
       this.ownPoint = result.point;
       this.redraw();
-      this.status(`your input: code at (${result.point.map((v) => v.toFixed(2)).join(", ")})`);
+      const as = result.label === null ? "" : ` (as class ${this.labelName(result.label)})`;
+      const at = result.point.map((v) => v.toFixed(2)).join(", ");
+      this.status(`your input${as}: code at (${at})`);
     } catch (error) {
       this.status(`encode: ${error.message}`, true);
     }
+  }
+
+  // The analogy row: your input's code decoded as every class, one thumbnail each.
+  async showAnalogies(result) {
+    const box = this.q(".analogy-box");
+    if (!result.analogies) {
+      box.hidden = true;
+      return;
+    }
+    const canvas = this.q(".analogies");
+    const cell = 24;
+    canvas.width = result.analogies.length * cell;
+    canvas.height = Math.round((cell * this.run.height) / this.run.width);
+    canvas.setAttribute("aria-label", "your input's code decoded as each class: "
+      + this.run.labels.join(", "));
+    box.hidden = false;
+    await drawGrid(canvas, result.analogies, result.analogies.length);
+  }
+
+  // An m2's classifier: the most probable class of your input, and its probability.
+  showPrediction(prediction) {
+    const node = this.q(".prediction");
+    node.hidden = !prediction;
+    if (!prediction) return;
+    const percent = (100 * prediction.probability).toFixed(0);
+    node.textContent = `classifier: ${this.labelName(prediction.label)} (${percent}%)`;
   }
 }
 
