@@ -36,6 +36,14 @@ VARIANTS = {
     "btcvae-mlp": ("btcvae", "mlp", "none", "bernoulli", None),
     "factorvae-mlp": ("factorvae", "mlp", "none", "bernoulli", None),
     "dipvae-conv": ("dipvae", "conv", "none", "bernoulli", None),
+    "cvae-mlp-prior": ("cvae", "mlp", "none", "bernoulli", None),
+    "cvae-conv-observed": ("cvae", "conv", "none", "gaussian", 0.1),
+    "m2-mlp": ("m2", "mlp", "none", "bernoulli", None),
+}
+# the conditional variants' options: a learned p(z|y); completion from the left half
+CONDITIONS = {
+    "cvae-mlp-prior": {"conditional_prior": True},
+    "cvae-conv-observed": {"observe": "left", "conditional_prior": True},
 }
 BF16_CPU = Precision(BF16, "cpu")
 
@@ -61,10 +69,22 @@ def tiny(variant: str, **options) -> ModelConfig:
         codebook_size=8,
         code_dim=4,
         codebook_update="loss" if variant == "vqvae-loss" else "ema",
-        dataset_size=1000,  # a btcvae's N
+        dataset_size=1000,  # a btcvae's and an m2's N
         discriminator_hidden=(16, 16),  # a factorvae's
+        classes=3,  # a cvae's and an m2's
     )
-    return ModelConfig(**(values | options))
+    return ModelConfig(**(values | CONDITIONS.get(variant, {}) | options))
+
+
+def labels(model: vaelab.Autoencoder, batch: torch.Tensor, *, hidden: bool = True):
+    """The labels a label-conditional model's loss takes (an m2's: every other one hidden,
+    so that both of its bounds run); None for the others."""
+    if not model.needs_labels:
+        return None
+    y = torch.arange(len(batch)) % model.config.classes
+    if hidden and model.config.model == "m2":
+        y[::2] = -1
+    return y
 
 
 def build(variant: str) -> vaelab.Autoencoder:
@@ -92,11 +112,12 @@ def test_autocast_runs_the_networks_in_bf16_and_keeps_the_loss_terms_in_fp32(var
     model = build(variant)
     seen = network_output_dtypes(model)
     generator = torch.Generator().manual_seed(1)
+    y, known = labels(model, batch), labels(model, batch, hidden=False)
     with BF16_CPU.autocast():
-        terms = model.loss(batch, generator=generator)
-        posterior = model.encode(batch)
+        terms = model.loss(batch, y=y, generator=generator)
+        posterior = model.encode(batch, known)
         if model.has_prior:
-            log_w = model.log_weights(batch, 3, generator=generator)
+            log_w = model.log_weights(batch, 3, y=known, generator=generator)
     assert torch.bfloat16 in seen  # the networks did run in bfloat16
     assert {terms.total.dtype, terms.recon.dtype, terms.kl.dtype} == {torch.float32}
     assert posterior.mean.dtype == torch.float32  # codes, samples and densities: fp32
@@ -114,7 +135,9 @@ def test_a_bf16_step_changes_every_parameter_and_keeps_them_fp32(variant, batch)
     for step in range(2 if variant.endswith("local") else 1):
         optimizer.zero_grad()
         with BF16_CPU.autocast():
-            terms = model.loss(batch, generator=torch.Generator().manual_seed(step))
+            terms = model.loss(
+                batch, y=labels(model, batch), generator=torch.Generator().manual_seed(step)
+            )
         terms.objective.backward()
         assert {p.grad.dtype for p in model.parameters() if p.grad is not None} == {torch.float32}
         optimizer.step()
@@ -128,10 +151,11 @@ def test_the_bf16_loss_is_the_fp32_loss_to_bfloat16_rounding(variant, batch):
     """The same weights and noise give the same loss up to bfloat16's 3 significant digits
     in the networks: a check that autocast computes the same objective, not another."""
     model = build(variant).eval()
+    y = labels(model, batch)
     with torch.no_grad():
-        exact = model.loss(batch, generator=torch.Generator().manual_seed(2))
+        exact = model.loss(batch, y=y, generator=torch.Generator().manual_seed(2))
         with BF16_CPU.autocast():
-            reduced = model.loss(batch, generator=torch.Generator().manual_seed(2))
+            reduced = model.loss(batch, y=y, generator=torch.Generator().manual_seed(2))
     assert reduced.total.item() == pytest.approx(exact.total.item(), rel=0.02)
     assert reduced.total.item() != exact.total.item()  # and it did compute in bfloat16
 

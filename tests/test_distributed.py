@@ -339,6 +339,20 @@ def test_two_ranks_train_one_factorvae_with_one_discriminator(tmp_path, tiny_run
     assert records[-1]["train/loss"] < records[0]["train/loss"]
 
 
+def test_two_ranks_train_one_semi_supervised_m2(tmp_path, tiny_run):
+    """An m2's step reads each rank's share of the unlabelled batch and of the labelled one;
+    its classifier, encoder and decoder all receive gradients on every rank, and both ranks
+    end with the same weights and a measured validation accuracy."""
+    config = tiny_run(epochs=2, model={"model": "m2"}, data={"labelled": 50})
+    ranks = run_ranks(config, tmp_path / "ddp", tmp_path / "out")
+    assert_identical(ranks[0]["model"], ranks[1]["model"])
+    assert any(name.startswith("classifier.") for name in ranks[0]["model"])
+    records = read_metrics(tmp_path / "ddp")
+    assert "val/accuracy" in records[-1]
+    assert records[-1]["train/loss"] < records[0]["train/loss"]
+    assert json.loads((tmp_path / "ddp" / "labelled.json").read_text())["labelled"] == 50
+
+
 @pytest.mark.slow
 def test_two_ranks_resume_a_vae_mid_epoch_bit_for_bit(tmp_path, tiny_run):
     """A VAE (per-rank sampling noise) trains under 2 ranks and its loss falls; a crash at
