@@ -253,7 +253,9 @@ def test_eval_prints_label_fidelity_per_class(runs, capsys, classifier_cache) ->
     args = ("--k", 5, "--limit", 20, "--fidelity-samples", 40, "--no-progress")
     code, out, err = run_cli(capsys, "eval", runs["m2"], *args)
     assert code == 0, err
-    record = json.loads((runs["m2"] / "eval.json").read_text())["best/test/k=5/first-20"]
+    record = json.loads((runs["m2"] / "eval.json").read_text())[
+        "best/test/k=10/first-20"
+    ]  # m2: ceil(5 / 10) = 1 per class
     fidelity = record["label_fidelity"]
     assert len(fidelity["per_class"]) == 10 and fidelity["samples_per_class"] == 40
     assert fidelity["mean"] == pytest.approx(statistics.fmean(fidelity["per_class"]))
@@ -277,7 +279,7 @@ def test_eval_of_several_runs_gives_the_accuracys_mean_and_std(runs, capsys) -> 
     code, out, err = run_cli(capsys, "eval", *pair, *args)
     assert code == 0, err
     accuracies = [
-        json.loads((run / "eval.json").read_text())["best/test/k=5/first-60"]["accuracy"]
+        json.loads((run / "eval.json").read_text())["best/test/k=10/first-60"]["accuracy"]
         for run in pair
     ]
     assert out.count("classifier accuracy") == 2  # each run's table

@@ -325,3 +325,10 @@ def test_export_and_compare_refuse_conditional_runs_and_pack_bundles_them(runs, 
     assert code == 0, err
     model = load(bundle)
     assert model.needs_labels and model.sample(2, y=torch.tensor([3, 4])).shape == (2, 1, 8, 8)
+
+
+def test_analogy_refuses_a_figure_too_large(runs, capsys, tmp_path):
+    out = tmp_path / "analogy.png"
+    code, _, err = run_cli(capsys, "analogy", runs["cvae"], "--n", 1000, "--out", out)
+    assert_one_line_error(code, err, "too large a figure: use --n 93 or less")
+    assert not out.exists()

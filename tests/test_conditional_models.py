@@ -278,3 +278,16 @@ def test_labelled_is_for_m2_only(tmp_path) -> None:
     with pytest.raises(VaelabError, match="--labelled is for the semi-supervised --model m2"):
         vaelab.train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_m2_takes_int32_labels_and_eval_reports_the_samples_it_drew(batch) -> None:
+    model = build(tiny()).eval()
+    x, y = batch[:6], torch.tensor([0, -1, 2, -1, 1, 0])
+    with torch.no_grad():
+        as_int64 = model.loss(x, y=y, generator=seeded()).total
+        as_int32 = model.loss(x, y=y.int(), generator=seeded()).total
+    torch.testing.assert_close(as_int32, as_int64)
+    with pytest.raises(VaelabError, match="whole numbers"):
+        model.loss(x, y=y.float())
+    result = vaelab.evaluate(model, x, k=7, progress=False)  # ceil(7 / 3) = 3 per class
+    assert result.k == 9

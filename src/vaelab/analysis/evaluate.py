@@ -198,6 +198,8 @@ def _evaluate_vae(
     """Each batch of images is encoded once; its posteriors serve every measure."""
     started = time.perf_counter()
     n = len(x)
+    if has_classifier(model):  # M2 draws ceil(k / K) samples per class: say how many in all
+        k = model.classes * math.ceil(k / model.classes)
     batches: list[BatchTerms] = []
     with tqdm(
         total=n,

@@ -18,7 +18,7 @@ from vaelab.cli.arguments import (
     add_quiet,
     add_shared_arguments,
 )
-from vaelab.cli.figures import check_count, figure_output
+from vaelab.cli.figures import MAX_FIGURE_IMAGES, check_count, figure_output
 from vaelab.errors import VaelabError
 from vaelab.figures import save_image_grid, spread_indices
 from vaelab.models.m2 import M2
@@ -47,7 +47,17 @@ def analogy(
     trained = open_run(run, checkpoint=checkpoint, device=device)
     model = trained.model
     check_label_model(model, "vaelab analogy")
+    if n * (model.classes + 1) > MAX_FIGURE_IMAGES:
+        most = MAX_FIGURE_IMAGES // (model.classes + 1)
+        raise VaelabError(
+            f"--n {n} rows of {model.classes + 1} images is too large a figure: use --n {most} "
+            "or less"
+        )
     chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
+    if n > len(chosen):
+        raise VaelabError(
+            f"--n {n} is more than the {chosen.split} split holds ({len(chosen)} images)"
+        )
     rows = spread_indices(len(chosen), n)
     if chosen.y is not None:
         y = chosen.y[rows]

@@ -92,7 +92,8 @@ def predict_run(
             index %= len(chosen)
             x.append(chosen.x[index])
             names.append(f"{chosen.split} #{index}")
-            labels.append(None if chosen.y is None else int(chosen.y[index]))
+            known = chosen.y is not None and int(chosen.y[index]) >= 0  # -1: a hidden label
+            labels.append(int(chosen.y[index]) if known else None)
         class_names = chosen.class_names
     probs = class_probabilities(model, torch.stack(x))  # (N, K)
     values, classes = probs.topk(min(top, probs.shape[1]), dim=1)

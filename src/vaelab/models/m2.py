@@ -178,11 +178,17 @@ class M2(CVAE):
         (the unlabelled ones averaged under q(y|x)). y: labels, -1 where unknown, or None."""
         logits = self.classify(x)
         log_q = F.log_softmax(logits.float(), dim=-1)  # (B, K)
-        labelled = (
-            torch.zeros(len(x), dtype=torch.bool, device=x.device)
-            if y is None
-            else torch.as_tensor(y, device=x.device) >= 0
-        )
+        if y is None:
+            labelled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        else:
+            y = torch.as_tensor(y, device=x.device)
+            if y.dtype.is_floating_point or y.shape != (len(x),):
+                raise VaelabError(
+                    f"labels y must be whole numbers of shape ({len(x)},), got {y.dtype} "
+                    f"of shape {tuple(y.shape)}"
+                )
+            y = y.long()
+            labelled = y >= 0
         n_labelled = int(labelled.sum())
         n_unlabelled = len(x) - n_labelled
         w_labelled, w_unlabelled = self._bound_weights(n_labelled, n_unlabelled)
