@@ -178,12 +178,6 @@ def _likelihood_of(model: Autoencoder) -> str | None:
     return "-log p(x|y)" if model.needs_labels else "-log p(x_unobserved | x_observed)"
 
 
-def _scored_pixels(model: Autoencoder) -> int:
-    """The values of an image its likelihood scores: all C * H * W, or the unobserved ones."""
-    scored = getattr(getattr(model, "condition", None), "scored", None)
-    return math.prod(model.config.data_shape) if scored is None else int(scored.sum())
-
-
 def _evaluate_vae(
     model: Autoencoder,
     x: Tensor,
@@ -231,7 +225,7 @@ def _evaluate_vae(
     point = not model.stochastic_encoder
     variance = codes_all.var(dim=0) if n > 1 and not point else None
     nll, kl_mean, recon_mean = float(-log_px.mean()), float(kl.mean()), float(recon.mean())
-    pixels = _scored_pixels(model)
+    pixels = model.scored_values  # all, or a completion model's unobserved ones
     return EvalResult(
         model=model.config.model,
         examples=n,

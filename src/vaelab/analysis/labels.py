@@ -69,7 +69,7 @@ class ClassificationSummary:
 
 def has_classifier(model: Autoencoder) -> bool:
     """Whether `model` classifies images itself (an M2's q(y|x), `predict_proba`)."""
-    return callable(getattr(model, "predict_proba", None))
+    return model.classifies
 
 
 def check_label_conditional(model: Autoencoder, what: str) -> None:

@@ -21,7 +21,6 @@ from vaelab.cli.arguments import (
 from vaelab.cli.figures import MAX_FIGURE_IMAGES, check_count, figure_output
 from vaelab.errors import VaelabError
 from vaelab.figures import save_image_grid, spread_indices
-from vaelab.models.m2 import M2
 from vaelab.runs import check_run, open_run
 
 ANALOGY_PNG = "analogy.png"
@@ -61,7 +60,7 @@ def analogy(
     rows = spread_indices(len(chosen), n)
     if chosen.y is not None:
         y = chosen.y[rows]
-    elif isinstance(model, M2):
+    elif model.classifies:
         y = torch.full((len(rows),), -1)  # its classifier infers them
     else:
         raise VaelabError(

@@ -17,7 +17,6 @@ from vaelab.analysis.conditional_figures import class_grid, completes_images, co
 from vaelab.errors import VaelabError
 from vaelab.figures import save_image_grid, save_image_pairs, spread_indices
 from vaelab.models import Autoencoder
-from vaelab.models.m2 import M2
 from vaelab.runs import RunSplit, TrainedRun, ValueRange, open_run
 
 logger = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ def interpolation_frames(
     if not model.needs_labels:
         frames = model.interpolate(x_a, x_b, steps, spherical=spherical)
         return torch.cat([x_a[None], frames, x_b[None]])
-    if label is None and isinstance(model, M2):
+    if label is None and model.classifies:
         label = int(model.classify(x_a[None]).argmax())
     if label is None:
         raise VaelabError(

@@ -70,6 +70,9 @@ class Autoencoder(nn.Module):
     # whether it is conditional on a class label y (a cvae's, an m2's): the data's labels
     # reach its loss, and `config.classes` comes from the data
     conditional: ClassVar[bool] = False
+    # whether it classifies images itself, q(y|x) with `predict_proba` (an m2), and so infers
+    # a label it is not given
+    classifies: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -240,6 +243,11 @@ class Autoencoder(nn.Module):
         """What the prior is conditioned on, given the data x and the condition y: y itself,
         which an unconditional prior ignores (a conditional model's condition vector)."""
         return y
+
+    @property
+    def scored_values(self) -> int:
+        """How many values of an image `log_likelihood` scores: all C * H * W here."""
+        return math.prod(self.config.data_shape)
 
     def log_likelihood(self, x_params: Tensor, x: Tensor) -> Tensor:
         """log p(x|z) of the values the model scores (all of them, but for a model that

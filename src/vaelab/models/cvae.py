@@ -144,6 +144,11 @@ class CVAE(VAE):
     def prior_condition(self, x: Tensor | None, y: Tensor | None) -> Tensor | None:
         return self.condition_vector(x, y)
 
+    @property
+    def scored_values(self) -> int:
+        scored = self.condition.scored  # the unobserved pixels of an observed-part model
+        return super().scored_values if scored is None else int(scored.sum())
+
     def log_likelihood(self, x_params: Tensor, x: Tensor) -> Tensor:
         scored = self.condition.scored
         return self.likelihood.log_prob(scored_pixels(x_params, scored), scored_pixels(x, scored))

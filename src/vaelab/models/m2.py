@@ -45,6 +45,7 @@ class M2(CVAE):
 
     title = "Semi-supervised VAE (M2)"
     needs_dataset_size = True
+    classifies = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
