@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from vaelab.analysis.classifier import ClassifierUnavailable, classifier_for
+from vaelab.analysis.conditional_figures import check_label_model
 from vaelab.data import DataSplits
 from vaelab.errors import VaelabError
 from vaelab.models import Autoencoder
@@ -72,16 +73,6 @@ def has_classifier(model: Autoencoder) -> bool:
     return model.classifies
 
 
-def check_label_conditional(model: Autoencoder, what: str) -> None:
-    """A one-line VaelabError unless `model` is conditional on a class label."""
-    if not model.needs_labels:
-        kind = "conditional on observed quadrants" if model.conditional else "unconditional"
-        raise VaelabError(
-            f"{what} needs a model conditional on class labels (a cvae or an m2); this "
-            f"{model.config.model} is {kind}"
-        )
-
-
 @torch.inference_mode()
 def label_fidelity(
     model: Autoencoder,
@@ -93,7 +84,7 @@ def label_fidelity(
     """Draw `per_class` samples with each label y (decoded means, as `vaelab compare` scores
     samples) and count those `classifier` assigns to y (its most probable class). The
     samples come from a generator seeded with `seed`, class by class."""
-    check_label_conditional(model, "label fidelity")
+    check_label_model(model, "label fidelity")
     if per_class < 1:
         raise VaelabError(f"per_class must be at least 1, got {per_class}")
     was_training = model.training

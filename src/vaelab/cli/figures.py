@@ -177,7 +177,8 @@ def check_image_arg(flag: str, value: str | None) -> None:
         )
 
 
-def split_index(value: str | None, chosen: RunSplit) -> int:
+def split_index(value: str | int | None, chosen: RunSplit) -> int:
+    """The image at `value` (0 when None; negative counts from the end) of the split, checked."""
     index = 0 if value is None else int(value)
     if not -len(chosen) <= index < len(chosen):
         raise VaelabError(

@@ -23,8 +23,9 @@ from vaelab.cli.arguments import (
     add_shared_arguments,
     parse_positive,
 )
+from vaelab.cli.figures import split_index
 from vaelab.data import load_image_file
-from vaelab.errors import VaelabError, plural
+from vaelab.errors import VaelabError
 from vaelab.runs import TrainedRun, check_run, open_run
 
 logger = logging.getLogger(__name__)
@@ -83,13 +84,8 @@ def predict_run(
     class_names = None
     if indices:
         chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
-        for index in indices:
-            if not -len(chosen) <= index < len(chosen):
-                raise VaelabError(
-                    f"index {index} is out of range: the {chosen.split} split has "
-                    f"{plural(len(chosen), 'image')} (0 to {len(chosen) - 1})"
-                )
-            index %= len(chosen)
+        for value in indices:
+            index = split_index(value, chosen)
             x.append(chosen.x[index])
             names.append(f"{chosen.split} #{index}")
             known = chosen.y is not None and int(chosen.y[index]) >= 0  # -1: a hidden label

@@ -77,11 +77,12 @@ class M2(CVAE):
 
     def labels_or_predicted(self, x: Tensor, y: Tensor | None) -> Tensor:
         """y where it is a label (>= 0); the classifier's most probable class elsewhere."""
+        if y is not None:
+            y = torch.as_tensor(y, device=x.device)
+            if bool((y >= 0).all()):  # every label given: no need to ask the classifier
+                return y
         predicted = self.classify(x).argmax(dim=-1)
-        if y is None:
-            return predicted
-        y = torch.as_tensor(y, device=x.device)
-        return torch.where(y >= 0, y, predicted)
+        return predicted if y is None else torch.where(y >= 0, y, predicted)
 
     # --- the generative model, with y inferred where it is not given ---------------------------
 

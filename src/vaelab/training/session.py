@@ -75,6 +75,7 @@ class LabelledStream:
     def indices(self, step: int) -> torch.Tensor:
         per_pass = math.ceil(len(self.y) / self.batch_size)
         cycle, position = divmod(step, per_pass)
+        # a seed per pass, apart from the run's other generators (seed, seed + 1 + ...)
         order = torch.Generator().manual_seed(self.seed * 1_000_003 + cycle + 7)
         perm = torch.randperm(len(self.y), generator=order)
         return perm[position * self.batch_size : (position + 1) * self.batch_size]
