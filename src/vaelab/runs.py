@@ -19,7 +19,7 @@ from vaelab.bundles import bundle_home, is_bundle, locate
 from vaelab.data import DataSplits, Factors, load_data, registered_name
 from vaelab.errors import VaelabError, plural
 from vaelab.models import Autoencoder
-from vaelab.training.checkpoint import META_FILE, load_checkpoint
+from vaelab.training.checkpoint import CONFIG_FILE, META_FILE, load_checkpoint, read_config
 from vaelab.training.config import RunConfig
 from vaelab.training.runs import resolve_device
 
@@ -165,6 +165,17 @@ class RunSplit:
 
     def __len__(self) -> int:
         return len(self.x)
+
+
+def scored_checkpoint(path: str | Path) -> str:
+    """The checkpoint a run folder is measured at by default: "best" (chosen by validation
+    loss) when the run held out a validation split, else "last". Without one, best/ is chosen
+    by training loss, which a KL warm-up changes as it goes, so the final weights are the
+    honest choice. A checkpoint folder or a bundle names its own."""
+    path = Path(path)
+    if is_bundle(path) or not (path / CONFIG_FILE).is_file():
+        return "best"
+    return "best" if read_config(path).data.val_fraction > 0 else "last"
 
 
 def open_run(

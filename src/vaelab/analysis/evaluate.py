@@ -121,9 +121,9 @@ def evaluate(
         with torch.inference_mode(), precision.autocast():
             x = x.to(device=model.device, dtype=model.dtype)
             model.check_data(x, where="the evaluation data")
-            if binarize:
-                generator = torch.Generator(device=x.device).manual_seed(seed)
-                x = draw_binary(x, generator=generator)
+            if binarize:  # drawn on the CPU from the seed: the same images on every device
+                generator = torch.Generator().manual_seed(seed)
+                x = draw_binary(x.cpu(), generator=generator).to(model.device)
             if model.has_prior:
                 if not model.stochastic_encoder:
                     k = 1  # every sample of a point mass is the same code: one is exact
@@ -330,19 +330,22 @@ def _importance_sample(
         batch, batch_posterior = x[part], posterior[part]
         y = None if condition is None else condition[part]
         prior_y = None if prior_condition is None else prior_condition[part]
-        z = []  # (k, 1, D) per example
+        draws = []  # (z (k, 1, D), log q(z|x) (k, 1)) per example
         for i in range(part.start, part.stop):
             generator.manual_seed(seeds[i])
-            z.append(posterior[i : i + 1].rsample(k=k, generator=generator))
-        z = torch.cat(z, dim=1)  # (k, n_pass, D)
+            draws.append(posterior[i : i + 1].rsample_with_log_prob(k=k, generator=generator))
+        z = torch.cat([d[0] for d in draws], dim=1)  # (k, n_pass, D)
+        log_qz = torch.cat([d[1] for d in draws], dim=1)  # (k, n_pass)
         log_sum = torch.full((len(batch),), -math.inf, device=x.device, dtype=torch.float64)
         recon_sum, kl_sum = torch.zeros_like(log_sum), torch.zeros_like(log_sum)
         for offset in range(0, k, samples):
             z_chunk = z[offset : offset + samples]  # (samples, n_pass, D)
-            terms = model.importance_terms(batch, z_chunk, batch_posterior, y=y)
+            q_chunk = log_qz[offset : offset + samples]
+            terms = model.importance_terms(batch, z_chunk, batch_posterior, y=y, log_qz=q_chunk)
             log_sum = torch.logaddexp(log_sum, torch.logsumexp(terms.log_weights().double(), 0))
             recon_sum -= terms.log_px_z.double().sum(0)
-            kl_sum += model.kl(batch_posterior, z_chunk, y=prior_y).double() * len(z_chunk)
+            kl_chunk = model.kl(batch_posterior, z_chunk, y=prior_y, log_qz=q_chunk)
+            kl_sum += kl_chunk.double() * len(z_chunk)
         log_px[part] = log_sum - math.log(k)
         recon[part] = recon_sum / k
         kl[part] = kl_sum / k

@@ -12,12 +12,15 @@ from typing import Any
 from vaelab.bundles import is_bundle, locate
 from vaelab.cli.arguments import add_quiet, parse_seed
 from vaelab.data import DataConfig
+from vaelab.data.config import VAL_SPLITS
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, ModelConfig
 from vaelab.models.config import (
     ACTIVATIONS,
     ARCHITECTURES,
     AUTOREGRESSIVE_KINDS,
+    FLOWS,
+    PRIORS,
     CODEBOOK_UPDATES,
     DIP_TYPES,
     LIKELIHOOD_NAMES,
@@ -87,7 +90,9 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "vae, ae (plain autoencoder), dae (denoising), vqvae (vector-quantised; fit "
             "its prior afterwards with vaelab train-prior), the disentangling VAEs btcvae "
             "(beta-TCVAE), factorvae and dipvae, cvae (conditional on the label, or on "
-            "--observe quadrants) or m2 (semi-supervised; with --labelled N)",
+            "--observe quadrants), m2 (semi-supervised; with --labelled N), or the "
+            "hierarchies of --latent-dims layers hvae (bottom-up inference, Burda et al. 2015) "
+            "and ladder (top-down, Sønderby et al. 2016)",
             choices=tuple(MODELS),
         ),
         Option(
@@ -96,6 +101,14 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "size D of the latent code z (a vqvae's is --code-dim x its code grid)",
             int,
             "D",
+        ),
+        Option(
+            "--latent-dims",
+            "latent_dims",
+            "hvae, ladder: the sizes of the stochastic layers, from the one next to x up, "
+            "comma-separated (64,32); the code is their values side by side",
+            metavar="D1,D2,...",
+            unset="100,50",
         ),
         Option(
             "--arch",
@@ -127,10 +140,36 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "autoregressive",
             "the decoder also sees the pixels before "
             "each one: local (a masked 7x7 convolution, PixelCNN-style), local-z (that, also "
-            "reading the decoder's own logits) or linear (all of them); decoding then takes "
-            "a step per pixel",
+            "reading the decoder's own logits), gated (--ar-layers gated masked layers, van "
+            "den Oord et al. 2016) or linear (all of them); decoding then takes a step per "
+            "pixel",
             choices=AUTOREGRESSIVE_KINDS,
         ),
+        Option(
+            "--ar-layers",
+            "ar_layers",
+            "--autoregressive gated: how many gated masked layers",
+            int,
+            "N",
+        ),
+        Option(
+            "--prior",
+            "prior",
+            "vae, hvae, ladder: p(z) (of the top layer): normal N(0, I), vamp (a mixture of "
+            "the posteriors of learned pseudo-inputs, Tomczak & Welling 2018) or mog (a "
+            "learned mixture of Gaussians)",
+            choices=PRIORS,
+        ),
+        Option("--pseudo-inputs", "pseudo_inputs", "--prior vamp: pseudo-inputs K", int, "K"),
+        Option("--components", "components", "--prior mog: mixture components K", int, "K"),
+        Option(
+            "--flow",
+            "flow",
+            "vae: flow steps after the Gaussian posterior: iaf (inverse autoregressive, Kingma "
+            "et al. 2016) or planar (Rezende & Mohamed 2015)",
+            choices=FLOWS,
+        ),
+        Option("--flow-steps", "flow_steps", "--flow: how many steps", int, "N"),
         Option("--beta", "beta", "weight of the KL term (beta-VAE)", float, "BETA"),
         Option(
             "--objective",
@@ -272,6 +311,13 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
         ),
         Option("--channels", "channels", "1 (grayscale) or 3 (RGB)", int, "C", unset="as stored"),
         Option("--val-fraction", "val_fraction", "share held out for validation", float, "F"),
+        Option(
+            "--val-split",
+            "val_split",
+            "which images validation holds out: random (seeded by --split-seed) or last (the "
+            "end of the training pool: MNIST's last 10,000 with --val-fraction 1/6)",
+            choices=VAL_SPLITS,
+        ),
         Option(
             "--test-fraction",
             "test_fraction",

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from vaelab.errors import VaelabError
 
+VAL_SPLITS = ("random", "last")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -22,6 +24,9 @@ class DataConfig:
     image_size: tuple[int, int] | int | None = None  # (H, W), or N for NxN; stored as (H, W)
     channels: int | None = None  # 1 (grayscale) or 3 (RGB); None keeps what the data has
     val_fraction: float = 0.1  # of the training pool
+    # which images validation holds: "random" (a seeded choice) or "last" (the end of the
+    # training pool, the usual MNIST protocol: the last 10,000 of 60,000)
+    val_split: str = "random"
     test_fraction: float = 0.2  # of everything, when the source has no test split
     seed: int = 0  # same seed -> identical splits
     download: bool = True  # allow fetching mnist / fashion-mnist when absent
@@ -47,6 +52,10 @@ class DataConfig:
             raise VaelabError(
                 f"val_fraction + test_fraction must be below 1 to leave training data, got "
                 f"{self.val_fraction} + {self.test_fraction}"
+            )
+        if self.val_split not in VAL_SPLITS:
+            raise VaelabError(
+                f"unknown validation split '{self.val_split}': use one of {', '.join(VAL_SPLITS)}"
             )
         if self.labelled is not None and (_not_int(self.labelled) or self.labelled < 1):
             raise VaelabError(f"labelled must be a positive whole number, got {self.labelled!r}")

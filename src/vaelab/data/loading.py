@@ -122,6 +122,7 @@ def load_data(config: DataConfig, *, progress: bool = True) -> DataSplits:
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.seed,
+        val_split=config.val_split,
     )
     splits = DataSplits(
         name=name,

@@ -124,7 +124,12 @@ def _count(fraction: float, n: int) -> int:
 
 
 def split_source(
-    source: SourceData, *, val_fraction: float, test_fraction: float, seed: int
+    source: SourceData,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    val_split: str = "random",
 ) -> tuple[Split, Split, Split]:
     """(train, val, test) from a seeded permutation of the pool: same seed, same splits.
 
@@ -134,6 +139,8 @@ def split_source(
     train empty (pools of 1 or 2 samples, or fractions close to 1), every sample of the pool
     trains and nothing is held out from it (3 samples: one each). Only an empty pool is an
     error. Each split keeps the pool's order (the permutation only chooses the members).
+    `val_split` "last" makes val the last images of the pool that test leaves, in order
+    instead (MNIST's usual validation set: the last 10,000 of its 60,000 training images).
     """
     n = len(source.pool)
     if n == 0:
@@ -149,6 +156,9 @@ def split_source(
     test_idx, val_idx, train_idx = (
         part.sort().values for part in perm.split([n_test, n_val, n - n_test - n_val])
     )
+    if val_split == "last":
+        rest = torch.cat([val_idx, train_idx]).sort().values
+        train_idx, val_idx = rest[: len(rest) - n_val], rest[len(rest) - n_val :]
     train, val = _take(source.pool, train_idx), _take(source.pool, val_idx)
     test = source.test if source.test is not None else _take(source.pool, test_idx)
     return train, val, test

@@ -255,14 +255,23 @@ class Autoencoder(nn.Module):
         return self.likelihood.log_prob(x_params, x)
 
     def importance_terms(
-        self, x: Tensor, z: Tensor, posterior: Posterior, *, y: Tensor | None = None
+        self,
+        x: Tensor,
+        z: Tensor,
+        posterior: Posterior,
+        *,
+        y: Tensor | None = None,
+        log_qz: Tensor | None = None,
     ) -> ImportanceTerms:
-        """log p(x|z), log p(z) and log q(z|x) at the codes z (K, B, D) of x (B, C, H, W)."""
+        """log p(x|z), log p(z) and log q(z|x) at the codes z (K, B, D) of x (B, C, H, W).
+
+        `log_qz` (K, B) is log q(z|x) where the caller has it from the draw
+        (`rsample_with_log_prob`; a flow posterior's density is known there only)."""
         prior = self.require_prior()
         return ImportanceTerms(
             log_px_z=self.log_likelihood(self.decode_params(z, x, y), x),
             log_pz=prior.log_prob(z, y=self.prior_condition(x, y)),
-            log_qz=posterior.log_prob(z),
+            log_qz=posterior.log_prob(z) if log_qz is None else log_qz,
         )
 
     def log_weights(
@@ -279,19 +288,28 @@ class Autoencoder(nn.Module):
         """
         self.require_prior()
         posterior = self.encode(x, y)
-        z = posterior.rsample(k=k, generator=generator)
-        return self.importance_terms(x, z, posterior, y=y).log_weights()
+        z, log_qz = posterior.rsample_with_log_prob(k=k, generator=generator)
+        return self.importance_terms(x, z, posterior, y=y, log_qz=log_qz).log_weights()
 
-    def kl(self, posterior: Posterior, z: Tensor, *, y: Tensor | None = None) -> Tensor:
+    def kl(
+        self,
+        posterior: Posterior,
+        z: Tensor,
+        *,
+        y: Tensor | None = None,
+        log_qz: Tensor | None = None,
+    ) -> Tensor:
         """KL(q(z|x) || p(z)) per example, (B,): in closed form where the prior has one, else
         the Monte Carlo estimate log q(z|x) - log p(z) at the sampled codes z, (B, D) or
         (K, B, D), averaged over the K samples. `y` is the prior's condition
-        (`prior_condition`)."""
+        (`prior_condition`); `log_qz` is log q(z|x) at z where the draw gave it."""
         prior = self.require_prior()
         closed = prior.kl(posterior, y=y)
         if closed is not None:
             return closed
-        log_ratio = posterior.log_prob(z) - prior.log_prob(z, y=y)
+        if log_qz is None:
+            log_qz = posterior.log_prob(z)
+        log_ratio = log_qz - prior.log_prob(z, y=y)
         return log_ratio if z.dim() == 2 else log_ratio.mean(dim=0)
 
     def optimizer_groups(self) -> list[dict[str, Any]]:

@@ -11,12 +11,17 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
 NOISE_KINDS = ("gaussian", "mask")
-AUTOREGRESSIVE_KINDS = ("none", "linear", "local", "local-z")
+AUTOREGRESSIVE_KINDS = ("none", "linear", "local", "local-z", "gated")
 MAX_CONTEXT_VALUES = 4096  # linear context: a (P, P) weight; 16.8M parameters at this size
 OBJECTIVES = ("elbo", "iwae")
 CODEBOOK_UPDATES = ("ema", "loss")
 DIP_TYPES = ("i", "ii")
 DEFAULT_GAMMA = {"btcvae": 1.0, "factorvae": 40.0}  # Chen et al.'s; within Kim & Mnih's sweep
+PRIORS = ("normal", "vamp", "mog")  # N(0, I); Tomczak & Welling's VampPrior; a learned mixture
+FLOWS = ("none", "iaf", "planar")  # Kingma et al. 2016; Rezende & Mohamed 2015
+HIERARCHICAL = ("hvae", "ladder")  # the models of several stochastic layers (hierarchical.py)
+LEARNED_PRIOR_MODELS = ("vae", *HIERARCHICAL)
+DEFAULT_LATENT_DIMS = (100, 50)  # Burda et al.'s (2015) two stochastic layers
 MAX_TRAIN_K = 5000  # each step decodes batch_size * k codes; Burda et al. trained with k <= 50
 
 
@@ -77,6 +82,17 @@ class ModelConfig:
     # 2014, eq. 9); None: 0.1 N / N_l, their alpha = 0.1 N per labelled image (see m2.py)
     classifier_weight: float | None = None
     labelled_size: int | None = None  # m2: how many training images have labels; from the data
+    # vae, hvae, ladder: the prior p(z) (of the top layer for a hierarchy): "normal" N(0, I),
+    # "vamp" (a mixture of the posteriors of learned pseudo-inputs), "mog" (a learned mixture)
+    prior: str = "normal"
+    pseudo_inputs: int = 500  # vamp: K pseudo-inputs (Tomczak & Welling 2018 used 500)
+    components: int = 10  # mog: K mixture components
+    flow: str = "none"  # vae: "iaf" or "planar" steps after the Gaussian posterior
+    flow_steps: int = 2  # vae: how many flow steps
+    # hvae, ladder: the latent sizes of the stochastic layers, from the one next to x up;
+    # latent_dim becomes their sum (a code is the layers' values side by side)
+    latent_dims: tuple[int, ...] | None = None
+    ar_layers: int = 4  # autoregressive "gated": how many gated masked layers
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so the config stays hashable and comparable.
@@ -85,6 +101,7 @@ class ModelConfig:
         from vaelab.models import MODELS  # the registry imports this module: import it late
 
         _check_choice(self.model, tuple(MODELS), "model")
+        self._settle_hierarchy()
         has_prior = MODELS[self.model].has_prior
         _check_choice(self.architecture, ARCHITECTURES, "architecture")
         _check_choice(self.likelihood, LIKELIHOOD_NAMES, "likelihood")
@@ -141,6 +158,51 @@ class ModelConfig:
             self._settle_vqvae()
         self._settle_regularisers()
         self._settle_conditioning(MODELS[self.model].conditional)
+        self._settle_frontier()
+
+    def _settle_hierarchy(self) -> None:
+        """A hierarchy's layer sizes (default: Burda et al.'s 100 and 50), and latent_dim their
+        sum; --latent-dims is refused for the models of one stochastic layer."""
+        dims = self.latent_dims
+        if self.model not in HIERARCHICAL:
+            if dims is not None:
+                raise VaelabError(
+                    f"--latent-dims is for --model hvae or ladder, not --model {self.model}: "
+                    "use --latent-dim for one stochastic layer"
+                )
+            return
+        if dims is None:
+            dims = DEFAULT_LATENT_DIMS
+        if isinstance(dims, (int, str)):
+            dims = _parse_dims(dims)
+        try:
+            dims = tuple(_whole(v) for v in dims)
+        except (TypeError, ValueError):
+            raise VaelabError(f"latent sizes must be whole numbers, got {dims!r}") from None
+        if len(dims) < 2 or min(dims) <= 0:
+            raise VaelabError(
+                f"a {self.model} needs two or more positive latent sizes (say --latent-dims "
+                f"64,32), got {','.join(map(str, dims))}"
+            )
+        object.__setattr__(self, "latent_dims", dims)
+        object.__setattr__(self, "latent_dim", sum(dims))
+
+    def _settle_frontier(self) -> None:
+        """Check the learned priors', flows' and gated decoder's options."""
+        _check_choice(self.prior, PRIORS, "prior")
+        _check_choice(self.flow, FLOWS, "flow")
+        if self.prior != "normal" and self.model not in LEARNED_PRIOR_MODELS:
+            raise VaelabError(
+                f"--prior {self.prior} is for --model vae, hvae or ladder, not --model {self.model}"
+            )
+        if self.flow != "none" and self.model != "vae":
+            raise VaelabError(f"--flow is for --model vae, not --model {self.model}")
+        for name in ("pseudo_inputs", "components", "flow_steps", "ar_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise VaelabError(
+                    f"--{name.replace('_', '-')} must be a positive whole number, got {value!r}"
+                )
 
     def _settle_conditioning(self, conditional: bool) -> None:
         """Check the conditional models' options (cvae, m2) and canonicalise --observe."""
@@ -232,6 +294,20 @@ class ModelConfig:
         object.__setattr__(self, "architecture", "conv")
         height, width = code_grid(self)
         object.__setattr__(self, "latent_dim", self.code_dim * height * width)
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or int(value) != value:  # type: ignore[call-overload]
+        raise ValueError(value)
+    return int(value)  # type: ignore[call-overload]
+
+
+def _parse_dims(text: int | str) -> tuple[int, ...]:
+    """ "64,32" (or a single number) -> (64, 32)."""
+    try:
+        return tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise VaelabError(f"latent sizes are comma-separated whole numbers, got '{text}'") from None
 
 
 def _check_weight(value: float, name: str) -> None:

@@ -81,6 +81,15 @@ class DiagonalGaussian:
         """log q(z|x) summed over D; z is (..., B, D), the result (..., B)."""
         return gaussian_log_density(z, self.mu, self.logvar).sum(dim=-1)
 
+    def rsample_with_log_prob(
+        self, *, k: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """`rsample` and log q(z|x) at the draws: (B, D) and (B,), or (K, B, D) and (K, B).
+
+        What the bounds use: a flow posterior knows its density at its own draws only."""
+        z = self.rsample(k=k, generator=generator)
+        return z, self.log_prob(z)
+
     def entropy(self) -> Tensor:
         """H[q] = sum_d (1 + log 2 pi + logvar_d) / 2, per example: (B,)."""
         (logvar,) = at_least_float32(self.logvar)

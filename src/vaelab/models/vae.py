@@ -10,7 +10,7 @@ from vaelab.models.autoencoders import Autoencoder, LossTerms
 from vaelab.models.bounds import log_mean_exp
 from vaelab.models.config import ModelConfig
 from vaelab.models.distributions import DiagonalGaussian
-from vaelab.models.priors import StandardNormalPrior
+from vaelab.models.learned_priors import VampPrior, build_prior
 
 
 class VAE(Autoencoder):
@@ -25,10 +25,18 @@ class VAE(Autoencoder):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.prior = StandardNormalPrior(config.latent_dim)
+        self.prior = build_prior(config)  # N(0, I) unless config.prior names a learned one
+        if isinstance(self.prior, VampPrior):
+            self.prior.attach(self.gaussian_posterior, self)
 
     def _encoder_outputs(self) -> int:
         return 2 * self.config.latent_dim  # mu and log-variance
+
+    def gaussian_posterior(self, x: Tensor) -> DiagonalGaussian:
+        """The encoder's Gaussian q(z|x), before any flow: what a VampPrior mixes."""
+        self.check_images(x)
+        mu, logvar = self.encoder(x)[:, : 2 * self.config.latent_dim].chunk(2, dim=1)
+        return DiagonalGaussian(mu, logvar)  # (B, D) each
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
         self.check_images(x)
@@ -59,16 +67,21 @@ class VAE(Autoencoder):
         weight = self.config.beta * kl_scale
         k = self.config.k
         if k == 1:
-            z = posterior.rsample(generator=generator)  # (B, D)
+            if closed_kl is None:  # a Monte Carlo KL, at the draw's own log q(z|x)
+                z, log_qz = posterior.rsample_with_log_prob(generator=generator)  # (B, D), (B,)
+                kl = self.kl(posterior, z, y=prior_y, log_qz=log_qz)
+            else:
+                z, kl = posterior.rsample(generator=generator), closed_kl
             recon = -self.log_likelihood(self.decode_params(z, x, y), x).mean()
-            kl = self.kl(posterior, z, y=prior_y) if closed_kl is None else closed_kl  # (B,)
             return self.regularised(
                 recon, posterior, z, kl, y=y, kl_scale=kl_scale, generator=generator
             )
-        z = posterior.rsample(k=k, generator=generator)  # (K, B, D)
-        terms = self.importance_terms(x, z, posterior, y=y)
+        z, log_qz = posterior.rsample_with_log_prob(k=k, generator=generator)  # (K, B, D)
+        terms = self.importance_terms(x, z, posterior, y=y, log_qz=log_qz)
         recon = -terms.log_px_z.mean()
-        kl = (self.kl(posterior, z, y=prior_y) if closed_kl is None else closed_kl).mean()
+        kl = (
+            self.kl(posterior, z, y=prior_y, log_qz=log_qz) if closed_kl is None else closed_kl
+        ).mean()
         if self.config.objective == "iwae":
             total = -log_mean_exp(terms.log_weights(kl_weight=weight), dim=0).mean()
             return LossTerms(total=total, recon=recon, kl=kl)
