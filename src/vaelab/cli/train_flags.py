@@ -19,13 +19,13 @@ from vaelab.models.config import (
     ACTIVATIONS,
     ARCHITECTURES,
     AUTOREGRESSIVE_KINDS,
-    FLOWS,
-    PRIORS,
     CODEBOOK_UPDATES,
     DIP_TYPES,
+    FLOWS,
     LIKELIHOOD_NAMES,
     NOISE_KINDS,
     OBJECTIVES,
+    PRIORS,
 )
 from vaelab.training.checkpoint import CONFIG_FILE, read_config, resolve_checkpoint
 from vaelab.training.config import (
