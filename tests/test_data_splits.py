@@ -209,3 +209,33 @@ def test_split_checks_shapes():
         Split(x=torch.zeros(3, 8, 8), y=None)
     with pytest.raises(ValueError):
         Split(x=torch.zeros(3, 1, 8, 8), y=torch.zeros(2, dtype=torch.int64))
+
+
+def test_val_split_last_holds_out_the_end_of_the_pool(ids_file):
+    """--val-split last: validation is the last images of what test leaves (MNIST's usual
+    last 10,000 of 60,000), train the rest, both in order; test is as with a random split."""
+    config = DataConfig(dataset=ids_file(100), seed=3, val_split="last")
+    splits = load_data(config, progress=False)
+    randomly = load_data(DataConfig(dataset=ids_file(100), seed=3), progress=False)
+    assert torch.equal(splits.test.y, randomly.test.y)
+    rest = sorted(splits.train.y.tolist() + splits.val.y.tolist())
+    assert splits.val.y.tolist() == rest[-10:]
+    assert splits.train.y.tolist() == rest[:-10]
+    assert not torch.equal(splits.val.y, randomly.val.y)
+
+
+def test_unknown_val_split_is_a_one_line_error():
+    with pytest.raises(VaelabError, match="unknown validation split 'first'"):
+        DataConfig(val_split="first")
+
+
+def test_val_split_last_with_an_official_test_split():
+    """With a source's own test split (MNIST's), val is the pool's last images exactly."""
+    pool = Split(x=torch.arange(60.0).view(60, 1, 1, 1), y=torch.arange(60))
+    test = Split(x=torch.zeros(5, 1, 1, 1), y=torch.zeros(5, dtype=torch.long))
+    source = SourceData(pool=pool, test=test, class_names=None)
+    train, val, held = split_source(
+        source, val_fraction=1 / 6, test_fraction=0.2, seed=0, val_split="last"
+    )
+    assert val.y.tolist() == list(range(50, 60)) and train.y.tolist() == list(range(50))
+    assert held is test

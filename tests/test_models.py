@@ -19,7 +19,8 @@ from vaelab.models.networks import conv_level_sizes
 from vaelab.models.priors import Prior, StandardNormalPrior
 from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
-ARCHITECTURES = ["mlp", "conv", "mlp+linear", "conv+local"]  # +: an autoregressive decoder term
+# +: an autoregressive decoder term
+ARCHITECTURES = ["mlp", "conv", "mlp+linear", "conv+local", "mlp+gated"]
 # name -> (likelihood, sigma); a fixed sigma of 0.1 suits [0, 1] images (1.0 would leave the
 # loss dominated by its constant log-normaliser, so a fall would be hard to see).
 LIKELIHOODS = {
@@ -29,9 +30,17 @@ LIKELIHOODS = {
 }
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64), (3, 30, 45)]
 
-# Every registered model, and the cvae conditioned on observed quadrants with a learned prior
-# (the other kind of condition, and the conditional prior).
-KINDS = [*sorted(MODELS), "cvae-observed"]
+# Every registered model, and variants: the cvae conditioned on observed quadrants with a
+# learned prior (the other kind of condition, and the conditional prior), the vae with each
+# learned prior and each flow posterior.
+VARIANTS = {
+    "cvae-observed": {"model": "cvae", "observe": "left", "conditional_prior": True},
+    "vae-vamp": {"model": "vae", "prior": "vamp", "pseudo_inputs": 5},
+    "vae-mog": {"model": "vae", "prior": "mog", "components": 3},
+    "vae-iaf": {"model": "vae", "flow": "iaf"},
+    "vae-planar": {"model": "vae", "flow": "planar"},
+}
+KINDS = [*sorted(MODELS), *VARIANTS]
 every_model = pytest.mark.parametrize("kind", KINDS)
 every_architecture = pytest.mark.parametrize("architecture", ARCHITECTURES)
 # Autoregressive decoder terms are for VAEs only (an autoencoder could copy x through them).
@@ -60,8 +69,7 @@ def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options)
         discriminator_hidden=(32, 32),  # a factorvae's (the others ignore it)
         classes=3,  # a cvae's and an m2's (the others ignore it)
     )
-    if kind == "cvae-observed":
-        values |= {"model": "cvae", "observe": "left", "conditional_prior": True}
+    values |= VARIANTS.get(kind, {})
     return ModelConfig(**(values | options))
 
 

@@ -21,7 +21,7 @@ from vaelab.analysis.evaluate import image_seed
 from vaelab.errors import VaelabError, plural
 from vaelab.files import atomic_path, check_folder_of, write_error
 from vaelab.models import Autoencoder
-from vaelab.models.distributions import DiagonalGaussian
+from vaelab.models.distributions import DiagonalGaussian, Posterior
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ def embed(
                 condition = None if y is None else y[part].to(model.device)
                 posterior = model.encode(batch, condition)
                 mean[part] = posterior.mean.float().cpu()
+                if not isinstance(posterior, DiagonalGaussian):
+                    std = None  # a flow's or a hierarchy's q has no one std per dimension
                 if std is not None:
                     std[part] = _std(posterior)
                 if drawn is not None:
@@ -128,14 +130,12 @@ def embed(
     return Embedding(mean=mean, std=std, samples=drawn, labels=labels)
 
 
-def _std(posterior: object) -> Tensor:
-    if not isinstance(posterior, DiagonalGaussian):
-        raise VaelabError(f"cannot report the spread of a {type(posterior).__name__} posterior")
+def _std(posterior: DiagonalGaussian) -> Tensor:
     return posterior.std.float().cpu()
 
 
 def _draw(
-    posterior: DiagonalGaussian,
+    posterior: Posterior,
     samples: int,
     first_index: int,
     seed: int,

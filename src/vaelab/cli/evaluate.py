@@ -238,14 +238,27 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
         f"(Cov_x E_q[z_u] > {ACTIVE_THRESHOLD})"
         if result.active_units is not None
         else "  active units                n/a   (needs two images or more)",
-        f"  KL per dimension     {shown}   (nats, largest first)",
+        f"  KL per dimension     {shown}   (nats, largest first)"
+        if result.kl_per_dim is not None
+        else "  KL per dimension            n/a   (no closed form: the KL is a Monte Carlo "
+        "estimate)",
         f"  reconstruction MSE   {result.mse:10.5f} per pixel (decoded posterior mean)",
         f"  throughput           {result.images_per_second:10.1f} images/s   "
         f"({result.images_per_second * result.k / 1e6:.2f}M decoded samples/s; "
         f"{result.seconds:.1f} s in all)",
         *conditional_lines(result, record),
     ]
+    if result.prior not in (None, "N(0, I)") and not result.condition:
+        lines.append(f"  prior                {result.prior}")
+    lines += _measure_lines(result.measures)
     return "\n".join(lines)
+
+
+def _measure_lines(measures: dict[str, float] | None) -> list[str]:
+    """A model's own measures (a hierarchy's KL and active units per layer), a line each."""
+    return [
+        f"  {name.replace('_', ' '):<20} {value:10.4f}" for name, value in (measures or {}).items()
+    ]
 
 
 def _point_posterior_lines(result: EvalResult) -> list[str]:
@@ -256,9 +269,7 @@ def _point_posterior_lines(result: EvalResult) -> list[str]:
         f"{result.nll_stderr or 0:.3f} standard error)",
         f"  prior                {result.prior}",
     ]
-    measures = result.measures or {}
-    for name, value in measures.items():
-        lines.append(f"  {name.replace('_', ' '):<20} {value:10.4f}")
+    lines += _measure_lines(result.measures)
     lines += [
         f"  reconstruction MSE   {result.mse:10.5f} per pixel (decoded code)",
         f"  throughput           {result.images_per_second:10.1f} images/s ({result.seconds:.1f} "

@@ -20,6 +20,7 @@ from vaelab.disentanglement.mig_posterior import PosteriorMIGResult, mig_posteri
 from vaelab.disentanglement.sap import SAPResult, sap
 from vaelab.errors import VaelabError, plural
 from vaelab.models import Autoencoder
+from vaelab.models.distributions import DiagonalGaussian
 
 WIDTH = 96  # of the printed table's wrapped lines
 CAPTURE_THRESHOLD = 0.2  # share of a factor's entropy a latent must hold to be said to capture it
@@ -154,7 +155,7 @@ def encode_codes(
         for batch in iterate_batches(x, batch_size, shuffle=False):
             posterior = model.encode(batch.to(model.device))
             means.append(posterior.mean.double().cpu())
-            if model.stochastic_encoder:
+            if isinstance(posterior, DiagonalGaussian):  # not a flow's or a hierarchy's
                 logvars.append(posterior.logvar.double().cpu())
     model.train(was_training)
     logvar = torch.cat(logvars).numpy() if logvars else None

@@ -122,5 +122,12 @@ class PointMass:
 
     sample = rsample
 
+    def rsample_with_log_prob(
+        self, *, k: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """z, and log q = 0: all the mass is there (a VQ-VAE's bound counts its code once)."""
+        z = self.rsample(k=k)
+        return z, z.new_zeros(z.shape[:-1])
+
 
 Posterior = DiagonalGaussian | PointMass

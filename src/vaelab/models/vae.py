@@ -1,5 +1,6 @@
-"""The variational autoencoder (Kingma & Welling 2013): a Gaussian posterior q(z|x), a prior
-p(z), a decoder p(x|z), trained on the ELBO or the importance-weighted bound."""
+"""The variational autoencoder (Kingma & Welling 2013): a Gaussian posterior q(z|x), or a flow
+posterior built on one (flows.py), a prior p(z), a decoder p(x|z), trained on the ELBO or the
+importance-weighted bound."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from vaelab.models.autoencoders import Autoencoder, LossTerms
 from vaelab.models.bounds import log_mean_exp
 from vaelab.models.config import ModelConfig
 from vaelab.models.distributions import DiagonalGaussian
+from vaelab.models.flows import FlowPosterior, build_flow, flow_context_features
 from vaelab.models.learned_priors import VampPrior, build_prior
 
 
@@ -28,9 +30,11 @@ class VAE(Autoencoder):
         self.prior = build_prior(config)  # N(0, I) unless config.prior names a learned one
         if isinstance(self.prior, VampPrior):
             self.prior.attach(self.gaussian_posterior, self)
+        self.flow = build_flow(config)  # None unless config.flow names one
 
     def _encoder_outputs(self) -> int:
-        return 2 * self.config.latent_dim  # mu and log-variance
+        # mu and log-variance, then a flow's context (none without a flow)
+        return 2 * self.config.latent_dim + flow_context_features(self.config)
 
     def gaussian_posterior(self, x: Tensor) -> DiagonalGaussian:
         """The encoder's Gaussian q(z|x), before any flow: what a VampPrior mixes."""
@@ -38,10 +42,17 @@ class VAE(Autoencoder):
         mu, logvar = self.encoder(x)[:, : 2 * self.config.latent_dim].chunk(2, dim=1)
         return DiagonalGaussian(mu, logvar)  # (B, D) each
 
-    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian | FlowPosterior:
+        """q(z|x): the encoder's Gaussian, or with `config.flow` that Gaussian through the flow,
+        whose context (B, C) is the encoder's outputs after mu and logvar."""
         self.check_images(x)
-        mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, D) each
-        return DiagonalGaussian(mu, logvar)
+        if self.flow is None:
+            mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, D) each
+            return DiagonalGaussian(mu, logvar)
+        outputs = self.encoder(x)  # (B, 2 D + C)
+        d = self.config.latent_dim
+        base = DiagonalGaussian(outputs[:, :d], outputs[:, d : 2 * d])
+        return FlowPosterior(base, self.flow, outputs[:, 2 * d :])
 
     def loss(
         self,
@@ -90,7 +101,7 @@ class VAE(Autoencoder):
     def regularised(
         self,
         recon: Tensor,
-        posterior: DiagonalGaussian,
+        posterior: DiagonalGaussian | FlowPosterior,
         z: Tensor,
         kl: Tensor,
         *,

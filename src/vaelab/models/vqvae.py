@@ -221,7 +221,13 @@ class VQVAE(Autoencoder):
         return LossTerms(total=recon + vq, recon=recon, kl=kl)
 
     def importance_terms(
-        self, x: Tensor, z: Tensor, posterior: Posterior, *, y: Tensor | None = None
+        self,
+        x: Tensor,
+        z: Tensor,
+        posterior: Posterior,
+        *,
+        y: Tensor | None = None,
+        log_qz: Tensor | None = None,
     ) -> ImportanceTerms:
         """log p(x|z), log p(z) under the prior, and log q(z|x) = 0 (a point mass)."""
         log_px_z = self.likelihood.log_prob(self.decode_params(z, x, y), x)
@@ -229,7 +235,14 @@ class VQVAE(Autoencoder):
             log_px_z=log_px_z, log_pz=self._log_prior(z, y), log_qz=torch.zeros_like(log_px_z)
         )
 
-    def kl(self, posterior: Posterior, z: Tensor, *, y: Tensor | None = None) -> Tensor:
+    def kl(
+        self,
+        posterior: Posterior,
+        z: Tensor,
+        *,
+        y: Tensor | None = None,
+        log_qz: Tensor | None = None,
+    ) -> Tensor:
         """KL(q || p) = -log p(z_q) for a point mass q on the code z_q: (B,)."""
         return -self._log_prior(posterior.mode(), y)
 
