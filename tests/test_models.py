@@ -639,6 +639,8 @@ def test_figures_name_each_model_by_its_title() -> None:
         "dipvae": "DIP-VAE",
         "cvae": "Conditional VAE",
         "m2": "Semi-supervised VAE (M2)",
+        "hvae": "Hierarchical VAE",
+        "ladder": "Ladder VAE",
     }
 
 

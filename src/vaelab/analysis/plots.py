@@ -21,7 +21,7 @@ from torch import Tensor
 from vaelab.analysis.grids import SPAN, manifold_latents, most_active, traversal_latents
 from vaelab.analysis.latents import Plane, decode_codes
 from vaelab.figures import mosaic, to_display
-from vaelab.models import Autoencoder
+from vaelab.models import Autoencoder, HierarchicalVAE
 
 DPI = 120
 CELL_INCHES = 0.55  # one image tile: 8x8 digits become 66-pixel tiles at DPI
@@ -281,24 +281,33 @@ def latent_traversals(
     deviations of `codes` (N, D), the other dimensions at their mean. Past `max_dims`
     dimensions, only the most active (largest variance over the data) are shown. A
     conditional model decodes them with the condition y, `condition` in words (see
-    `manifold_grid`)."""
+    `manifold_grid`). A hierarchical model's rows move its top layer's dimensions, the layers
+    below at the means of p(z_l | z_{l+1}) (`codes_from_top`)."""
+    hierarchical = isinstance(model, HierarchicalVAE)
+    if hierarchical:
+        codes = codes[:, -model.config.latent_dims[-1] :]  # the top layer's values, (N, D_L)
     center = codes.float().mean(dim=0)
     scales = codes.float().std(dim=0, correction=int(len(codes) > 1))  # one code: spread 0
     dims = most_active(codes, max_dims)
-    images = decode_codes(
-        model, traversal_latents(center, scales, dims, steps), y=y, batch_size=DECODE_BATCH
-    )
+    z = traversal_latents(center, scales, dims, steps)
+    if hierarchical:
+        with torch.inference_mode():
+            z = model.codes_from_top(z.to(model.device, model.dtype))
+    images = decode_codes(model, z, y=y, batch_size=DECODE_BATCH)
     rows, dim = len(dims), codes.shape[1]
     fig = _image_figure(rows, steps, extra=(1.8, 1.1))
     ax = fig.add_subplot()
     _show(ax, images, rows, steps, value_range)
     height, width = images.shape[-2:]
-    names = [f"$z_{{{d + 1}}}$ (std {scales[d]:.2g})" for d in dims.tolist()]
+    layer = f"{len(model.config.latent_dims)}," if hierarchical else ""  # z_{L,d}: layer L's
+    names = [f"$z_{{{layer}{d + 1}}}$ (std {scales[d]:.2g})" for d in dims.tolist()]
     ax.set_yticks(_tile_centers(rows, height), names, fontsize=8)
     t = tick_labels(torch.linspace(-SPAN, SPAN, steps), sign=True)
     ax.set_xticks(_tile_centers(steps, width), t, fontsize=8)
     ax.set_xlabel("offset from the mean code, in standard deviations of that dimension")
     shown = f"the {rows} most active of {dim} dimensions" if rows < dim else f"all {dim} dimensions"
+    if hierarchical:
+        shown += " of the top layer, the layers below at their conditional means"
     _title(fig, ax, f"{model.title} latent traversals: {shown}{condition}")
     return fig
 

@@ -66,6 +66,16 @@ def _image_size(text: str) -> int:
         ) from None
 
 
+def _whole_numbers(text: str) -> list[int]:
+    """ "64,32" -> [64, 32]: a list, as a config file gives it."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers (64,32), got '{text}'"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Option:
     """One `vaelab train` flag and the config field it sets (in the group's section)."""
@@ -107,6 +117,7 @@ OPTION_GROUPS: dict[str, tuple[Option, ...]] = {
             "latent_dims",
             "hvae, ladder: the sizes of the stochastic layers, from the one next to x up, "
             "comma-separated (64,32); the code is their values side by side",
+            _whole_numbers,
             metavar="D1,D2,...",
             unset="100,50",
         ),

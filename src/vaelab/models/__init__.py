@@ -18,6 +18,7 @@ from vaelab.models.config import ModelConfig
 from vaelab.models.cvae import CVAE
 from vaelab.models.dipvae import DIPVAE
 from vaelab.models.factorvae import FactorVAE
+from vaelab.models.hierarchical import HierarchicalVAE, LadderVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 from vaelab.models.vqvae import VQVAE
@@ -32,6 +33,8 @@ MODELS: dict[str, type[Autoencoder]] = {
     "dipvae": DIPVAE,
     "cvae": CVAE,
     "m2": M2,
+    "hvae": HierarchicalVAE,
+    "ladder": LadderVAE,
 }
 
 
@@ -50,6 +53,8 @@ __all__ = [
     "Autoencoder",
     "BetaTCVAE",
     "FactorVAE",
+    "HierarchicalVAE",
+    "LadderVAE",
     "DenoisingAutoencoder",
     "LossTerms",
     "ModelConfig",

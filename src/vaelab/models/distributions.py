@@ -7,6 +7,7 @@ Sample shapes follow torch.distributions: draws of k samples put the sample dime
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -130,4 +131,28 @@ class PointMass:
         return z, z.new_zeros(z.shape[:-1])
 
 
-Posterior = DiagonalGaussian | PointMass
+class Posterior(Protocol):
+    """What every q(z|x) offers: a diagonal Gaussian, a point mass, a flow's posterior
+    (flows.py), a hierarchy's (hierarchical.py). `log_prob` at arbitrary codes exists where
+    the density is computable there; the bounds take log q from `rsample_with_log_prob`."""
+
+    @property
+    def mean(self) -> Tensor: ...
+
+    def mode(self) -> Tensor: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice | Tensor) -> Posterior: ...
+
+    def rsample(
+        self, *, k: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor: ...
+
+    def sample(
+        self, *, k: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor: ...
+
+    def rsample_with_log_prob(
+        self, *, k: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]: ...
