@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.test_cli import run_cli
 from torch import distributions as td
 
 import vaelab
-from tests.test_cli import run_cli
 from vaelab import VaelabError
 from vaelab.data import draw_binary
 from vaelab.models import ModelConfig, build_model

@@ -200,11 +200,12 @@ def test_every_parameter_changes_after_one_step(kind, architecture, likelihood, 
     model = build(tiny(kind, architecture, likelihood))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    # The local context's output layer starts at zero, so its first layer moves from step 2.
+    # The local and gated contexts' output layers start at zero, so the layers before them
+    # move from step 2.
     y = condition(model, batch)
     if kind == "m2":  # half the labels hidden: the classifier learns from both kinds of image
         y[::2] = -1
-    for _ in range(2 if architecture.endswith("+local") else 1):
+    for _ in range(2 if architecture.endswith(("+local", "+gated")) else 1):
         optimizer.zero_grad()
         model.loss(batch, y=y, generator=fixed_generator()).objective.backward()
         optimizer.step()

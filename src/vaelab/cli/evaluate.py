@@ -257,7 +257,9 @@ def format_result(result: EvalResult, record: dict[str, Any], run: Path) -> str:
 def _measure_lines(measures: dict[str, float] | None) -> list[str]:
     """A model's own measures (a hierarchy's KL and active units per layer), a line each."""
     return [
-        f"  {name.replace('_', ' '):<20} {value:10.4f}" for name, value in (measures or {}).items()
+        f"  {name.replace('_', ' '):<20} "
+        + (f"{int(value):>10}" if name.startswith("active_units") else f"{value:10.4f}")
+        for name, value in (measures or {}).items()
     ]
 
 

@@ -79,7 +79,9 @@ class Autoencoder(nn.Module):
         self.config = config
         self.encoder, self.decoder = self._networks()
         self.likelihood = build_likelihood(config.likelihood, sigma=config.sigma)
-        self.context = build_context(config.autoregressive, config.data_shape)
+        self.context = build_context(
+            config.autoregressive, config.data_shape, layers=config.ar_layers
+        )
         self.prior: Prior | None = None  # latent-variable models set theirs
 
     def _networks(self) -> tuple[nn.Module, nn.Module]:

@@ -56,14 +56,24 @@ class PixelCNNConfig:
 
 
 class GatedLayer(nn.Module):
-    """One layer of both stacks: (v, h) (B, C, H, W) each -> (v', h')."""
+    """One layer of both stacks: (v, h) (B, C, H, W) each -> (v', h'). A first layer (no
+    residual connection) may read `in_channels` other than C."""
 
-    def __init__(self, channels: int, kernel: int, *, first: bool, classes: int) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel: int,
+        *,
+        first: bool,
+        classes: int,
+        in_channels: int | None = None,
+    ) -> None:
         super().__init__()
         half = kernel // 2
         self.half, self.first = half, first
-        self.vertical = nn.Conv2d(channels, 2 * channels, (half + 1, kernel))
-        self.horizontal = nn.Conv2d(channels, 2 * channels, (1, half + 1))
+        inputs = channels if in_channels is None else in_channels
+        self.vertical = nn.Conv2d(inputs, 2 * channels, (half + 1, kernel))
+        self.horizontal = nn.Conv2d(inputs, 2 * channels, (1, half + 1))
         self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.horizontal_out = nn.Conv2d(channels, channels, 1)
         self.condition = nn.Embedding(classes, 2 * channels) if classes else None
