@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -41,7 +42,9 @@ import torch
 
 import vaelab
 from vaelab.analysis.evaluate import evaluate
+from vaelab.training.checkpoint import read_config
 from vaelab.training.metrics import read_metrics
+from vaelab.training.precision import choose_precision
 
 TEST_K = 5000  # Burda et al. (2015)
 VAL_IMAGES = 10_000  # the last 10,000 of the 60,000 training images
@@ -128,23 +131,23 @@ ROWS: dict[str, Row] = {
 @dataclass(frozen=True)
 class Preset:
     """A vaelab preset: settings shared by its candidates, and the candidates compared on the
-    validation split (each a set of overrides). The final runs train for the epochs that fit
-    --minutes at the chosen candidate's pace in its selection run."""
+    validation split (each a set of overrides), each given the same training time: the epochs
+    that fit it at the candidate's measured pace (`pace`). The final runs train for the epochs
+    that fit --minutes at the chosen candidate's pace."""
 
     title: str
     shared: dict[str, dict[str, Any]]
     candidates: dict[str, dict[str, dict[str, Any]]]
-    select_epochs: int  # the shorter schedule the candidates are compared at
 
 
 COSINE = {"lr": 1e-3, "schedule": "cosine", "min_lr_ratio": 0.02}
-WARMUP = {"kl_warmup_epochs": 10}
+WARMUP_SHARE = 1 / 3  # of a preset run's epochs: the KL weight reaches 1 in every run
 HIERARCHY = {"latent_dims": [64, 32], "hidden_dims": [500, 500]}
 VAMP = {"prior": "vamp", "pseudo_inputs": 500, "activation": "relu"}  # tanh units stalled
 PRESETS: dict[str, Preset] = {
     "factorised": Preset(
         "best factorised decoder",
-        {"optim": COSINE, "train": WARMUP},
+        {"optim": COSINE},
         {
             "hvae-vamp": {"model": {"model": "hvae", **HIERARCHY, **VAMP}},
             "ladder": {"model": {"model": "ladder", **HIERARCHY}},
@@ -152,17 +155,24 @@ PRESETS: dict[str, Preset] = {
             "hvae-iwae5": {"model": {"model": "hvae", **HIERARCHY, "objective": "iwae", "k": 5}},
             "vae-iaf": {"model": {"latent_dim": 50, "hidden_dims": [500, 500], "flow": "iaf"}},
         },
-        select_epochs=20,
     ),
     "autoregressive": Preset(
         "best with an autoregressive decoder term",
-        {"optim": COSINE, "train": WARMUP, "model": {"latent_dim": 50, "hidden_dims": [500, 500]}},
+        {"optim": COSINE, "train": {"amp": True}},
         {
-            "local": {"model": {"autoregressive": "local"}},
-            "gated2": {"model": {"autoregressive": "gated", "ar_layers": 2}},
-            "gated4": {"model": {"autoregressive": "gated", "ar_layers": 4}},
+            "vae-local": {
+                "model": {"latent_dim": 50, "hidden_dims": [500, 500], "autoregressive": "local"}
+            },
+            "vae-gated2": {
+                "model": {
+                    "latent_dim": 50,
+                    "hidden_dims": [500, 500],
+                    "autoregressive": "gated",
+                    "ar_layers": 2,
+                }
+            },
+            "ladder-local": {"model": {"model": "ladder", **HIERARCHY, "autoregressive": "local"}},
         },
-        select_epochs=20,
     ),
 }
 
@@ -197,14 +207,55 @@ def preset_config(
             BASE,
             preset.shared,
             preset.candidates[candidate],
-            {"data": data, "train": {"epochs": epochs, "seed": seed}},
+            {
+                "data": data,
+                "train": {
+                    "epochs": epochs,
+                    "seed": seed,
+                    "kl_warmup_epochs": round(WARMUP_SHARE * epochs, 2),
+                },
+            },
         )
     )
 
 
+def pace(config: vaelab.RunConfig, images: int, *, steps: int = 12) -> float:
+    """Minutes an epoch of `images` takes this config here: the median time of `steps`
+    optimisation steps on binary batches (after two to warm up), times the steps of an epoch.
+    Measured in this process, so under the same load and threads as the runs it plans."""
+    torch.manual_seed(0)
+    model = vaelab.build_model(config.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr)
+    batch = torch.bernoulli(torch.full((config.train.batch_size, 1, 28, 28), 0.13))
+    precision = choose_precision(config.train.amp, model.device)
+    times = []
+    for _ in range(steps + 2):
+        started = time.perf_counter()
+        with precision.autocast():
+            loss = model.loss(batch).objective
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    per_step = statistics.median(times[2:])
+    return per_step * math.ceil(images / config.train.batch_size) / 60
+
+
+def epochs_for(minutes: float, config: vaelab.RunConfig, images: int) -> tuple[int, float]:
+    """The epochs of `config` that fit `minutes` here, and the measured minutes an epoch."""
+    per_epoch = pace(config, images)
+    return max(1, int(minutes / per_epoch)), per_epoch
+
+
 def train(config: vaelab.RunConfig, run: Path, *, retrain: bool) -> float:
-    """Train (or reuse, unless `retrain`) the run; its training minutes from metrics.jsonl."""
-    if retrain or not (run / "last").is_dir():
+    """Train the run, or reuse it where it finished this config (unless `retrain`); its
+    training minutes from metrics.jsonl."""
+    finished = (
+        (run / "last").is_dir()
+        and read_config(run / "last") == config
+        and len(read_metrics(run)) == config.train.epochs
+    )
+    if retrain or not finished:
         vaelab.train(config, run, force=True, progress=False)
     return sum(r.get("epoch_seconds", 0.0) for r in read_metrics(run)) / 60
 
@@ -270,23 +321,33 @@ def cmd_select(args: argparse.Namespace) -> None:
     preset = PRESETS[args.preset]
     pool = mnist("train")
     val_x = pool[len(pool) - VAL_IMAGES :]  # what the runs held out (val_split "last")
-    epochs = args.epochs or preset.select_epochs
-    results = {}
+    path = args.out / f"select-{args.preset}.json"
+    settings = {"minutes": args.minutes, "val_k": args.val_k, "val_images": args.val_images}
+    earlier = read(path) or {}
+    # candidates of an earlier call join only if they were measured the same way
+    results = earlier.get("candidates", {}) if earlier.get("settings") == settings else {}
     for name in args.candidates or list(preset.candidates):
+        probe = preset_config(preset, name, epochs=1, seed=0, validation=True)
+        epochs, per_epoch = epochs_for(args.minutes, probe, len(pool) - VAL_IMAGES)
+        epochs = args.epochs or epochs
         config = preset_config(preset, name, epochs=epochs, seed=0, validation=True)
         run = args.out / f"select-{args.preset}-{name}"
+        print(f"{args.preset}/{name}: {epochs} epochs ({per_epoch:.2f} min each)", flush=True)
         minutes = train(config, run, retrain=args.retrain)
         result = score(run, val_x[: args.val_images], k=args.val_k)
-        results[name] = {"train_minutes": minutes, **result}
+        results[name] = {
+            "train_minutes": minutes,
+            "pace_minutes": per_epoch,
+            "kl_warmup_epochs": config.train.kl_warmup_epochs,
+            **result,
+        }
         print(f"{args.preset}/{name}: validation NLL {result['nll']:.2f} ({minutes:.1f} min)")
     chosen = min(results, key=lambda n: results[n]["nll"])
     write(
-        args.out / f"select-{args.preset}.json",
+        path,
         {
             "preset": args.preset,
-            "epochs": epochs,
-            "val_k": args.val_k,
-            "val_images": min(args.val_images, VAL_IMAGES),
+            "settings": settings,
             "candidates": results,
             "chosen": chosen,
         },
@@ -301,19 +362,23 @@ def cmd_final(args: argparse.Namespace) -> None:
         raise SystemExit(f"run `select --preset {args.preset}` first: the choice is made there")
     chosen = selection["chosen"]
     test_x = mnist("test")[: args.test_images]
-    # an epoch on all 60,000 images takes 6/5 of one on the 50,000 of the selection run
-    pace = 1.2 * selection["candidates"][chosen]["train_minutes"] / selection["epochs"]
-    epochs = args.epochs or max(1, int(args.minutes / pace))
-    print(f"{args.preset}: {chosen}, {epochs} epochs ({pace:.2f} min an epoch when selected)")
     path = args.out / f"final-{args.preset}.json"
     found = read(path) or {"runs": {}}
+    if found.get("chosen") == chosen and not args.epochs:
+        epochs = found["epochs"]  # every seed trains as long as the first
+    else:
+        probe = preset_config(preset, chosen, epochs=1, seed=0, validation=False)
+        epochs, per_epoch = epochs_for(args.minutes, probe, 60_000)
+        epochs = args.epochs or epochs
+        found = {"runs": {}, "chosen": chosen, "epochs": epochs, "pace_minutes": per_epoch}
+    print(f"{args.preset}: {chosen}, {epochs} epochs", flush=True)
     for seed in args.seeds:
         config = preset_config(preset, chosen, epochs=epochs, seed=seed, validation=False)
         run = args.out / f"final-{args.preset}-{chosen}-seed{seed}"
         minutes = train(config, run, retrain=args.retrain)
         result = score(run, test_x, k=args.k)
         found["runs"][str(seed)] = {"train_minutes": minutes, **result}
-        found.update(preset=args.preset, chosen=chosen, config=config.to_dict())
+        found.update(preset=args.preset, config=config.to_dict())
         print(f"{args.preset}/{chosen} seed {seed}: test NLL {result['nll']:.2f}")
         write(path, found)
 
@@ -351,11 +416,15 @@ def cmd_table(args: argparse.Namespace) -> None:
             continue
         print(
             f"\n{PRESETS[name].title}: candidates on the validation split "
-            f"({selection['epochs']} epochs, k = {selection['val_k']}):"
+            f"({selection['settings']['minutes']:g} min each, k = "
+            f"{selection['settings']['val_k']}):"
         )
         for candidate, r in selection["candidates"].items():
             mark = " (chosen)" if candidate == selection["chosen"] else ""
-            print(f"  {candidate}: {r['nll']:.2f}{mark}, {r['train_minutes']:.1f} min")
+            print(
+                f"  {candidate}: {r['nll']:.2f}{mark}, {r['epochs']} epochs "
+                f"(KL warm-up {r['kl_warmup_epochs']:g}), {r['train_minutes']:.1f} min"
+            )
         if final:
             runs = list(final["runs"].values())
             print(
@@ -390,6 +459,9 @@ def main() -> None:
             sub.add_argument("--preset", choices=tuple(PRESETS), required=True)
         if name == "select":
             sub.add_argument("--candidates", nargs="+")
+            sub.add_argument(
+                "--minutes", type=float, default=12.0, help="each candidate's training time"
+            )
             sub.add_argument("--val-k", type=int, default=1000)
             sub.add_argument("--val-images", type=int, default=VAL_IMAGES)
         else:
@@ -401,7 +473,8 @@ def main() -> None:
                 "--minutes",
                 type=float,
                 default=60.0,
-                help="training budget: the epochs that fit it at the selection run's pace",
+                help="training budget: the epochs that fit it at the pace measured before the "
+                "first seed (later seeds train as many)",
             )
     args = parser.parse_args()
     if args.command == "rows" and args.epochs is None:

@@ -410,7 +410,7 @@ def test_traversals_move_the_top_layer(batch) -> None:
 
 
 def test_latent_dims_settle_the_latent_size() -> None:
-    assert ModelConfig(model="hvae", latent_dims="64,32").latent_dims == (64, 32)
+    assert ModelConfig(model="hvae", latent_dims=[64, 32]).latent_dims == (64, 32)
     assert ModelConfig(model="ladder", latent_dims=[8, 4, 2]).latent_dim == 14
     default = ModelConfig(model="hvae")
     assert default.latent_dims == (100, 50) and default.latent_dim == 150
@@ -420,7 +420,7 @@ def test_latent_dims_settle_the_latent_size() -> None:
     "options",
     [
         {"model": "hvae", "latent_dims": (8,)},
-        {"model": "ladder", "latent_dims": "8"},
+        {"model": "ladder", "latent_dims": "8,4"},  # the CLI's text, not a config value
         {"model": "hvae", "latent_dims": (8, 0)},
         {"model": "ladder", "latent_dims": "8,x"},
         {"model": "vae", "latent_dims": (8, 4)},

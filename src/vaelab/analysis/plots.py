@@ -21,7 +21,7 @@ from torch import Tensor
 from vaelab.analysis.grids import SPAN, manifold_latents, most_active, traversal_latents
 from vaelab.analysis.latents import Plane, decode_codes
 from vaelab.figures import mosaic, to_display
-from vaelab.models import Autoencoder, HierarchicalVAE
+from vaelab.models import Autoencoder
 
 DPI = 120
 CELL_INCHES = 0.55  # one image tile: 8x8 digits become 66-pixel tiles at DPI
@@ -283,16 +283,14 @@ def latent_traversals(
     conditional model decodes them with the condition y, `condition` in words (see
     `manifold_grid`). A hierarchical model's rows move its top layer's dimensions, the layers
     below at the means of p(z_l | z_{l+1}) (`codes_from_top`)."""
-    hierarchical = isinstance(model, HierarchicalVAE)
-    if hierarchical:
-        codes = codes[:, -model.config.latent_dims[-1] :]  # the top layer's values, (N, D_L)
+    hierarchical = model.top_layer_dim < model.config.latent_dim
+    codes = codes[:, -model.top_layer_dim :]  # a hierarchy's top layer; else all of it
     center = codes.float().mean(dim=0)
     scales = codes.float().std(dim=0, correction=int(len(codes) > 1))  # one code: spread 0
     dims = most_active(codes, max_dims)
     z = traversal_latents(center, scales, dims, steps)
-    if hierarchical:
-        with torch.inference_mode():
-            z = model.codes_from_top(z.to(model.device, model.dtype))
+    with torch.inference_mode():
+        z = model.codes_from_top(z.to(model.device, model.dtype))
     images = decode_codes(model, z, y=y, batch_size=DECODE_BATCH)
     rows, dim = len(dims), codes.shape[1]
     fig = _image_figure(rows, steps, extra=(1.8, 1.1))

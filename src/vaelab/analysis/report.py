@@ -42,7 +42,7 @@ CAPTIONS = {
 
 def figure_captions(*, latent_dim: int, has_prior: bool) -> dict[str, str]:
     """CAPTIONS, with the manifold's saying which grid `vaelab.analysis.grids` decodes for a
-    model with `latent_dim` dimensions, with the prior N(0, I) (a VAE) or without."""
+    model with `latent_dim` dimensions, with the prior N(0, I) (a VAE's) or not."""
     if latent_dim > 2:
         manifold = (
             "Images decoded on an even grid over the first two principal axes of the codes "
@@ -56,8 +56,8 @@ def figure_captions(*, latent_dim: int, has_prior: bool) -> dict[str, str]:
         )
     else:
         manifold = (
-            "Images decoded on a grid of the quantiles 5% … 95% of the codes' own marginals (an "
-            "autoencoder has no prior): even in probability, not in z."
+            "Images decoded on a grid of the quantiles 5% … 95% of the codes' own marginals (the "
+            "model has no prior, or one other than N(0, I)): even in probability, not in z."
         )
     traversals = (
         " The latent moves ±2.5 (the prior's standard deviations) around that image's value, "

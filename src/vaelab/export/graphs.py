@@ -106,7 +106,8 @@ def model_graphs(model: Autoencoder) -> ModelGraphs:
     if type(posterior) not in POSTERIOR_OUTPUTS:
         raise VaelabError(
             f"cannot export a {model.config.model}: its posterior, a "
-            f"{type(posterior).__name__}, has no ONNX form in this vaelab"
+            f"{type(posterior).__name__}, has no ONNX form in this vaelab (vaelab pack "
+            "--no-onnx bundles it without one)"
         )
     autoregressive = model.context is not None
     return ModelGraphs(

@@ -314,6 +314,17 @@ class Autoencoder(nn.Module):
         log_ratio = log_qz - prior.log_prob(z, y=y)
         return log_ratio if z.dim() == 2 else log_ratio.mean(dim=0)
 
+    @property
+    def top_layer_dim(self) -> int:
+        """How many of a code's last values are its top stochastic layer (a hierarchy's z_L),
+        the ones the traversals move: all D here."""
+        return self.config.latent_dim
+
+    def codes_from_top(self, z_top: Tensor) -> Tensor:
+        """Whole codes (..., D) from top-layer values (..., top_layer_dim): the layers below at
+        their conditional means for a hierarchy; the values themselves here."""
+        return z_top
+
     def optimizer_groups(self) -> list[dict[str, Any]]:
         """The optimiser's parameter groups: one, of every parameter, by default. A group with
         `"fixed_lr": True` keeps its own learning rate through the run's schedule (FactorVAE's

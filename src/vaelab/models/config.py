@@ -173,10 +173,8 @@ class ModelConfig:
             return
         if dims is None:
             dims = DEFAULT_LATENT_DIMS
-        if isinstance(dims, (int, str)):
-            dims = _parse_dims(dims)
         try:
-            dims = tuple(_whole(v) for v in dims)
+            dims = tuple(_whole(v) for v in dims)  # a str is refused: "64,32" is the CLI's
         except (TypeError, ValueError):
             raise VaelabError(f"latent sizes must be whole numbers, got {dims!r}") from None
         if len(dims) < 2 or min(dims) <= 0:
@@ -297,17 +295,9 @@ class ModelConfig:
 
 
 def _whole(value: object) -> int:
-    if isinstance(value, bool) or int(value) != value:  # type: ignore[call-overload]
+    if isinstance(value, (bool, str)) or int(value) != value:  # type: ignore[call-overload]
         raise ValueError(value)
     return int(value)  # type: ignore[call-overload]
-
-
-def _parse_dims(text: int | str) -> tuple[int, ...]:
-    """ "64,32" (or a single number) -> (64, 32)."""
-    try:
-        return tuple(int(part) for part in str(text).split(",") if part.strip())
-    except ValueError:
-        raise VaelabError(f"latent sizes are comma-separated whole numbers, got '{text}'") from None
 
 
 def _check_weight(value: float, name: str) -> None:

@@ -113,7 +113,7 @@ def planar_step(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Ten
     """
     wu = (w * u).sum(dim=-1, keepdim=True)  # (B, 1)
     w_u_hat = F.softplus(wu) - 1.0  # m(w.u), which is w.u_hat
-    u_hat = u + (w_u_hat - wu) * w / w.pow(2).sum(dim=-1, keepdim=True)
+    u_hat = u + (w_u_hat - wu) * w / w.pow(2).sum(dim=-1, keepdim=True).clamp_min(1e-8)
     activation = torch.tanh((z * w).sum(dim=-1, keepdim=True) + b)  # (..., B, 1)
     slope = 1.0 - activation.pow(2)  # tanh'
     return z + u_hat * activation, torch.log1p(slope * w_u_hat).squeeze(-1)
@@ -121,11 +121,13 @@ def planar_step(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Ten
 
 class PlanarFlow(Flow):
     """`steps` planar steps whose u, w (D each) and b of each example are the encoder's
-    (Rezende & Mohamed 2015, sec. 4.1, the amortised setting): no parameters of its own."""
+    (Rezende & Mohamed 2015, sec. 4.1, the amortised setting): no parameters of its own. The
+    steps are counted by the context, one (u, w, b) each; `steps` keeps the registry's
+    signature."""
 
     def __init__(self, latent_dim: int, steps: int) -> None:
         super().__init__()
-        self.latent_dim, self.n_steps = latent_dim, steps
+        self.latent_dim = latent_dim
 
     @staticmethod
     def context_size(latent_dim: int, steps: int) -> int:

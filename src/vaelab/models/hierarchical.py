@@ -304,6 +304,10 @@ class HierarchicalVAE(Autoencoder):
         means of the layers below); ladder: the bottom-up pass's top Gaussian)."""
         return DiagonalGaussian(*self.encode(x).ancestral[-1])
 
+    @property
+    def top_layer_dim(self) -> int:
+        return self.config.latent_dims[-1]
+
     def codes_from_top(self, z_top: Tensor) -> Tensor:
         """Whole codes (N, D) from top-layer values (N, D_L), the lower layers at the means of
         p(z_l | z_{l+1}): what traversals of the top layer decode."""
