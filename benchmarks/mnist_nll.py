@@ -87,6 +87,13 @@ ROWS: dict[str, Row] = {
         None,
         "Burda et al. 2015, table 1, report k = 1, 5 and 50; vaelab's table quotes k = 50",
     ),
+    "vae300": Row(
+        "VAE, the VampPrior row's networks",
+        {"latent_dim": 40, "hidden_dims": [300, 300], "activation": "relu"},
+        None,
+        "the control for the VampPrior row: its encoder, decoder and schedule with N(0, I)",
+        warmup=0.2,
+    ),
     "vamp": Row(
         "VampPrior, K = 500",
         {
