@@ -191,8 +191,8 @@ def test_bad_prior_options_are_one_line_errors(options, message) -> None:
         ModelConfig(**options)
 
 
-def test_sample_cli_draws_from_the_learned_prior(capsys, tmp_path) -> None:
-    run = tmp_path / "vamp"
+def train_vamp(capsys, run, *, latent_dim: int) -> None:
+    """`vaelab train` of a VampPrior VAE of 5 pseudo-inputs on digits, one epoch."""
     code, _, err = run_cli(
         capsys,
         "train",
@@ -203,7 +203,7 @@ def test_sample_cli_draws_from_the_learned_prior(capsys, tmp_path) -> None:
         "--pseudo-inputs",
         "5",
         "--latent-dim",
-        "3",
+        latent_dim,
         "--epochs",
         "1",
         "--out",
@@ -212,14 +212,16 @@ def test_sample_cli_draws_from_the_learned_prior(capsys, tmp_path) -> None:
         "--no-figures",
     )
     assert code == 0, err
+
+
+def test_sample_cli_draws_from_the_learned_prior(capsys, tmp_path) -> None:
+    run = tmp_path / "vamp"
+    train_vamp(capsys, run, latent_dim=3)
     code, _, err = run_cli(
         capsys, "sample", run, "--n", "4", "--seed", "3", "--out", tmp_path / "a.png"
     )
     assert code == 0, err
-    model = vaelab.load(run)
-    with torch.no_grad():
-        expected = model.sample(4, generator=torch.Generator().manual_seed(3))
-    assert (tmp_path / "a.png").is_file() and expected.shape == (4, 1, 8, 8)
+    assert (tmp_path / "a.png").is_file()  # the draws themselves: the explorer's test below
 
 
 def test_the_explorer_samples_from_the_learned_prior(capsys, tmp_path) -> None:
@@ -229,25 +231,7 @@ def test_the_explorer_samples_from_the_learned_prior(capsys, tmp_path) -> None:
     from vaelab.explorer import create_app
 
     run = tmp_path / "vamp"
-    code, _, err = run_cli(
-        capsys,
-        "train",
-        "--dataset",
-        "digits",
-        "--prior",
-        "vamp",
-        "--pseudo-inputs",
-        "5",
-        "--latent-dim",
-        "2",
-        "--epochs",
-        "1",
-        "--out",
-        run,
-        "--no-progress",
-        "--no-figures",
-    )
-    assert code == 0, err
+    train_vamp(capsys, run, latent_dim=2)
     client = TestClient(create_app([run]))
     reply = client.post("/api/runs/vamp/sample", json={"n": 6, "seed": 4}).json()
     model = vaelab.load(run)
