@@ -46,6 +46,7 @@ from vaelab.training.checkpoint import read_config
 from vaelab.training.metrics import read_metrics
 from vaelab.training.precision import choose_precision
 
+RESULTS = Path(__file__).parent / "results" / "mnist-nll"  # committed: runs are not
 TEST_K = 5000  # Burda et al. (2015)
 VAL_IMAGES = 10_000  # the last 10,000 of the 60,000 training images
 BASE = {
@@ -328,14 +329,15 @@ def read(path: Path) -> Any:
 
 def cmd_rows(args: argparse.Namespace) -> None:
     test_x = mnist("test")[: args.test_images]
-    found = read(args.out / "rows.json") or []
-    rows = {(r["row"], r["epochs_asked"], r["seed"]): r for r in found}
+    path = args.results / "rows.json"
     for name in args.models:
         for seed in args.seeds:
             row = ROWS[name]
             run = args.out / f"{name}-{args.epochs}-seed{seed}"
             minutes = train(row_config(row, args.epochs, seed), run, retrain=args.retrain)
             result = score(run, test_x, k=args.k)
+            # read again just before writing: another process may have added its rows
+            rows = {(r["row"], r["epochs_asked"], r["seed"]): r for r in read(path) or []}
             rows[(name, args.epochs, seed)] = {
                 "row": name,
                 "epochs_asked": args.epochs,
@@ -344,14 +346,14 @@ def cmd_rows(args: argparse.Namespace) -> None:
                 **result,
             }
             print(f"{name} seed {seed}: test NLL {result['nll']:.2f} ({minutes:.1f} min)")
-            write(args.out / "rows.json", list(rows.values()))
+            write(path, list(rows.values()))
 
 
 def cmd_select(args: argparse.Namespace) -> None:
     preset = PRESETS[args.preset]
     pool = mnist("train")
     val_x = pool[len(pool) - VAL_IMAGES :]  # what the runs held out (val_split "last")
-    path = args.out / f"select-{args.preset}.json"
+    path = args.results / f"select-{args.preset}.json"
     settings = {"minutes": args.minutes, "val_k": args.val_k, "val_images": args.val_images}
     earlier = read(path) or {}
     # candidates of an earlier call join only if they were measured the same way
@@ -393,12 +395,12 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 def cmd_final(args: argparse.Namespace) -> None:
     preset = PRESETS[args.preset]
-    selection = read(args.out / f"select-{args.preset}.json")
+    selection = read(args.results / f"select-{args.preset}.json")
     if selection is None:
         raise SystemExit(f"run `select --preset {args.preset}` first: the choice is made there")
     chosen = selection["chosen"]
     test_x = mnist("test")[: args.test_images]
-    path = args.out / f"final-{args.preset}.json"
+    path = args.results / f"final-{args.preset}.json"
     found = read(path) or {"runs": {}}
     if found.get("chosen") == chosen and not args.epochs:
         epochs = found["epochs"]  # every seed trains as long as the first
@@ -407,12 +409,14 @@ def cmd_final(args: argparse.Namespace) -> None:
         epochs, per_epoch = epochs_for(args.minutes, probe, 60_000)
         epochs = args.epochs or epochs
         found = {"runs": {}, "chosen": chosen, "epochs": epochs, "pace_minutes": per_epoch}
+        write(path, found)  # written now, so that seeds started meanwhile train as long
     print(f"{args.preset}: {chosen}, {epochs} epochs", flush=True)
     for seed in args.seeds:
         config = preset_config(preset, chosen, epochs=epochs, seed=seed, validation=False)
         run = args.out / f"final-{args.preset}-{chosen}-seed{seed}"
         minutes = train(config, run, retrain=args.retrain)
         result = score(run, test_x, k=args.k)
+        found = read(path) or found  # another process may have added its seeds
         found["runs"][str(seed)] = {"train_minutes": minutes, **result}
         found.update(preset=args.preset, config=config.to_dict())
         print(f"{args.preset}/{chosen} seed {seed}: test NLL {result['nll']:.2f}")
@@ -435,7 +439,7 @@ def nll_cell(runs: list[dict[str, Any]]) -> str:
 
 
 def cmd_table(args: argparse.Namespace) -> None:
-    rows = read(args.out / "rows.json") or []
+    rows = read(args.results / "rows.json") or []
     print(
         "| model | epochs | training, min | test −ELBO | test NLL, k = 5000 | seeds | "
         "active units | paper's NLL |"
@@ -454,8 +458,8 @@ def cmd_table(args: argparse.Namespace) -> None:
             f"{runs[0]['latent_dim']} | {paper} |"
         )
     for name in PRESETS:
-        selection = read(args.out / f"select-{name}.json")
-        final = read(args.out / f"final-{name}.json")
+        selection = read(args.results / f"select-{name}.json")
+        final = read(args.results / f"final-{name}.json")
         if selection is None:
             continue
         print(
@@ -490,7 +494,15 @@ def main() -> None:
     }
     for name in handlers:
         sub = commands.add_parser(name)
-        sub.add_argument("--out", type=Path, default=Path("runs/nll"))
+        sub.add_argument(
+            "--out", type=Path, default=Path("runs/nll"), help="the runs' folders (checkpoints)"
+        )
+        sub.add_argument(
+            "--results",
+            type=Path,
+            default=RESULTS,
+            help="the JSON files of scores, kept with the code (default: %(default)s)",
+        )
         sub.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
         if name == "table":
             continue

@@ -414,6 +414,8 @@ def test_latent_dims_settle_the_latent_size() -> None:
     assert ModelConfig(model="ladder", latent_dims=[8, 4, 2]).latent_dim == 14
     default = ModelConfig(model="hvae")
     assert default.latent_dims == (100, 50) and default.latent_dim == 150
+    # a saved config carries the sum, and loads again
+    assert ModelConfig(model="hvae", latent_dims=(8, 4), latent_dim=12).latent_dim == 12
 
 
 @pytest.mark.parametrize(
@@ -425,6 +427,7 @@ def test_latent_dims_settle_the_latent_size() -> None:
         {"model": "ladder", "latent_dims": "8,x"},
         {"model": "vae", "latent_dims": (8, 4)},
         {"model": "hvae", "flow": "iaf"},
+        {"model": "hvae", "latent_dims": (8, 4), "latent_dim": 20},  # not silently replaced
     ],
     ids=repr,
 )
@@ -436,10 +439,16 @@ def test_bad_latent_dims_are_one_line_errors(options) -> None:
 
 @pytest.mark.parametrize(
     ("model", "dims", "fragment"),
-    [("hvae", "8", "two or more"), ("ladder", "8,0", "two or more"), ("vae", "8,4", "hvae")],
+    [
+        ("hvae", ["--latent-dims", "8"], "two or more"),
+        ("ladder", ["--latent-dims", "8,0"], "two or more"),
+        ("vae", ["--latent-dims", "8,4"], "hvae"),
+        ("ladder", ["--latent-dims", "8,4", "--latent-dim", "20"], "sum of its --latent-dims"),
+        ("hvae", ["--latent-dim", "20"], "100,50 make 150"),
+    ],
 )
 def test_cli_refuses_bad_latent_dims_in_one_line(model, dims, fragment, capsys, tmp_path) -> None:
-    args = ["train", "--dataset", "digits", "--model", model, "--latent-dims", dims]
+    args = ["train", "--dataset", "digits", "--model", model, *dims]
     try:
         code = main([*args, "--out", str(tmp_path / "run"), "--no-progress", "--no-figures"])
     except SystemExit as exit_:

@@ -17,6 +17,7 @@ from vaelab import VaelabError
 from vaelab.data import draw_binary
 from vaelab.models import ModelConfig, build_model
 from vaelab.models.learned_priors import MixtureOfGaussiansPrior, VampPrior, mixture_log_prob
+from vaelab.runs import open_run
 
 
 def vamp_vae(**options) -> vaelab.Autoencoder:
@@ -271,6 +272,15 @@ def test_eval_scores_last_without_a_validation_split_and_says_so(capsys, tmp_pat
         capsys, "eval", tmp_path / "noval", "--k", "5", "--limit", "20", "--checkpoint", "best"
     )
     assert code == 0 and "(best checkpoint)" in out
+    # the other commands and the library open a run by the same rule
+    assert open_run(tmp_path / "noval").checkpoint_name == "last"
+    assert open_run(tmp_path / "val").checkpoint_name == "best"
+    assert open_run(tmp_path / "noval", checkpoint="best").checkpoint_name == "best"
+    code, out, err = run_cli(capsys, "pack", tmp_path / "noval", tmp_path / "b", "--no-onnx")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "bundle.json").read_text())["checkpoint"] == "last"
+    code, out, err = run_cli(capsys, "info", tmp_path / "noval", "--json")
+    assert code == 0 and json.loads(out)["checkpoint"].endswith("last"), out
 
 
 def test_the_test_binarisation_is_the_cpu_draw_of_the_seed() -> None:

@@ -70,12 +70,13 @@ def __dir__() -> list[str]:
 
 
 def load(
-    path: str | Path, *, device: str | torch.device = "cpu", checkpoint: str = "best"
+    path: str | Path, *, device: str | torch.device = "cpu", checkpoint: str | None = None
 ) -> Autoencoder:
     """A trained model, in eval mode on `device`, from a run folder or a checkpoint folder.
 
-    For a run folder, `checkpoint` picks "best" (lowest validation loss) or "last"; `open_run`
-    gives its configuration, value range and data too.
+    For a run folder, `checkpoint` picks "best" (lowest validation loss) or "last"; by default
+    best/ when the run held out a validation split, else last/ (see `vaelab.runs.
+    scored_checkpoint`). `open_run` gives its configuration, value range and data too.
     """
     from vaelab.runs import open_run
 

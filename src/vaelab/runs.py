@@ -168,7 +168,7 @@ class RunSplit:
 
 
 def scored_checkpoint(path: str | Path) -> str:
-    """The checkpoint a run folder is measured at by default: "best" (chosen by validation
+    """The checkpoint a run folder is opened at by default: "best" (chosen by validation
     loss) when the run held out a validation split, else "last". Without one, best/ is chosen
     by training loss, which a KL warm-up changes as it goes, so the final weights are the
     honest choice. A checkpoint folder or a bundle names its own."""
@@ -181,16 +181,17 @@ def scored_checkpoint(path: str | Path) -> str:
 def open_run(
     path: str | Path,
     *,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str | torch.device = "cpu",
     with_prior: bool = True,
 ) -> TrainedRun:
-    """Load a run folder's `checkpoint` ("best" or "last"), the checkpoint folder `path`, or a
-    bundle (a folder or .zip from `vaelab pack`), onto `device` ("auto" picks CUDA when
-    available). `with_prior=False` leaves a VQ-VAE with the prior of its training."""
+    """Load a run folder's `checkpoint` ("best" or "last"; None: `scored_checkpoint`'s choice),
+    the checkpoint folder `path`, or a bundle (a folder or .zip from `vaelab pack`), onto
+    `device` ("auto" picks CUDA when available). `with_prior=False` leaves a VQ-VAE with the
+    prior of its training."""
     path = Path(path)
     check_run(path)
-    found = locate(path, prefer=checkpoint)
+    found = locate(path, prefer=checkpoint or scored_checkpoint(path))
     model, config, meta = load_checkpoint(
         found.checkpoint, device=resolve_device(str(device)), with_prior=with_prior
     )
@@ -210,7 +211,7 @@ def load_run(
     path: str | Path,
     *,
     split: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
     device: str | torch.device = "cpu",

@@ -35,7 +35,7 @@ def analogy(
     out: str | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "auto",
 ) -> Path:
     """A PNG of n rows spread over the split (default test): an image, then its code decoded

@@ -77,7 +77,6 @@ def add_shared_arguments(
     parser: argparse.ArgumentParser,
     *,
     checkpoint: bool = False,
-    scored: bool = False,
     device: str | None = None,
     seed: str | None = None,
     split: bool = False,
@@ -86,17 +85,15 @@ def add_shared_arguments(
 ) -> None:
     """The flags several subcommands take, each declared here once, in this order; `device`,
     `seed`, `dataset` and `data_dir` are the help texts (they differ between subcommands).
-    Every flag's help ends with its default, as everywhere in `vaelab --help`. `scored`:
-    --checkpoint defaults to None, `scored_checkpoint`'s choice (a command that measures)."""
+    Every flag's help ends with its default, as everywhere in `vaelab --help`. --checkpoint
+    defaults to None, `scored_checkpoint`'s choice."""
     if checkpoint:
         parser.add_argument(
             "--checkpoint",
             choices=("best", "last"),
-            default=None if scored else "best",
+            default=None,
             help="which checkpoint of a run folder (default: best when the run held out a "
-            "validation split, else last: without one, best is chosen by training loss)"
-            if scored
-            else "which checkpoint of a run folder (default: best)",
+            "validation split, else last: without one, best is chosen by training loss)",
         )
     if device is not None:
         parser.add_argument(

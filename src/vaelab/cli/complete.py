@@ -82,7 +82,7 @@ def complete(
     split: str | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "auto",
 ) -> Path:
     """A PNG with a row per image: its observed part (the rest mid-grey), then n completions

@@ -115,7 +115,7 @@ def embed_run(
     seed: int = 0,
     split: str | None = None,
     batch_size: int = DEFAULT_BATCH,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "auto",
     data_dir: str | None = None,
     progress: bool = False,

@@ -33,7 +33,7 @@ from vaelab.cli.evaluate_runs import summary, summary_table
 from vaelab.data import DataSplits
 from vaelab.errors import VaelabError, plural
 from vaelab.files import atomic_write_text, write_error
-from vaelab.runs import TrainedRun, check_run, open_run, scored_checkpoint
+from vaelab.runs import TrainedRun, check_run, open_run
 from vaelab.training.precision import FP32
 from vaelab.training.runs import EVAL_FILE
 from vaelab.version import __version__
@@ -64,8 +64,6 @@ def evaluate_run(
     picks `scored_checkpoint`'s: best/ with a validation split, else last/."""
     if limit is not None and limit <= 0:
         raise VaelabError(f"--limit must be positive, got {limit}")
-    if checkpoint is None:
-        checkpoint = scored_checkpoint(run)
     trained = open_run(run, checkpoint=checkpoint, device=device)
     path = trained.run_dir / EVAL_FILE
     check_writable(path)  # before the long pass, not after it
@@ -332,7 +330,6 @@ def add_parsers(subparsers: Any) -> None:
     add_shared_arguments(
         parser,
         checkpoint=True,
-        scored=True,
         device=f"{MODEL_DEVICE} (default: auto)",
         seed="seed of the samples and the binarisation (default: 0)",
         split=True,

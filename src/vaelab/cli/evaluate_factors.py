@@ -17,7 +17,7 @@ from vaelab.disentanglement.evaluate import (
     sample_rows,
 )
 from vaelab.errors import VaelabError, plural
-from vaelab.runs import open_run, scored_checkpoint
+from vaelab.runs import open_run
 from vaelab.training.runs import EVAL_FILE
 from vaelab.version import __version__
 
@@ -37,8 +37,6 @@ def disentanglement_run(
     score; keep the record in eval.json under `CHECKPOINT/SPLIT/disentanglement`."""
     if limit is not None and limit <= 0:
         raise VaelabError(f"--limit must be positive, got {limit}")
-    if checkpoint is None:  # best/ with a validation split, else last/
-        checkpoint = scored_checkpoint(run)
     trained = open_run(run, checkpoint=checkpoint, device=device)
     path = trained.run_dir / EVAL_FILE
     check_writable(path)

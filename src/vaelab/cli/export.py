@@ -72,7 +72,7 @@ def export_run(
     run: str | Path,
     *,
     out: str | Path | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     checks: int = DEFAULT_CHECKS,
     tolerance: float = TOLERANCE,
     seed: int = 0,

@@ -85,7 +85,7 @@ def sample(
     n: int | None = None,
     seed: int = 0,
     out: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "auto",
     sampler: str = "prior",
     dataset: str | None = None,
@@ -135,7 +135,7 @@ def reconstruct(
     out: str | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "auto",
 ) -> Path:
     """n images spread evenly over a split (default: 10, at most the split) above their
@@ -199,7 +199,7 @@ def interpolate(
     out: str | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "auto",
 ) -> Path:
     """A strip from `start` to `end`: both originals and `steps` decodings along the path.

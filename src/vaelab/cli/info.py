@@ -17,7 +17,7 @@ from vaelab.cli.train_flags import OPTION_GROUPS
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.models.networks import count_parameters, prior_parameters
-from vaelab.runs import check_run
+from vaelab.runs import check_run, scored_checkpoint
 from vaelab.training.checkpoint import load_checkpoint, read_config, read_meta
 from vaelab.training.metrics import read_metrics
 from vaelab.training.precision import BF16, FP32
@@ -42,11 +42,11 @@ def _other_checkpoint(run: Path, checkpoint: Path) -> str:
     return f"; --checkpoint {other} might work"
 
 
-def _info_report(run: Path, prefer: str) -> dict[str, Any]:
+def _info_report(run: Path, prefer: str | None) -> dict[str, Any]:
     """The report; with unreadable weights, "weights_error" says why and the parameters are
     counted on a model built from config.json."""
     check_run(run)
-    found = locate(run, prefer=prefer)
+    found = locate(run, prefer=prefer or scored_checkpoint(run))
     checkpoint = found.checkpoint
     meta, config = read_meta(checkpoint), read_config(checkpoint)
     weights_error = None
@@ -81,7 +81,7 @@ def _info_report(run: Path, prefer: str) -> dict[str, Any]:
     }
 
 
-def info(run: Path, *, checkpoint: str = "best", as_json: bool = False) -> Info:
+def info(run: Path, *, checkpoint: str | None = None, as_json: bool = False) -> Info:
     """A run's (or checkpoint's) configuration, size and last metrics, as text or JSON; the
     report is made even when the checkpoint's weights are unreadable, with `error` set.
 

@@ -134,7 +134,7 @@ def pack_run(
     run: str | Path,
     out: str | Path,
     *,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     k: int = DEFAULT_K,
     evaluate: bool = True,
     onnx: bool = True,

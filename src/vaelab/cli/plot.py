@@ -70,7 +70,7 @@ def plot_run(
     *,
     projection: str = "pca",
     split: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     max_points: int = 5000,
     dataset: str | None = None,
     data_dir: str | None = None,
@@ -105,7 +105,7 @@ def write_report(
     *,
     projection: str = "pca",
     split: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     max_points: int = 5000,
     dataset: str | None = None,
     data_dir: str | None = None,
@@ -153,9 +153,7 @@ def write_report(
     )
     page = render_report(
         title=f"vaelab report: {run_dir.name}",
-        summary=_summary(
-            loaded, checkpoint=checkpoint, projection=projection, max_points=max_points
-        ),
+        summary=_summary(loaded, projection=projection, max_points=max_points),
         figures=[(p.stem, captions[p.stem], p.read_bytes()) for p in pngs],
         config=config_in_words(loaded.run.config.to_dict()),
         records=read_metrics(loaded.run.records_dir),
@@ -239,9 +237,7 @@ def _scores_text(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _summary(
-    loaded: RunSplit, *, checkpoint: str, projection: str, max_points: int
-) -> dict[str, Any]:
+def _summary(loaded: RunSplit, *, projection: str, max_points: int) -> dict[str, Any]:
     model, data = loaded.run.config.model, loaded.run.config.data
     return {
         "run": str(loaded.run.run_dir),
@@ -250,7 +246,7 @@ def _summary(
         "architecture": model.architecture,
         "dataset": data.dataset,
         "image shape (C, H, W)": list(model.data_shape),
-        "checkpoint": f"{checkpoint} (epoch {loaded.run.meta.get('epoch', '?')})",
+        "checkpoint": f"{loaded.run.checkpoint_name} (epoch {loaded.run.meta.get('epoch', '?')})",
         "figures drawn from": figure_inputs(loaded, max_points=max_points),
         "projection": projection if model.latent_dim > 2 else "none (2-D latent space)",
         "vaelab": __version__,

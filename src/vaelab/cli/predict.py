@@ -56,7 +56,7 @@ def predict_run(
     indices: Sequence[int] = (),
     split: str | None = None,
     top: int = DEFAULT_TOP,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str = "auto",
     dataset: str | None = None,
     data_dir: str | None = None,

@@ -158,12 +158,12 @@ def default_end(chosen: RunSplit, start: int) -> int:
 
 
 def standard_figures(run_dir: Path, *, seed: int = 0) -> list[Path]:
-    """samples.png, reconstructions.png and interpolation.png of the best checkpoint.
+    """samples.png, reconstructions.png and interpolation.png of the checkpoint `open_run` picks.
 
     They show the test split, or val, then train, when it is empty: what `vaelab reconstruct`
     and `vaelab interpolate` show by default.
     """
-    trained = open_run(run_dir, checkpoint="best", device="cpu")
+    trained = open_run(run_dir, device="cpu")
     chosen = trained.choose_split()
     n = min(DEFAULT_RECONSTRUCTIONS, len(chosen))
     label = None if chosen.y is None or chosen.y[0] < 0 else int(chosen.y[0])

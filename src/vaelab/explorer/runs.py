@@ -143,9 +143,10 @@ def run_names(paths: list[Path]) -> list[str]:
 
 
 def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu") -> ServedRun:
-    """Load the best checkpoint of the run folder `path`, its data and its test codes."""
+    """Load the run folder `path` (its checkpoint as `open_run` picks it), its data and its
+    test codes."""
     try:
-        trained = open_run(path, checkpoint="best", device=device)
+        trained = open_run(path, device=device)
         chosen = trained.choose_split()
     except VaelabError as error:
         raise VaelabError(f"run {path}: {error}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from vaelab.errors import VaelabError
 
@@ -181,6 +181,13 @@ class ModelConfig:
             raise VaelabError(
                 f"a {self.model} needs two or more positive latent sizes (say --latent-dims "
                 f"64,32), got {','.join(map(str, dims))}"
+            )
+        default_dim = next(f.default for f in fields(self) if f.name == "latent_dim")
+        if self.latent_dim not in (default_dim, sum(dims)):
+            raise VaelabError(
+                f"a {self.model}'s code size is the sum of its --latent-dims "
+                f"({','.join(map(str, dims))} make {sum(dims)}), not --latent-dim "
+                f"{self.latent_dim}: set the layers' sizes with --latent-dims"
             )
         object.__setattr__(self, "latent_dims", dims)
         object.__setattr__(self, "latent_dim", sum(dims))
