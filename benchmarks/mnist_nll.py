@@ -45,6 +45,7 @@ from vaelab.analysis.evaluate import evaluate
 from vaelab.training.checkpoint import read_config
 from vaelab.training.metrics import read_metrics
 from vaelab.training.precision import choose_precision
+from vaelab.training.runs import resolve_device
 
 RESULTS = Path(__file__).parent / "results" / "mnist-nll"  # committed: runs are not
 TEST_K = 5000  # Burda et al. (2015)
@@ -204,18 +205,24 @@ def merged(*sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def row_config(row: Row, epochs: int, seed: int) -> vaelab.RunConfig:
+def row_config(row: Row, epochs: int, seed: int, *, device: str = "auto") -> vaelab.RunConfig:
     return vaelab.RunConfig.from_dict(
         merged(
             BASE,
-            {"model": row.model, "train": {"epochs": epochs, "seed": seed}},
+            {"model": row.model, "train": {"epochs": epochs, "seed": seed, "device": device}},
             {"train": {"kl_warmup_epochs": row.warmup * epochs}},
         )
     )
 
 
 def preset_config(
-    preset: Preset, candidate: str, *, epochs: int, seed: int, validation: bool
+    preset: Preset,
+    candidate: str,
+    *,
+    epochs: int,
+    seed: int,
+    validation: bool,
+    device: str = "auto",
 ) -> vaelab.RunConfig:
     """The candidate's config: on the first 50,000 images with the last 10,000 held out for
     validation, or on all 60,000."""
@@ -231,6 +238,7 @@ def preset_config(
                     "epochs": epochs,
                     "seed": seed,
                     "kl_warmup_epochs": round(WARMUP_SHARE * epochs, 2),
+                    "device": device,
                 },
             },
         )
@@ -240,12 +248,14 @@ def preset_config(
 def pace(config: vaelab.RunConfig, images: int, *, steps: int = 12) -> float:
     """Minutes an epoch of `images` takes this config here: the median time of `steps`
     optimisation steps on binary batches (after two to warm up), times the steps of an epoch.
-    Measured in this process, so under the same load and threads as the runs it plans."""
+    Measured in this process on the runs' device, so under the same load and threads as the
+    runs it plans."""
     torch.manual_seed(0)
-    model = vaelab.build_model(config.model)
+    device = resolve_device(config.train.device)
+    model = vaelab.build_model(config.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr)
-    batch = torch.bernoulli(torch.full((config.train.batch_size, 1, 28, 28), 0.13))
-    precision = choose_precision(config.train.amp, model.device)
+    batch = torch.bernoulli(torch.full((config.train.batch_size, 1, 28, 28), 0.13)).to(device)
+    precision = choose_precision(config.train.amp, device)
     times = []
     for _ in range(steps + 2):
         started = time.perf_counter()
@@ -254,6 +264,8 @@ def pace(config: vaelab.RunConfig, images: int, *, steps: int = 12) -> float:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the step's kernels, not only their launch
         times.append(time.perf_counter() - started)
     per_step = statistics.median(times[2:])
     return per_step * math.ceil(images / config.train.batch_size) / 60
@@ -291,10 +303,10 @@ def train(config: vaelab.RunConfig, run: Path, *, retrain: bool) -> float:
     return sum(r.get("epoch_seconds", 0.0) for r in read_metrics(run)) / 60
 
 
-def score(run: Path, x: torch.Tensor, *, k: int) -> dict[str, Any]:
-    """The final weights (last/) scored once: NLL, its standard error over the images, the
-    negative ELBO, active units and the model's own measures (KL per layer...)."""
-    model = vaelab.load(run, checkpoint="last")
+def score(run: Path, x: torch.Tensor, *, k: int, device: str = "auto") -> dict[str, Any]:
+    """The final weights (last/) scored once on `device`: NLL, its standard error over the
+    images, the negative ELBO, active units and the model's own measures (KL per layer...)."""
+    model = vaelab.load(run, checkpoint="last", device=resolve_device(device))
     if model.config.data_shape != tuple(x.shape[1:]):
         raise SystemExit(f"{run} was not trained on MNIST (shape {model.config.data_shape})")
     started = time.perf_counter()
@@ -334,8 +346,9 @@ def cmd_rows(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             row = ROWS[name]
             run = args.out / f"{name}-{args.epochs}-seed{seed}"
-            minutes = train(row_config(row, args.epochs, seed), run, retrain=args.retrain)
-            result = score(run, test_x, k=args.k)
+            config = row_config(row, args.epochs, seed, device=args.device)
+            minutes = train(config, run, retrain=args.retrain)
+            result = score(run, test_x, k=args.k, device=args.device)
             # read again just before writing: another process may have added its rows
             rows = {(r["row"], r["epochs_asked"], r["seed"]): r for r in read(path) or []}
             rows[(name, args.epochs, seed)] = {
@@ -360,19 +373,22 @@ def cmd_select(args: argparse.Namespace) -> None:
     results = earlier.get("candidates", {}) if earlier.get("settings") == settings else {}
     for name in args.candidates or list(preset.candidates):
         run = args.out / f"select-{args.preset}-{name}"
-        probe = preset_config(preset, name, epochs=1, seed=0, validation=True)
+        probe = preset_config(preset, name, epochs=1, seed=0, validation=True, device=args.device)
         done = finished_epochs(run)  # a run an interrupted call finished: keep its length
         if done and same_settings(
-            run, preset_config(preset, name, epochs=done, seed=0, validation=True)
+            run,
+            preset_config(preset, name, epochs=done, seed=0, validation=True, device=args.device),
         ):
             epochs, per_epoch = done, pace(probe, len(pool) - VAL_IMAGES)
         else:
             epochs, per_epoch = epochs_for(args.minutes, probe, len(pool) - VAL_IMAGES)
         epochs = args.epochs or epochs
-        config = preset_config(preset, name, epochs=epochs, seed=0, validation=True)
+        config = preset_config(
+            preset, name, epochs=epochs, seed=0, validation=True, device=args.device
+        )
         print(f"{args.preset}/{name}: {epochs} epochs ({per_epoch:.2f} min each)", flush=True)
         minutes = train(config, run, retrain=args.retrain)
-        result = score(run, val_x[: args.val_images], k=args.val_k)
+        result = score(run, val_x[: args.val_images], k=args.val_k, device=args.device)
         results[name] = {
             "train_minutes": minutes,
             "pace_minutes": per_epoch,
@@ -405,17 +421,21 @@ def cmd_final(args: argparse.Namespace) -> None:
     if found.get("chosen") == chosen and not args.epochs:
         epochs = found["epochs"]  # every seed trains as long as the first
     else:
-        probe = preset_config(preset, chosen, epochs=1, seed=0, validation=False)
+        probe = preset_config(
+            preset, chosen, epochs=1, seed=0, validation=False, device=args.device
+        )
         epochs, per_epoch = epochs_for(args.minutes, probe, 60_000)
         epochs = args.epochs or epochs
         found = {"runs": {}, "chosen": chosen, "epochs": epochs, "pace_minutes": per_epoch}
         write(path, found)  # written now, so that seeds started meanwhile train as long
     print(f"{args.preset}: {chosen}, {epochs} epochs", flush=True)
     for seed in args.seeds:
-        config = preset_config(preset, chosen, epochs=epochs, seed=seed, validation=False)
+        config = preset_config(
+            preset, chosen, epochs=epochs, seed=seed, validation=False, device=args.device
+        )
         run = args.out / f"final-{args.preset}-{chosen}-seed{seed}"
         minutes = train(config, run, retrain=args.retrain)
-        result = score(run, test_x, k=args.k)
+        result = score(run, test_x, k=args.k, device=args.device)
         found = read(path) or found  # another process may have added its seeds
         found["runs"][str(seed)] = {"train_minutes": minutes, **result}
         found.update(preset=args.preset, config=config.to_dict())
@@ -507,6 +527,12 @@ def main() -> None:
         if name == "table":
             continue
         sub.add_argument("--retrain", action="store_true", help="train again runs already there")
+        sub.add_argument(
+            "--device",
+            choices=("auto", "cpu", "cuda"),
+            default="auto",
+            help="where runs train and are scored (default: auto, CUDA when available)",
+        )
         sub.add_argument("--epochs", type=int, default=None)
         if name == "rows":
             sub.add_argument("--models", nargs="+", choices=tuple(ROWS), default=list(ROWS))

@@ -254,7 +254,7 @@ def test_the_explorer_samples_a_vqvae_from_its_fitted_prior(vq_run):
     from vaelab.explorer.app import create_app
 
     fit(vq_run)
-    client = TestClient(create_app({"vq": vq_run}))
+    client = TestClient(create_app({"vq": vq_run}), base_url="http://localhost")
     reply = client.post("/api/runs/vq/sample", json={"n": 3, "seed": 5})
     assert reply.status_code == 200
     model = vaelab.load(vq_run)

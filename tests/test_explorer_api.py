@@ -36,11 +36,15 @@ def _train(folder: Path, model: str, latent_dim: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("explorer")
-    runs = [_train(root / "vae", "vae", 2), _train(root / "ae", "ae", 5)]
+    return [_train(root / "vae", "vae", 2), _train(root / "ae", "ae", 5)]
+
+
+@pytest.fixture(scope="module")
+def client(runs: list[Path]) -> TestClient:
     app = create_app(runs, max_request_bytes=MAX_BYTES, max_batch=MAX_BATCH)
-    return TestClient(app)
+    return TestClient(app, base_url="http://localhost")
 
 
 def _png(url: str) -> Image.Image:
@@ -166,6 +170,90 @@ def test_index_page_and_openapi(client: TestClient) -> None:
     assert "/api/runs/{name}/decode" in paths and "/api/runs/{name}/interpolate" in paths
 
 
+def test_openapi_documents_the_errors_returned() -> None:
+    """Every error is {"detail": one line}, and each route lists the ones it can answer: no
+    FastAPI validation-error list, which this API never returns."""
+    from vaelab.explorer.app import _openapi
+
+    app = fastapi.FastAPI()
+    from vaelab.explorer.api import add_routes
+
+    add_routes(app, {}, max_batch=4)
+    schema = _openapi(app)
+    error = {"$ref": "#/components/schemas/ErrorDetail"}
+    assert schema["components"]["schemas"]["ErrorDetail"]["required"] == ["detail"]
+    assert "HTTPValidationError" not in str(schema)
+    documented = {
+        (path, method): set(operation["responses"])
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    }
+    assert documented[("/api/runs", "get")] == {"200", "400", "413", "503"}
+    assert documented[("/api/runs/{name}/map", "get")] == {"200", "400", "404", "413", "503"}
+    for endpoint in ("decode", "encode", "sample", "interpolate"):
+        assert documented[(f"/api/runs/{{name}}/{endpoint}", "post")] == {
+            "200",
+            "400",
+            "404",
+            "413",
+            "422",
+            "503",
+        }
+    decode = schema["paths"]["/api/runs/{name}/decode"]["post"]["responses"]
+    assert decode["422"]["content"]["application/json"]["schema"] == error
+
+
+def test_docs_pages_are_gone_rather_than_blank_offline(client: TestClient) -> None:
+    for path in ("/docs", "/redoc"):
+        assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("get", "/", {}),
+        ("get", "/api/runs", {}),
+        ("get", "/static/explorer.js", {}),
+        ("get", "/api/runs/nope/map", {}),  # 404
+        ("post", "/api/runs/vae/decode", {"json": {}}),  # 422
+        ("post", "/api/runs/vae/decode", {"content": b"x" * (MAX_BYTES + 1)}),  # 413
+        ("get", "/api/runs", {"headers": {"host": "attacker.example"}}),  # 400
+    ],
+)
+def test_every_answer_has_the_security_headers(client: TestClient, method, path, kwargs) -> None:
+    response = getattr(client, method)(path, **kwargs)
+    headers = response.headers
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "localhost:8000", "127.0.0.1:80", "[::1]:8000", "LOCALHOST"]
+)
+def test_loopback_hosts_are_answered(client: TestClient, host: str) -> None:
+    assert client.get("/api/runs", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "localhost.attacker.example:8000", ""])
+def test_other_hosts_are_refused_as_dns_rebinding_would_need(client: TestClient, host) -> None:
+    detail = _refused(client.get("/api/runs", headers={"host": host}), 400)
+    assert "Host header" in detail and "--allowed-host" in detail
+
+
+def test_allowed_hosts_are_loopback_the_bound_address_and_the_named(runs: list[Path]) -> None:
+    from vaelab.explorer.server import allowed_hosts
+
+    assert allowed_hosts("0.0.0.0", ["lab.lan"]) == ["localhost", "127.0.0.1", "::1", "lab.lan"]
+    assert allowed_hosts("192.168.1.5") == ["localhost", "127.0.0.1", "::1", "192.168.1.5"]
+    lan = TestClient(create_app(runs, allowed_hosts=allowed_hosts("0.0.0.0", ["Lab.lan"])))
+    assert lan.get("/api/runs", headers={"host": "lab.lan:8000"}).status_code == 200
+    assert lan.get("/api/runs", headers={"host": "localhost"}).status_code == 200
+    _refused(lan.get("/api/runs", headers={"host": "0.0.0.0:8000"}), 400)
+
+
 # --- bad inputs -----------------------------------------------------------------------------
 
 BAD_BODIES = [
@@ -219,10 +307,25 @@ def test_malformed_json_is_422(client: TestClient) -> None:
     _refused(response, 422)
 
 
-def test_images_larger_than_4096_are_refused(client: TestClient) -> None:
-    huge = Image.new("1", (4097, 8))  # a tiny file declaring a too-wide image
+def test_images_of_more_than_a_megapixel_are_refused_before_decoding(client: TestClient) -> None:
+    huge = Image.new("1", (1025, 1024))  # a tiny file declaring 1,049,600 pixels
     detail = _refused(client.post("/api/runs/vae/encode", json={"image": _data_url(huge)}), 422)
-    assert "4097x8" in detail
+    assert "1025x1024" in detail and "1,048,576" in detail
+    wide = Image.new("L", (4097, 8), 255)  # few pixels, however wide: read
+    assert client.post("/api/runs/vae/encode", json={"image": _data_url(wide)}).status_code == 200
+
+
+def test_a_large_jpeg_is_reduced_while_it_is_decoded(runs: list[Path]) -> None:
+    """A 12-megapixel photo is decoded at 1/8 of its size (500x375), not refused; it encodes
+    as the same picture sent small does, within JPEG's error."""
+    client = TestClient(create_app(runs), base_url="http://localhost")  # a 1 MB body limit
+    photo = Image.new("L", (4000, 3000), 255)
+    photo.paste(0, (1000, 750, 3000, 2250))  # a dark square in the middle
+    big = client.post("/api/runs/vae/encode", json={"image": _data_url(photo, "JPEG")})
+    assert big.status_code == 200, big.text
+    small = photo.resize((8, 8), Image.Resampling.LANCZOS)
+    alike = client.post("/api/runs/vae/encode", json={"image": _data_url(small, "PNG")})
+    assert np.allclose(big.json()["z"], alike.json()["z"], atol=0.1)
 
 
 def _png_bytes() -> bytes:

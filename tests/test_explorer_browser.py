@@ -109,8 +109,16 @@ def test_explorer_page_end_to_end(page, server: str, tmp_path: Path) -> None:
     errors: list[str] = []
     page.on("request", lambda r: hosts.append(urlsplit(r.url).hostname or r.url))
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # the server's Content-Security-Policy: anything it blocks is reported on the console
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
 
-    page.goto(server)
+    response = page.goto(server)
+    assert (
+        response is not None and "default-src 'self'" in response.headers["content-security-policy"]
+    )
     page.wait_for_selector("body[data-ready='true']")
     panels = page.locator(".panel")
     assert panels.count() == 2

@@ -65,7 +65,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def client(runs: dict[str, Path]) -> TestClient:
-    return TestClient(create_app(runs, max_batch=16))
+    return TestClient(create_app(runs, max_batch=16), base_url="http://localhost")
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
         "shapes": _train(root / "shapes", {"dataset": "shapes", "image_size": 16}),
         "digits": _train(root / "digits", {"dataset": "digits"}),
     }
-    return TestClient(create_app(runs))
+    return TestClient(create_app(runs), base_url="http://localhost")
 
 
 def _runs(client: TestClient) -> dict[str, dict]:

@@ -53,7 +53,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
         folder = tmp_path_factory.mktemp("fuzz") / model
         train(config, folder, progress=False)
         runs.append(folder)
-    return TestClient(create_app(runs, max_request_bytes=200_000, max_batch=64))
+    return TestClient(
+        create_app(runs, max_request_bytes=200_000, max_batch=64), base_url="http://localhost"
+    )
 
 
 numbers = (
@@ -136,3 +138,72 @@ def test_image_bytes_never_5xx(client: TestClient, data: bytes, prefix: str) -> 
     image = prefix + base64.b64encode(data).decode()
     response = client.post("/api/runs/ae/encode", json={"image": image})
     assert response.status_code < 500, response.text
+
+
+def _operations(client: TestClient) -> list[tuple[str, str, dict]]:
+    schema = client.get("/openapi.json").json()
+    return [
+        (path, method, operation)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+
+path_values = st.integers(min_value=-5, max_value=10**6).map(str) | st.text(max_size=12).map(
+    lambda text: quote(text, safe="")
+)
+
+
+@FUZZ
+@given(data=st.data())
+def test_every_operation_of_the_schema_answers_only_its_documented_statuses(
+    client: TestClient, data: st.DataObject
+) -> None:
+    """Each operation /openapi.json lists, with fuzzed path parameters and bodies: the status is
+    one the schema documents for it, and every error is the documented one-line detail."""
+    path, method, operation = data.draw(st.sampled_from(_operations(client)))
+    for param in operation.get("parameters", []):
+        value = data.draw(st.sampled_from(["vae", "ae"]) | path_values)
+        path = path.replace("{" + param["name"] + "}", value or "x")
+    kwargs = {}
+    if "requestBody" in operation:
+        body = data.draw(bodies)
+        kwargs = {"content": _dumps(body), "headers": {"content-type": "application/json"}}
+    response = client.request(method.upper(), path, **kwargs)
+    assert str(response.status_code) in operation["responses"], (path, response.text)
+    if response.status_code >= 400:
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and detail and "\n" not in detail
+
+
+HOSTS = st.sampled_from(
+    [
+        "localhost",
+        "LocalHost:8000",
+        "127.0.0.1:1",
+        "[::1]:80",
+        "[::1]",
+        "localhost.attacker.example",
+        "127.0.0.1.nip.io",
+        "attacker.example:8000",
+        "localhost:80:80",
+        "[::1",
+        "",
+    ]
+) | st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=40)
+
+
+@FUZZ
+@given(header=HOSTS)
+def test_any_host_header_is_answered_or_refused_in_one_line(
+    client: TestClient, header: str
+) -> None:
+    """The Host allow-list: only localhost, 127.0.0.1 and [::1] (any port) are answered."""
+    response = client.get("/api/runs", headers={"host": header})
+    allowed = {"localhost", "127.0.0.1", "::1"}
+    name = header.lower()
+    name = name[1 : name.find("]")] if name.startswith("[") and "]" in name else name
+    name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    assert response.status_code == (200 if name in allowed else 400), (header, response.text)
+    if response.status_code == 400:
+        assert "Host header" in response.json()["detail"]

@@ -233,7 +233,7 @@ def test_the_explorer_samples_from_the_learned_prior(capsys, tmp_path) -> None:
 
     run = tmp_path / "vamp"
     train_vamp(capsys, run, latent_dim=2)
-    client = TestClient(create_app([run]))
+    client = TestClient(create_app([run]), base_url="http://localhost")
     reply = client.post("/api/runs/vamp/sample", json={"n": 6, "seed": 4}).json()
     model = vaelab.load(run)
     with torch.no_grad():

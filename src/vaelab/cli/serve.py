@@ -25,9 +25,18 @@ def add_parsers(subparsers: Any) -> None:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default: 127.0.0.1, this machine only)",
+        help="address to listen on (default: 127.0.0.1, this machine only; any other address "
+        "is warned about)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name the page may be reached by (the Host header), beside localhost, "
+        "127.0.0.1, [::1] and --host; repeat for more (default: none)",
+    )
     add_shared_arguments(parser, device=MODELS_DEVICE)
     parser.add_argument(
         "--max-request-bytes",
@@ -51,12 +60,16 @@ def _serve(args: argparse.Namespace) -> list[Path]:
         raise VaelabError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_request_bytes <= 0:
         raise VaelabError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
+    bad = [name for name in args.allowed_host if not name.strip() or "/" in name]
+    if bad:
+        raise VaelabError(f"--allowed-host takes a host name such as example.lan, got {bad[0]!r}")
     serve(
         [Path(p) for p in args.runs],
         host=args.host,
         port=args.port,
         device=args.device,
         max_request_bytes=args.max_request_bytes,
+        allowed_host=args.allowed_host,
     )
     return []
 

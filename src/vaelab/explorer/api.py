@@ -5,6 +5,8 @@ request's `label` (see `conditioning`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from fastapi import FastAPI, HTTPException
 from fastapi import Path as PathParam
@@ -40,6 +42,33 @@ def _bounds(points: torch.Tensor) -> s.Bounds:
     pad = ((high - low) * MAP_MARGIN).clamp(min=1e-3)
     (xmin, ymin), (xmax, ymax) = (low - pad).tolist(), (high + pad).tolist()
     return s.Bounds(xmin=xmin, xmax=xmax, ymin=ymin, ymax=ymax)
+
+
+ERROR_CAUSES = {
+    400: "the Host header is not one this server answers to, the Content-Length is not a "
+    "number, or the run cannot answer this request (a completion model)",
+    404: "no run of that name",
+    413: "the request body is larger than the server's limit",
+    422: "a value of the request is missing, malformed or out of range",
+}
+ANY_REQUEST = (400, 413)  # what the guards in front of every route can answer
+TOO_BUSY = {
+    503: {
+        "description": "more connections and requests at once than the server takes "
+        "(answered by the server, in plain text)",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of the errors a route answers: `codes`, each an `ErrorDetail`, with
+    those of every request (400, 413, 503)."""
+    entries: dict[int | str, dict[str, Any]] = {
+        code: {"model": s.ErrorDetail, "description": ERROR_CAUSES[code]}
+        for code in sorted({*ANY_REQUEST, *codes})
+    }
+    return entries | TOO_BUSY
 
 
 def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> None:
@@ -87,7 +116,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
         """The factor indices of test image(s) `index`: (F,) or (M, F) as lists; None without."""
         return None if run.test.factors is None else run.test.factors[index].tolist()
 
-    @app.get("/api/runs", response_model=s.RunList)
+    @app.get("/api/runs", response_model=s.RunList, responses=errors())
     def list_runs() -> s.RunList:
         infos = []
         for run in runs.values():
@@ -112,7 +141,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             infos.append(info)
         return s.RunList(runs=infos)
 
-    @app.get("/api/runs/{name}/map", response_model=s.MapResponse)
+    @app.get("/api/runs/{name}/map", response_model=s.MapResponse, responses=errors(404))
     def latent_map(name: str) -> s.MapResponse:
         run = find(name)
         points = run.plane.project(run.codes[run.map_indices])  # (M, 2)
@@ -128,7 +157,9 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             projection=run.projection,
         )
 
-    @app.post("/api/runs/{name}/decode", response_model=s.ImagesResponse)
+    @app.post(
+        "/api/runs/{name}/decode", response_model=s.ImagesResponse, responses=errors(404, 422)
+    )
     def decode(name: str, body: s.DecodeRequest) -> s.ImagesResponse:
         run = find(name)
         if body.z is not None:
@@ -138,7 +169,9 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
         y = decode_labels(run, body.label, len(z))
         return s.ImagesResponse(images=images(run, z, y), z=z.tolist())
 
-    @app.post("/api/runs/{name}/encode", response_model=s.EncodeResponse)
+    @app.post(
+        "/api/runs/{name}/encode", response_model=s.EncodeResponse, responses=errors(404, 422)
+    )
     def encode(name: str, body: s.EncodeRequest) -> s.EncodeResponse:
         """The image's code and reconstruction; for a conditional run also its code decoded
         with every class label (`analogies`), and an m2's classifier's prediction."""
@@ -167,7 +200,9 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             prediction=prediction,
         )
 
-    @app.post("/api/runs/{name}/sample", response_model=s.ImagesResponse)
+    @app.post(
+        "/api/runs/{name}/sample", response_model=s.ImagesResponse, responses=errors(404, 422)
+    )
     def sample(name: str, body: s.SampleRequest) -> s.ImagesResponse:
         run = find(name)
         y = decode_labels(run, body.label, body.n)
@@ -177,7 +212,11 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             z = run.model.draw_codes(body.n, y=y, generator=generator).cpu().float()  # (n, D)
         return s.ImagesResponse(images=images(run, z, y), z=z.tolist())
 
-    @app.post("/api/runs/{name}/interpolate", response_model=s.InterpolateResponse)
+    @app.post(
+        "/api/runs/{name}/interpolate",
+        response_model=s.InterpolateResponse,
+        responses=errors(404, 422),
+    )
     def interpolate(name: str, body: s.InterpolateRequest) -> s.InterpolateResponse:
         run = find(name)
         y = decode_labels(run, body.label, body.steps)
@@ -205,7 +244,11 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             images=images(run, z, y), z=z.tolist(), points=run.plane.project(z).tolist()
         )
 
-    @app.get("/api/runs/{name}/test_image/{index}", response_model=s.ExampleImageResponse)
+    @app.get(
+        "/api/runs/{name}/test_image/{index}",
+        response_model=s.ExampleImageResponse,
+        responses=errors(404, 422),
+    )
     def test_image(name: str, index: int = PathParam(ge=0)) -> s.ExampleImageResponse:
         run = find(name)
         index = test_index(run, index, "index")

@@ -27,7 +27,13 @@ log = logging.getLogger(__name__)
 
 MAP_POINTS = 2000  # at most this many test codes are drawn on the map
 MAP_SEED = 0  # which ones: a fixed subsample, the same on every start
-MAX_IMAGE_SIDE = 4096  # uploaded images larger than this (either side) are refused
+# An upload is decoded at most this many pixels (4 MB as RGBA), so one request costs a few MB
+# whatever it sends; a JPEG is first reduced while it is decoded (by up to 8 in each side).
+MAX_UPLOAD_PIXELS = 1024 * 1024
+JPEG_DRAFT_FACTOR = 4  # a JPEG is decoded at no less than 4x the run's image size
+# Uploads decoded at once (others wait their turn): with the pixel bound, this bounds the
+# memory that a burst of uploads takes, whatever the number of clients.
+_DECODING = threading.BoundedSemaphore(2)
 UNKNOWN_RANGE = (0.0, 1.0)  # checkpoints of older versions do not record their data's range
 PNG_PREFIX = "data:image/png;base64,"
 BATCH = 1024  # codes encoded or decoded at a time
@@ -216,7 +222,9 @@ def read_data_url(text: str, shape: tuple[int, int, int]) -> torch.Tensor:
     """A PNG/JPEG/GIF/BMP/WebP as a data URL or bare base64 -> (C, H, W) float32 in [0, 1].
 
     Resized to `shape` = (C, H, W); transparency is composited onto white, as a browser shows
-    it (the same conversion as `vaelab.data.load_image_file`). Raises BadInput.
+    it (the same conversion as `vaelab.data.load_image_file`). A JPEG is reduced while it is
+    decoded (`Image.draft`); an image of more than MAX_UPLOAD_PIXELS pixels after that is
+    refused before it is decoded. Raises BadInput.
     """
     if text.startswith("data:"):
         header, comma, text = text.partition(",")
@@ -229,12 +237,17 @@ def read_data_url(text: str, shape: tuple[int, int, int]) -> torch.Tensor:
     if not data:
         raise BadInput("image is empty")
     try:
-        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "GIF", "BMP", "WEBP"]) as image:
+        with (
+            _DECODING,
+            Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "GIF", "BMP", "WEBP"]) as image,
+        ):
+            if image.format == "JPEG":  # DCT scaling: decoded at 1/2, 1/4 or 1/8 of its size
+                image.draft(None, (JPEG_DRAFT_FACTOR * shape[2], JPEG_DRAFT_FACTOR * shape[1]))
             width, height = image.size
-            if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+            if width * height > MAX_UPLOAD_PIXELS:
                 raise BadInput(
-                    f"image is {width}x{height}; the largest allowed is "
-                    f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}"
+                    f"image is {width}x{height} ({width * height:,} pixels); the largest "
+                    f"allowed has {MAX_UPLOAD_PIXELS:,} pixels (1024x1024): send a smaller one"
                 )
             image.load()
             x = image_to_tensor(image, shape)

@@ -38,6 +38,12 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ErrorDetail(BaseModel):
+    """Every refusal of the API (4xx): what was wrong, in one line."""
+
+    detail: str
+
+
 class DecodeRequest(Body):
     """Either latent vectors `z` (each of length D) or `points` on the map's plane."""
 
