@@ -15,65 +15,15 @@ $VAELAB_DATA, or on the built-in `digits` (64-400-20) when that is unset.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-
-import vaelab
-
-SERVER = """
-import sys, torch
-torch.set_num_threads(int(sys.argv[3]))
-from vaelab.explorer import serve
-serve([sys.argv[1]], port=int(sys.argv[2]), device="cpu")
-"""
-
-
-def train_mlp_vae(folder: Path) -> Path:
-    dataset = "mnist" if os.environ.get("VAELAB_DATA") else "digits"
-    config = vaelab.RunConfig.from_dict(
-        {
-            "model": {
-                "model": "vae",
-                "latent_dim": 20,
-                "hidden_dims": [400],
-                "architecture": "mlp",
-            },
-            "data": {"dataset": dataset},
-            "train": {"epochs": 1, "batch_size": 128, "device": "cpu"},
-        }
-    )
-    print(f"training a {dataset} MLP VAE (latent 20, hidden 400) for one epoch ...", flush=True)
-    vaelab.train(config, folder, progress=False)
-    return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120.0) -> str:
-    """The first run's name, once the server answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with status {server.returncode}")
-        try:
-            return httpx.get(f"{url}/api/runs", timeout=1.0).json()["runs"][0]["name"]
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"the server did not answer within {timeout:.0f} s")
+from serving import largest_uploads, running_server
 
 
 def client_loop(url: str, dim: int, until: float, seed: int, out: list[float], errors: list[int]):
@@ -130,49 +80,38 @@ def main() -> None:
     parser.add_argument("--uploaders", type=int, default=1, help="clients sending uploads")
     parser.add_argument("--slow-clients", type=int, default=8, help="slow-header connections")
     args = parser.parse_args()
-    from serve_memory import largest_uploads
-
     upload = largest_uploads()["png 1024x1024 RGBA"]
-    with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or train_mlp_vae(Path(tmp) / "mlp-vae")
-        port = free_port()
-        cmd = [sys.executable, "-c", SERVER, str(run), str(port), str(args.threads)]
-        server = subprocess.Popen(cmd)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            name = wait_until_up(base, server)
-            info = httpx.get(f"{base}/api/runs").json()["runs"][0]
-            url = f"{base}/api/runs/{name}"
-            client_loop(url, info["latent_dim"], time.monotonic() + 1.0, 0, [], [])  # warm-up
-            latencies: list[float] = []
-            errors: list[int] = []
-            uploads: list[float] = []
-            cut: list[float] = []
-            until = time.monotonic() + args.seconds
-            threads = [
-                threading.Thread(
-                    target=client_loop,
-                    args=(url, info["latent_dim"], until, k + 1, latencies, errors),
-                )
-                for k in range(args.clients)
-            ]
-            threads += [
-                threading.Thread(target=upload_loop, args=(url, upload, until, uploads, errors))
-                for _ in range(args.uploaders)
-            ]
-            threads += [
-                threading.Thread(target=slow_loop, args=(port, until, cut))
-                for _ in range(args.slow_clients)
-            ]
-            started = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            wall = time.monotonic() - started
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with running_server(args.run, args.threads) as (_, base, name):
+        port = int(base.rsplit(":", 1)[1])
+        info = httpx.get(f"{base}/api/runs").json()["runs"][0]
+        url = f"{base}/api/runs/{name}"
+        client_loop(url, info["latent_dim"], time.monotonic() + 1.0, 0, [], [])  # warm-up
+        latencies: list[float] = []
+        errors: list[int] = []
+        uploads: list[float] = []
+        cut: list[float] = []
+        until = time.monotonic() + args.seconds
+        threads = [
+            threading.Thread(
+                target=client_loop,
+                args=(url, info["latent_dim"], until, k + 1, latencies, errors),
+            )
+            for k in range(args.clients)
+        ]
+        threads += [
+            threading.Thread(target=upload_loop, args=(url, upload, until, uploads, errors))
+            for _ in range(args.uploaders)
+        ]
+        threads += [
+            threading.Thread(target=slow_loop, args=(port, until, cut))
+            for _ in range(args.slow_clients)
+        ]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.monotonic() - started
     if len(latencies) < 2:
         raise SystemExit(f"too few successful requests ({len(latencies)}; errors: {errors[:5]})")
     shape = f"{info['channels']}x{info['height']}x{info['width']}"

@@ -1,9 +1,9 @@
 """Memory of `vaelab serve` under the costliest uploads it accepts: --uploads encode requests,
 from --clients concurrent clients, of images at the size limit; prints the server's resident
-memory (VmRSS, Linux) before, at its peak and after, and the CPU time of one upload.
+memory (VmRSS, Linux) before, at its peak and after, and the uploads' median latency.
 
 The images, each under the 1 MB request limit: a 1024x1024 RGBA PNG (the most pixels decoded;
-4 MB as RGBA) and an 6000x6000 JPEG (reduced 8x while it is decoded, to 750x750). A 4096x4096
+4 MB as RGBA) and a 6000x6000 JPEG (reduced 8x while it is decoded, to 750x750). A 4096x4096
 PNG, which the issue measured at about 300 MB a request, is refused before it is decoded.
 
     VAELAB_DATA=../shared/data python benchmarks/serve_memory.py [--run RUN] [--uploads 1000]
@@ -13,43 +13,13 @@ PNG, which the issue measured at about 300 MB a request, is refused before it is
 from __future__ import annotations
 
 import argparse
-import base64
-import io
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw
-from serve_load import SERVER, free_port, train_mlp_vae, wait_until_up
-
-
-def data_url(image: Image.Image, fmt: str) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **({"quality": 75} if fmt == "JPEG" else {}))
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def largest_uploads() -> dict[str, str]:
-    """The two costliest accepted uploads, as data URLs under 1 MB."""
-    rng = np.random.default_rng(0)
-    # blocks of noise: every pixel decoded, and the file still compresses under the limit
-    blocks = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
-    rgba = Image.fromarray(blocks, "RGBA").resize((1024, 1024), Image.Resampling.NEAREST)
-    photo = Image.new("RGB", (6000, 6000), "white")  # a photo of a digit drawn on paper
-    ImageDraw.Draw(photo).ellipse((1800, 1000, 4200, 5000), outline="black", width=450)
-    uploads = {
-        "png 1024x1024 RGBA": data_url(rgba, "PNG"),
-        "jpeg 6000x6000": data_url(photo, "JPEG"),
-    }
-    for name, url in uploads.items():
-        if len(url) > 1_000_000:
-            raise SystemExit(f"{name} is {len(url):,} bytes as a data URL, over the limit")
-    return uploads
+from serving import largest_uploads, running_server
 
 
 def rss_mb(pid: int) -> float:
@@ -68,58 +38,48 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     args = parser.parse_args()
     uploads = largest_uploads()
-    with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or train_mlp_vae(Path(tmp) / "mlp-vae")
-        port = free_port()
-        cmd = [sys.executable, "-c", SERVER, str(run), str(port), str(args.threads)]
-        server = subprocess.Popen(cmd)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            name = wait_until_up(base, server)
-            url = f"{base}/api/runs/{name}/encode"
-            for image in uploads.values():  # warm-up: every code path once
-                response = httpx.post(url, json={"image": image}, timeout=60)
-                if response.status_code != 200:
-                    raise SystemExit(f"an upload was refused: {response.text}")
-            before = rss_mb(server.pid)
-            peak, statuses, seconds = before, [], []
-            images = list(uploads.values())
-            left = iter(range(args.uploads))
-            lock = threading.Lock()
+    with running_server(args.run, args.threads) as (server, base, name):
+        url = f"{base}/api/runs/{name}/encode"
+        for image in uploads.values():  # warm-up: every code path once
+            response = httpx.post(url, json={"image": image}, timeout=60)
+            if response.status_code != 200:
+                raise SystemExit(f"an upload was refused: {response.text}")
+        before = rss_mb(server.pid)
+        peak, statuses, seconds = before, [], []
+        images = list(uploads.values())
+        left = iter(range(args.uploads))
+        lock = threading.Lock()
 
-            def client() -> None:
-                with httpx.Client(timeout=120) as http:
-                    while True:
-                        with lock:
-                            k = next(left, None)
-                        if k is None:
-                            return
-                        started = time.perf_counter()
-                        response = http.post(url, json={"image": images[k % len(images)]})
-                        with lock:
-                            statuses.append(response.status_code)
-                            seconds.append(time.perf_counter() - started)
+        def client() -> None:
+            with httpx.Client(timeout=120) as http:
+                while True:
+                    with lock:
+                        k = next(left, None)
+                    if k is None:
+                        return
+                    started = time.perf_counter()
+                    response = http.post(url, json={"image": images[k % len(images)]})
+                    with lock:
+                        statuses.append(response.status_code)
+                        seconds.append(time.perf_counter() - started)
 
-            def watch() -> None:
-                nonlocal peak
-                while any(t.is_alive() for t in clients):
-                    peak = max(peak, rss_mb(server.pid))
-                    time.sleep(0.05)
+        def watch() -> None:
+            nonlocal peak
+            while any(t.is_alive() for t in clients):
+                peak = max(peak, rss_mb(server.pid))
+                time.sleep(0.05)
 
-            clients = [threading.Thread(target=client) for _ in range(args.clients)]
-            watcher = threading.Thread(target=watch)
-            started = time.monotonic()
-            for thread in clients:
-                thread.start()
-            watcher.start()
-            for thread in [*clients, watcher]:
-                thread.join()
-            wall = time.monotonic() - started
-            time.sleep(1.0)
-            after = rss_mb(server.pid)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        clients = [threading.Thread(target=client) for _ in range(args.clients)]
+        watcher = threading.Thread(target=watch)
+        started = time.monotonic()
+        for thread in clients:
+            thread.start()
+        watcher.start()
+        for thread in [*clients, watcher]:
+            thread.join()
+        wall = time.monotonic() - started
+        time.sleep(1.0)
+        after = rss_mb(server.pid)
     refused = sum(status != 200 for status in statuses)
     print(
         f"{len(statuses)} uploads ({', '.join(uploads)}, alternately) from {args.clients} "
