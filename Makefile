@@ -10,11 +10,28 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
+# The explorer page's browser runtime (onnxruntime-web, pinned in web/package-lock.json), copied
+# from the npm registry's package into the page's static files: served by vaelab, never a CDN.
+VENDOR := src/vaelab/explorer/static/vendor/onnxruntime-web
+ORT_DIST := web/node_modules/onnxruntime-web/dist
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
 PIP_INSTALL := $(BIN)/python -m pip install --quiet
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install web demo test test-fast lint clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed web
+
+web: $(VENDOR)/.vendored  ## the explorer's in-browser decoder runtime (needs npm)
+
+$(VENDOR)/.vendored: web/package.json web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error \
+	  && mkdir -p $(VENDOR) \
+	  && cp $(addprefix $(ORT_DIST)/,$(ORT_FILES)) web/node_modules/onnxruntime-web/LICENSE $(VENDOR)/ \
+	  && touch $@; \
+	else \
+	  echo "npm not found: the explorer will decode on the server (install Node.js and run make web)" >&2; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -21,13 +21,6 @@ from PIL import Image, ImageDraw
 
 import vaelab
 
-SERVER = """
-import sys, torch
-torch.set_num_threads(int(sys.argv[3]))
-from vaelab.explorer import serve
-serve([sys.argv[1]], port=int(sys.argv[2]), device="cpu")
-"""
-
 
 def train_mlp_vae(folder: Path) -> Path:
     dataset = "mnist" if os.environ.get("VAELAB_DATA") else "digits"
@@ -68,16 +61,31 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120.0) ->
 
 
 @contextmanager
-def running_server(run: Path | None, threads: int) -> Iterator[tuple[subprocess.Popen, str, str]]:
-    """`vaelab serve` of `run` (default: a freshly trained MLP VAE) in a subprocess with
-    `threads` torch threads: (the process, its base URL, the run's name), until the block ends."""
+def running_server(
+    runs: Path | list[Path] | None, threads: int, options: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """`vaelab serve` of `runs` (default: a freshly trained MLP VAE), with `options`, in a
+    subprocess with `threads` torch threads: (the process, its base URL, the first run's name),
+    until the block ends."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = run or train_mlp_vae(Path(tmp) / "mlp-vae")
+        runs = runs or train_mlp_vae(Path(tmp) / "mlp-vae")
+        folders = [str(run) for run in (runs if isinstance(runs, list) else [runs])]
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-c", SERVER, str(run), str(port), str(threads)])
+        command = [sys.executable, "-m", "vaelab", "serve", *folders, "--port", str(port)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's threads
+        log = Path(tmp) / "server.log"  # its messages, shown when it does not start
+        with log.open("w") as err:
+            server = subprocess.Popen(
+                [*command, "--device", "cpu", "-q", *(options or [])], env=env, stderr=err
+            )
         try:
             base = f"http://127.0.0.1:{port}"
-            yield server, base, wait_until_up(base, server)
+            try:
+                name = wait_until_up(base, server)
+            except SystemExit:
+                print(log.read_text(), file=sys.stderr)
+                raise
+            yield server, base, name
         finally:
             server.terminate()
             server.wait(timeout=10)

@@ -41,12 +41,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _serving(runs: dict[str, Path]) -> Iterator[str]:
-    """The explorer over `runs`, served on a free loopback port while the block runs."""
+def _serving(runs: dict[str, Path], app=None) -> Iterator[str]:
+    """The explorer over `runs` (or `app`), served on a free loopback port while the block
+    runs."""
     from vaelab.explorer.app import create_app
 
     port = _free_port()
-    config = uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning")
+    app = app or create_app(runs)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()

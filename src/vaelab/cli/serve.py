@@ -45,6 +45,12 @@ def add_parsers(subparsers: Any) -> None:
         metavar="N",
         help="refuse request bodies larger than this (default: 1000000)",
     )
+    parser.add_argument(
+        "--server-decoding",
+        action="store_true",
+        help="decode every code on the server, as before the page decoded in the browser "
+        "(default: the page decodes itself where the run's decoder allows)",
+    )
     add_quiet(parser)
 
 
@@ -70,6 +76,7 @@ def _serve(args: argparse.Namespace) -> list[Path]:
         device=args.device,
         max_request_bytes=args.max_request_bytes,
         allowed_host=args.allowed_host,
+        browser_decoding=not args.server_decoding,
     )
     return []
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response
 from fastapi import Path as PathParam
 
 from vaelab.explorer import schemas as s
+from vaelab.explorer.browser_decoder import RUNTIME_URL, runtime_installed
 from vaelab.explorer.conditioning import checked_label, decode_labels, refuse_completion
 from vaelab.explorer.runs import ServedRun, read_data_url, to_data_urls
 from vaelab.models import slerp
@@ -59,6 +60,22 @@ TOO_BUSY = {
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
 }
+
+
+PRIOR_QUANTILE = 3.090232  # N(0, 1)'s 99.9% quantile
+
+
+def _slider_ranges(run: ServedRun) -> torch.Tensor:
+    """(D, 2) the sliders' ranges: see `MapResponse.ranges`."""
+    codes = run.codes.float()
+    if len(codes) == 0:
+        low = high = torch.zeros(run.latent_dim)
+    else:
+        low, high = codes.min(dim=0).values, codes.max(dim=0).values
+    if run.model.gaussian_prior and not run.conditional:
+        return torch.stack([low.clamp(max=-PRIOR_QUANTILE), high.clamp(min=PRIOR_QUANTILE)], 1)
+    margin = ((high - low) / 10).clamp(min=0.1)
+    return torch.stack([low - margin, high + margin], dim=1)
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -137,9 +154,34 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
                 classifier=run.classifier,
                 completion=run.observe is not None,
                 observe=run.observe,
+                browser_decoder=run.browser.available,
+                decoding=run.browser.note,
+                normal_samples=(run.model.gaussian_prior or not run.model.has_prior)
+                and not run.conditional,
+                data_range=list(run.data_range),
             )
             infos.append(info)
-        return s.RunList(runs=infos)
+        return s.RunList(runs=infos, runtime=RUNTIME_URL if runtime_installed() else None)
+
+    @app.get(
+        "/api/runs/{name}/decoder.onnx",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"application/octet-stream": {}},
+                "description": "the run's decoder as ONNX: z (B, D) float32 -> `mean` (B, C, "
+                "H, W), the mean of p(x|z) in data space (and `logits` for a Bernoulli decoder)",
+            },
+            **errors(404),
+        },
+    )
+    def decoder_onnx(name: str) -> Response:
+        run = find(name)
+        if run.browser.onnx is None:
+            raise HTTPException(
+                404, f"run {name} has no decoder for the browser: {run.browser.note}"
+            )
+        return Response(run.browser.onnx, media_type="application/octet-stream")
 
     @app.get("/api/runs/{name}/map", response_model=s.MapResponse, responses=errors(404))
     def latent_map(name: str) -> s.MapResponse:
@@ -155,6 +197,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             bounds=_bounds(points),
             plane=plane,
             projection=run.projection,
+            ranges=_slider_ranges(run).tolist(),
         )
 
     @app.post(

@@ -49,9 +49,11 @@ def create_app(
     max_request_bytes: int = 1_000_000,
     max_batch: int = 256,
     allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    browser_decoding: bool = True,
 ) -> FastAPI:
     """The explorer app over the run folders `run_paths` (a list named by folder, or a dict of
-    names to folders), each loaded once now on `device`. It answers requests whose Host header
+    names to folders), each loaded once now on `device`, with its decoder for the page unless
+    `browser_decoding` is False (see `browser_decoder`). It answers requests whose Host header
     names one of `allowed_hosts` (ports aside), and adds security headers to every response."""
     if isinstance(run_paths, dict):
         named = {str(k): Path(v) for k, v in run_paths.items()}
@@ -63,7 +65,10 @@ def create_app(
     if max_request_bytes < 1 or max_batch < 1:
         raise ValueError("max_request_bytes and max_batch must be positive")
     device = resolve_device(str(device))  # "auto" too
-    runs = {name: load_served_run(name, path, device=device) for name, path in named.items()}
+    runs = {
+        name: load_served_run(name, path, device=device, browser_decoding=browser_decoding)
+        for name, path in named.items()
+    }
     # no /docs or /redoc: FastAPI's pages load their scripts from a CDN, blank offline;
     # /openapi.json describes the API
     app = FastAPI(
@@ -94,6 +99,7 @@ def create_app(
         return FileResponse(page) if page.is_file() else HTMLResponse(PLACEHOLDER)
 
     add_routes(app, runs, max_batch=max_batch)
+    app.state.runs = runs
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

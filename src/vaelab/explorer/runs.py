@@ -18,6 +18,7 @@ from PIL import Image
 from vaelab.analysis.latents import Plane, decode_codes, encode_dataset, latent_plane
 from vaelab.data import Factors, Split, image_to_tensor
 from vaelab.errors import VaelabError
+from vaelab.explorer.browser_decoder import BrowserDecoder, browser_decoder, on_server
 from vaelab.figures import to_display
 from vaelab.models import Autoencoder
 from vaelab.runs import open_run
@@ -66,6 +67,7 @@ class ServedRun:
     map_indices: torch.Tensor  # (M,) indices into `test` drawn on the map, M <= MAP_POINTS
     class_names: tuple[str, ...] | None
     factor_info: Factors | None = None
+    browser: BrowserDecoder = field(default_factory=lambda: on_server("not asked for"))
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
 
     @property
@@ -148,9 +150,11 @@ def run_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu") -> ServedRun:
+def load_served_run(
+    name: str, path: Path, *, device: torch.device | str = "cpu", browser_decoding: bool = True
+) -> ServedRun:
     """Load the run folder `path` (its checkpoint as `open_run` picks it), its data and its
-    test codes."""
+    test codes; with `browser_decoding`, its decoder for the page (see `browser_decoder`)."""
     try:
         trained = open_run(path, device=device)
         chosen = trained.choose_split()
@@ -168,6 +172,10 @@ def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu"
         raise VaelabError(f"run {path}: {error}") from None
     generator = torch.Generator().manual_seed(MAP_SEED)
     map_indices = torch.randperm(len(test), generator=generator)[:MAP_POINTS].sort().values
+    if browser_decoding:
+        browser = browser_decoder(trained, codes)
+    else:
+        browser = on_server("vaelab serve --server-decoding")
     return ServedRun(
         name=name,
         model=trained.model,
@@ -179,6 +187,7 @@ def load_served_run(name: str, path: Path, *, device: torch.device | str = "cpu"
         map_indices=map_indices,
         class_names=chosen.class_names,
         factor_info=chosen.factor_info if test.factors is not None else None,
+        browser=browser,
     )
 
 

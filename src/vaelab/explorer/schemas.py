@@ -150,10 +150,27 @@ class RunInfo(BaseModel):
         description="a completion model's observed quadrants (e.g. 'top-left,bottom-left'); "
         "null for other runs"
     )
+    browser_decoder: bool = Field(
+        description="whether the page decodes codes itself, with the ONNX decoder at "
+        "/api/runs/{name}/decoder.onnx and onnxruntime-web (`runtime`)"
+    )
+    decoding: str = Field(description="where the run's codes are decoded, and why, in words")
+    normal_samples: bool = Field(
+        description="whether the run's samples decode codes drawn from N(0, I) (its prior, or "
+        "an autoencoder's stand-in for one), which the page can draw itself"
+    )
+    data_range: list[float] = Field(
+        description="the training data's [min, max]: the decoder's output maps it to black "
+        "and white"
+    )
 
 
 class RunList(BaseModel):
     runs: list[RunInfo]
+    runtime: str | None = Field(
+        description="the folder onnxruntime-web's files are served from; null when it is "
+        "not installed"
+    )
 
 
 class Bounds(BaseModel):
@@ -179,6 +196,11 @@ class MapResponse(BaseModel):
     bounds: Bounds
     plane: PlaneInfo
     projection: str
+    ranges: list[list[float]] = Field(
+        description="(D, 2) each latent dimension's slider range: the prior's 0.1% and 99.9% "
+        "quantiles (+-3.09) for an N(0, I) prior, widened to the test codes where they reach "
+        "further; the test codes' range, with a margin of a tenth, for other models"
+    )
 
 
 class ImagesResponse(BaseModel):

@@ -150,6 +150,7 @@ def serve(
     allowed_host: Iterable[str] = (),
     read_timeout: float = READ_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
+    browser_decoding: bool = True,
 ) -> None:
     """Bind host:port, load the runs and serve the explorer until interrupted (for `vaelab
     serve`). Bound to loopback by default; beyond it, a warning is logged, and the page is
@@ -175,7 +176,10 @@ def serve(
             max_request_bytes=max_request_bytes,
             max_batch=max_batch,
             allowed_hosts=allowed_hosts(host, allowed_host),
+            browser_decoding=browser_decoding,
         )
+        for run in app.state.runs.values():
+            log.info("%s: %s", run.name, run.browser.note)
         config = uvicorn.Config(
             app,
             http=timed_protocol(read_timeout),

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -369,3 +370,30 @@ def describe(
         "parity": parity,
         **about,
     }
+
+
+def decoder_bytes(model: Autoencoder, codes: Tensor, *, tolerance: float = TOLERANCE) -> bytes:
+    """The factorised decoder of `model` as ONNX bytes, z (B, D) -> its outputs (see
+    `graphs.DecoderGraph`), checked against PyTorch on `codes` as `export_onnx` checks it: what
+    the explorer's page runs in the browser. A one-line VaelabError for a decoder that cannot
+    decode z alone (autoregressive, conditional) or that disagrees with PyTorch."""
+    require_export_dependencies()
+    model = model.to("cpu", torch.float32).eval()
+    graphs = model_graphs(model)
+    if graphs.autoregressive:
+        raise VaelabError("an autoregressive decoder cannot decode a code in one pass")
+    codes = codes.to("cpu", torch.float32)
+    model.check_codes(codes)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / DECODER_FILE
+        _trace(graphs.decoder, (codes[:2],), path, ("z",), graphs.decoder_outputs, "decoder")
+        absolute, scaled = _differences(
+            _session(path), graphs.decoder, (codes,), ("z",), graphs.decoder_outputs, "decoder"
+        )
+        worst = max(scaled, key=scaled.__getitem__)
+        if not scaled[worst] <= tolerance:
+            raise VaelabError(
+                f"the ONNX decoder disagrees with PyTorch: {worst} differs by up to "
+                f"{absolute[worst]:.3g} (tolerance {tolerance:g})"
+            )
+        return path.read_bytes()

@@ -1,5 +1,8 @@
 // vaelab explorer: one panel per run, talking to the JSON API of vaelab/explorer/app.py.
-// Plain JS, no dependencies: it must work offline. Images arrive as PNG data URLs at the
+// Plain JS; its one library, onnxruntime-web, is served by vaelab (decoder.js): it must work
+// offline. Where a run's decoder runs in the browser (decoder.js), moving over the map, the
+// sliders, interpolation and sampling decode here without a request; otherwise, and for
+// uploads, the server decodes and images arrive as PNG data URLs. Either way images are at the
 // data's own resolution and are drawn scaled up without smoothing. The map's colours come from
 // colours.js. A label-conditional run (a cvae, an m2) gets a class picker: every decode, sample
 // and interpolation carries the picked class, and your own input is shown decoded as every
@@ -13,6 +16,9 @@ const MAP_PAD = 24; // canvas pixels around the plotted bounds
 
 const panels = [];
 let sampleSeed = 0;
+let runtimeFolder = null; // where onnxruntime-web is served from; null: not installed
+// For tests and benchmarks: ms from each map pointer event to its image drawn, per panel.
+window.vaelabLatencies = [];
 
 // ---------------------------------------------------------------- helpers
 
@@ -39,9 +45,10 @@ function loadImage(src) {
   });
 }
 
-// Draw a data URL into a rectangle of `canvas`, pixelated; the whole canvas when no rect.
+// Draw a data URL or a canvas into a rectangle of `canvas`, pixelated; the whole canvas when
+// no rect.
 async function drawImage(canvas, src, rect) {
-  const img = await loadImage(src);
+  const img = typeof src === "string" ? await loadImage(src) : src;
   const ctx = canvas.getContext("2d");
   const [x, y, w, h] = rect || [0, 0, canvas.width, canvas.height];
   ctx.imageSmoothingEnabled = false;
@@ -109,6 +116,9 @@ class Panel {
     this.frame = 0;
     this.z = null;             // the code of the decoded image
     this.pending = null;       // the latest decode request waiting to be sent
+    this.pendingEvent = null;  // the timestamp of the pointer event that asked for it
+    this.decoder = null;       // the run's decoder in the browser (decoder.js), else null
+    this.codes = new Map();    // test image index -> its code, fetched once
     this.busy = false;
     this.picking = [];         // test indices chosen in "click two points" mode
     this.label = null;         // the picked class of a conditional run, sent with every decode
@@ -134,7 +144,18 @@ class Panel {
     this.bindInterpolation();
     this.bindSample();
     this.bindOwnInput();
-    this.map = await api(`${this.base()}/map`);
+    [this.map, this.decoder] = await Promise.all([
+      api(`${this.base()}/map`),
+      BrowserDecoder.create(this.run, this.base(), runtimeFolder).catch((error) => {
+        this.status(`decoding on the server: ${error.message}`, true);
+        return null;
+      }),
+    ]);
+    this.q(".run-info").textContent += this.decoder
+      ? " · decoded in the browser" : " · decoded by the server";
+    this.q(".run-info").title = this.run.decoding;
+    this.root.dataset.decoding = this.decoder ? "browser" : "server";
+    this.setSliderRanges(this.map.ranges);
     this.buildColourBy();
     this.drawScatter();
     this.redraw();
@@ -423,21 +444,28 @@ class Panel {
 
   // ---- decoding, one request in flight per panel; the latest request wins
 
-  requestDecode(body) {
+  // `eventTime`: the timeStamp of the pointer event that asked, to measure the latency.
+  requestDecode(body, eventTime = null) {
     this.lastQuery = body;
     this.pending = this.labelled(body);
+    this.pendingEvent = eventTime;
     if (!this.busy) this.pump();
   }
 
   async pump() {
     this.busy = true;
     while (this.pending) {
-      const body = this.pending;
-      this.pending = null;
+      const [body, eventTime] = [this.pending, this.pendingEvent];
+      this.pending = this.pendingEvent = null;
       try {
-        const result = await api(`${this.base()}/decode`, body);
-        await drawImage(this.q(".decoded"), result.images[0]);
-        this.showCode(result.z[0]);
+        const [image, z] = await this.decodeOne(body);
+        await drawImage(this.q(".decoded"), image);
+        if (eventTime !== null) {
+          const ms = performance.now() - eventTime;
+          window.vaelabLatencies.push({ run: this.run.name, event: eventTime, ms });
+        }
+        // a newer request is waiting: its code, not this older one, is what the sliders show
+        if (!this.pending) this.showCode(z);
         if (this.q(".panel-status").classList.contains("error")) this.status("");
       } catch (error) {
         this.status(`decode: ${error.message}`, true);
@@ -446,12 +474,23 @@ class Panel {
     this.busy = false;
   }
 
+  // The image and code of a decode body ({points} or {z}): in the browser, else the server's.
+  async decodeOne(body) {
+    if (this.decoder) {
+      const z = body.z ? body.z[0] : liftPoint(body.points[0], this.map.plane);
+      const [image] = await this.decoder.decode([z]);
+      return [image, z];
+    }
+    const result = await api(`${this.base()}/decode`, body);
+    return [result.images[0], result.z[0]];
+  }
+
   // Move the cursor to a fraction of the map bounds and decode there.
-  moveTo(fraction, { propagate = true } = {}) {
+  moveTo(fraction, { propagate = true, eventTime = null } = {}) {
     this.cursor = this.fromFraction(fraction);
     this.redraw();
-    this.requestDecode({ points: [this.cursor] });
-    if (propagate) forOthers(this, (p) => p.moveTo(fraction, { propagate: false }));
+    this.requestDecode({ points: [this.cursor] }, eventTime);
+    if (propagate) forOthers(this, (p) => p.moveTo(fraction, { propagate: false, eventTime }));
   }
 
   pin(fraction, { propagate = true } = {}) {
@@ -472,8 +511,8 @@ class Panel {
 
   bindMap() {
     const c = this.q(".map");
-    c.addEventListener("mousemove", (e) => {
-      if (this.map) this.moveTo(this.eventFraction(e));
+    c.addEventListener("pointermove", (e) => {
+      if (this.map) this.moveTo(this.eventFraction(e), { eventTime: e.timeStamp });
     });
     c.addEventListener("mouseleave", () => {
       if (this.map && this.pinned) this.moveTo(this.toFraction(this.pinned));
@@ -499,12 +538,20 @@ class Panel {
       const label = document.createElement("label");
       const input = document.createElement("input");
       const value = document.createElement("output");
-      Object.assign(input, { type: "range", min: -3, max: 3, step: 0.01, value: 0 });
+      Object.assign(input, { type: "range", min: -3, max: 3, step: 0.01, value: 0 }); // until the map
       input.setAttribute("aria-label", `latent dimension ${i + 1}`);
       input.addEventListener("input", () => this.setDimension(i, Number(input.value)));
       label.append(`z${i + 1}`, input, value);
       box.append(label);
     }
+  }
+
+  // Each slider over its dimension's range (the prior's, or the run's own codes'), in 500 steps.
+  setSliderRanges(ranges) {
+    this.q(".sliders").querySelectorAll("input").forEach((input, i) => {
+      const [low, high] = ranges[i];
+      Object.assign(input, { min: low, max: high, step: (high - low) / 500 });
+    });
   }
 
   setDimension(i, value) {
@@ -558,15 +605,29 @@ class Panel {
     if (propagate) forOthers(this, (p) => p.selectPair(from, to, { propagate: false }));
   }
 
+  // The code of test image `index`, fetched once (the test codes are the server's data).
+  async testCode(index) {
+    if (!this.codes.has(index)) {
+      this.codes.set(index, api(`${this.base()}/test_image/${index}`).then((r) => r.z));
+    }
+    return this.codes.get(index);
+  }
+
+  // The interpolation path {images, points}: decoded here, or by the server.
+  async interpolationPath(from, to, spherical) {
+    if (this.decoder) {
+      const [a, b] = await Promise.all([this.testCode(from), this.testCode(to)]);
+      const zs = pathBetween(a, b, INTERP_STEPS, spherical);
+      return { images: await this.decoder.decode(zs), points: zs.map((z) => this.project(z)) };
+    }
+    const body = this.labelled({ from_index: from, to_index: to, steps: INTERP_STEPS, spherical });
+    return api(`${this.base()}/interpolate`, body);
+  }
+
   async interpolate() {
-    const body = this.labelled({
-      from_index: Number(this.q(".from").value),
-      to_index: Number(this.q(".to").value),
-      steps: INTERP_STEPS,
-      spherical: this.q(".spherical").checked,
-    });
+    const [from, to] = [Number(this.q(".from").value), Number(this.q(".to").value)];
     try {
-      const path = await api(`${this.base()}/interpolate`, body);
+      const path = await this.interpolationPath(from, to, this.q(".spherical").checked);
       this.path = path;
       const slider = this.q(".frame-slider");
       slider.max = path.images.length - 1;
@@ -604,8 +665,14 @@ class Panel {
   async sample(seed) {
     try {
       this.seed = seed;
-      const result = await api(`${this.base()}/sample`, this.labelled({ n: SAMPLE_N, seed }));
-      await drawGrid(this.q(".samples"), result.images, Math.ceil(Math.sqrt(SAMPLE_N)));
+      let images;
+      if (this.decoder && this.run.normal_samples) { // z ~ N(0, I), drawn and decoded here
+        images = await this.decoder.decode(normalCodes(SAMPLE_N, this.run.latent_dim, seed));
+      } else {
+        const body = this.labelled({ n: SAMPLE_N, seed });
+        images = (await api(`${this.base()}/sample`, body)).images;
+      }
+      await drawGrid(this.q(".samples"), images, Math.ceil(Math.sqrt(SAMPLE_N)));
       const of = this.run.conditional ? ` of class ${this.labelName(this.label)}` : "";
       this.status(`samples${of} with seed ${seed}`);
     } catch (error) {
@@ -725,7 +792,8 @@ function bindDrawing(canvas, onStrokeEnd) {
 async function main() {
   const status = document.getElementById("status");
   try {
-    const { runs } = await api("/api/runs");
+    const { runs, runtime } = await api("/api/runs");
+    runtimeFolder = runtime;
     const template = document.getElementById("panel-template");
     const box = document.getElementById("panels");
     box.classList.toggle("two", runs.length > 1);

@@ -1,0 +1,129 @@
+// vaelab explorer: decoding in the browser. A run's decoder, exported to ONNX by the server
+// (/api/runs/{run}/decoder.onnx), runs here with onnxruntime-web, whose files vaelab serves
+// itself (/static/vendor/onnxruntime-web/, vendored from npm by `make web`; never a CDN).
+// Also the maths the page needs without the server: the map plane's lift, linear and
+// spherical paths, and seeded draws from N(0, I).
+"use strict";
+
+let runtime = null; // the promise of the loaded `ort` global, once
+
+function loadRuntime(folder) {
+  if (!runtime) {
+    runtime = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = `${folder}ort.wasm.min.js`;
+      script.onload = () => {
+        const ort = window.ort;
+        ort.env.wasm.wasmPaths = folder;
+        ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is enough here
+        ort.env.logLevel = "error";
+        resolve(ort);
+      };
+      script.onerror = () => reject(new Error("could not load onnxruntime-web"));
+      document.head.append(script);
+    });
+  }
+  return runtime;
+}
+
+class BrowserDecoder {
+  // The decoder of `run` (from /api/runs), or null when the run is decoded by the server.
+  static async create(run, base, folder) {
+    if (!run.browser_decoder || !folder) return null;
+    const [ort, bytes] = await Promise.all([
+      loadRuntime(folder),
+      fetch(`${base}/decoder.onnx`).then((r) => {
+        if (!r.ok) throw new Error(`decoder.onnx: ${r.status}`);
+        return r.arrayBuffer();
+      }),
+    ]);
+    const session = await ort.InferenceSession.create(new Uint8Array(bytes), {
+      executionProviders: ["wasm"],
+      graphOptimizationLevel: "all",
+    });
+    return new BrowserDecoder(ort, session, run);
+  }
+
+  constructor(ort, session, run) {
+    this.ort = ort;
+    this.session = session;
+    this.run = run;
+    this.queue = Promise.resolve(); // onnxruntime-web runs one session call at a time
+  }
+
+  // Codes `rows` (B arrays of D numbers) -> B canvases at the data's own size.
+  decode(rows) {
+    const call = this.queue.then(() => this.decodeNow(rows));
+    this.queue = call.catch(() => {});
+    return call;
+  }
+
+  async decodeNow(rows) {
+    const { latent_dim: d, channels: c, height: h, width: w } = this.run;
+    const z = new Float32Array(rows.length * d);
+    rows.forEach((row, i) => z.set(row, i * d));
+    const feeds = { z: new this.ort.Tensor("float32", z, [rows.length, d]) };
+    const out = await this.session.run(feeds, ["mean"]);
+    const mean = out.mean.data;
+    const [low, high] = this.run.data_range;
+    const scale = 255 / Math.max(high - low, 1e-12);
+    const plane = h * w;
+    return rows.map((_, b) => {
+      const canvas = document.createElement("canvas");
+      canvas.width = w;
+      canvas.height = h;
+      const ctx = canvas.getContext("2d");
+      const image = ctx.createImageData(w, h);
+      const px = image.data;
+      const offset = b * c * plane;
+      for (let i = 0; i < plane; i++) {
+        for (let k = 0; k < 3; k++) {
+          // the data's range maps to [0, 255], clamped, as the server's PNGs do
+          const v = (mean[offset + (c === 3 ? k * plane : 0) + i] - low) * scale;
+          px[4 * i + k] = v !== v ? 0 : Math.max(0, Math.min(255, Math.round(v)));
+        }
+        px[4 * i + 3] = 255;
+      }
+      ctx.putImageData(image, 0, 0);
+      return canvas;
+    });
+  }
+}
+
+// A point of the map plane as a code: center + x * axes[0] + y * axes[1].
+function liftPoint([x, y], plane) {
+  const { center, axes } = plane;
+  return center.map((c, i) => c + x * axes[0][i] + y * axes[1][i]);
+}
+
+// `steps` codes from a to b, linear or spherical (slerp, as vaelab.models.slerp).
+function pathBetween(a, b, steps, spherical) {
+  const ts = Array.from({ length: steps }, (_, i) => i / (steps - 1));
+  const lerp = (t) => a.map((ai, i) => ai + t * (b[i] - ai));
+  if (!spherical) return ts.map(lerp);
+  const dot = a.reduce((s, ai, i) => s + ai * b[i], 0);
+  const norms = Math.hypot(...a) * Math.hypot(...b);
+  const omega = Math.acos(Math.max(-1, Math.min(1, dot / Math.max(norms, 1e-12))));
+  const sin = Math.sin(omega);
+  if (Math.abs(sin) < 1e-6) return ts.map(lerp); // (anti)parallel: no great circle
+  return ts.map((t) => a.map((ai, i) =>
+    (Math.sin((1 - t) * omega) * ai + Math.sin(t * omega) * b[i]) / sin));
+}
+
+// `n` codes of `d` values from N(0, temperature^2 I), the same for the same seed
+// (mulberry32 and Box-Muller; not the server's draws).
+function normalCodes(n, d, seed, temperature = 1) {
+  let state = (seed * 2654435761) >>> 0;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const normal = () => {
+    const u = 1 - uniform(); // in (0, 1]
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+  };
+  return Array.from({ length: n }, () => Array.from({ length: d }, () => temperature * normal()));
+}
