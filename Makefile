@@ -27,7 +27,7 @@ $(VENDOR)/.vendored: web/package.json web/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 	  npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error \
 	  && mkdir -p $(VENDOR) \
-	  && cp $(addprefix $(ORT_DIST)/,$(ORT_FILES)) web/node_modules/onnxruntime-web/LICENSE $(VENDOR)/ \
+	  && cp $(addprefix $(ORT_DIST)/,$(ORT_FILES)) web/node_modules/onnxruntime-web/package.json $(VENDOR)/ \
 	  && touch $@; \
 	else \
 	  echo "npm not found: the explorer will decode on the server (install Node.js and run make web)" >&2; \
