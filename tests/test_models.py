@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import vaelab
 from vaelab import RunConfig, VaelabError
 from vaelab.models import MODELS, ModelConfig, bits_per_dim, build_model, slerp
-from vaelab.models.config import MAX_CONTEXT_VALUES
+from vaelab.models.config import HIERARCHICAL, MAX_CONTEXT_VALUES
 from vaelab.models.distributions import DiagonalGaussian, PointMass
 from vaelab.models.networks import conv_level_sizes
 from vaelab.models.priors import Prior, StandardNormalPrior
@@ -70,7 +70,11 @@ def tiny(kind: str, architecture: str, likelihood: str = "bernoulli", **options)
         classes=3,  # a cvae's and an m2's (the others ignore it)
     )
     values |= VARIANTS.get(kind, {})
-    return ModelConfig(**(values | options))
+    values |= options
+    if values["model"] in HIERARCHICAL and "latent_dims" not in options:
+        top = values["latent_dim"] // 2  # two layers that make the tiny code size
+        values["latent_dims"] = (values["latent_dim"] - top, top)
+    return ModelConfig(**values)
 
 
 def condition(model: vaelab.Autoencoder, x: torch.Tensor) -> torch.Tensor | None:
