@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -332,7 +333,9 @@ def mnist(split: str) -> torch.Tensor:
 
 def write(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    partial.replace(path)  # whole or not at all: parallel processes read it
 
 
 def read(path: Path) -> Any:
@@ -396,17 +399,15 @@ def cmd_select(args: argparse.Namespace) -> None:
             **result,
         }
         print(f"{args.preset}/{name}: validation NLL {result['nll']:.2f} ({minutes:.1f} min)")
-    chosen = min(results, key=lambda n: results[n]["nll"])
-    write(
-        path,
-        {
-            "preset": args.preset,
-            "settings": settings,
-            "candidates": results,
-            "chosen": chosen,
-        },
-    )
-    print(f"chosen on validation: {chosen}")
+        latest = read(path) or {}  # another process may have scored its candidates meanwhile
+        if latest.get("settings") == settings:
+            results = latest["candidates"] | {name: results[name]}
+        chosen = min(results, key=lambda n: results[n]["nll"])
+        write(
+            path,
+            {"preset": args.preset, "settings": settings, "candidates": results, "chosen": chosen},
+        )
+    print(f"chosen on validation so far: {chosen}")
 
 
 def cmd_final(args: argparse.Namespace) -> None:
