@@ -125,14 +125,18 @@ class GaussianMixtureSampler:
         self.covariances = torch.from_numpy(mixture.covariances_)
         return self
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """n codes (n, D): a component by its weight, then its Gaussian with the spread around
+        its mean scaled by `temperature` (below 1: more typical codes)."""
         _check_fitted(self.weights, "GaussianMixtureSampler")
         device = _device(generator)
         weights = self.weights.to(device)
         k = torch.multinomial(weights, n, replacement=True, generator=generator)  # (n,)
         cholesky = torch.linalg.cholesky(self.covariances).to(device)  # (K, D, D)
         eps = torch.randn(n, self.means.shape[1], 1, generator=generator, device=device).double()
-        z = self.means.to(device)[k] + (cholesky[k] @ eps).squeeze(-1)  # (n, D)
+        z = self.means.to(device)[k] + temperature * (cholesky[k] @ eps).squeeze(-1)  # (n, D)
         return z.float()
 
 

@@ -15,6 +15,7 @@ from vaelab.explorer import schemas as s
 from vaelab.explorer.browser_decoder import RUNTIME_URL, runtime_installed
 from vaelab.explorer.conditioning import checked_label, decode_labels, refuse_completion
 from vaelab.explorer.runs import ServedRun, read_data_url, to_data_urls
+from vaelab.explorer.samplers import draw_codes, sampler_of
 from vaelab.models import slerp
 
 MAP_MARGIN = 0.05  # the map's bounds leave this share of each side's range around the points
@@ -116,6 +117,15 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             probabilities=probabilities.tolist(),
         )
 
+    def mixture_info(run: ServedRun) -> s.MixtureInfo:
+        assert run.mixture is not None
+        m = run.mixture
+        return s.MixtureInfo(
+            weights=m.weights.tolist(),
+            means=m.means.tolist(),
+            cholesky=torch.linalg.cholesky(m.covariances).tolist(),
+        )
+
     def factor_infos(run: ServedRun) -> list[s.FactorInfo] | None:
         info = run.factor_info
         if info is None:
@@ -137,6 +147,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
     def list_runs() -> s.RunList:
         infos = []
         for run in runs.values():
+            sampler = sampler_of(run.model, run.mixture)
             channels, height, width = run.config.model.data_shape
             names = list(run.class_names) if run.class_names is not None else None
             info = s.RunInfo(
@@ -156,8 +167,11 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
                 observe=run.observe,
                 browser_decoder=run.browser.available,
                 decoding=run.browser.note,
-                normal_samples=(run.model.gaussian_prior or not run.model.has_prior)
-                and not run.conditional,
+                normal_samples=sampler == "normal",
+                sampler=sampler,
+                temperature=sampler != "prior",
+                mixture=None if sampler != "mixture" else mixture_info(run),
+                background=list(run.background),
                 data_range=list(run.data_range),
             )
             infos.append(info)
@@ -198,6 +212,28 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             plane=plane,
             projection=run.projection,
             ranges=_slider_ranges(run).tolist(),
+        )
+
+    @app.get(
+        "/api/runs/{name}/embedding",
+        response_model=s.EmbeddingResponse,
+        responses=errors(404, 422),
+    )
+    def embedding(name: str) -> s.EmbeddingResponse:
+        """The t-SNE map of the map's codes, for a latent space of more than two dimensions
+        (computed on the first request, some seconds)."""
+        run = find(name)
+        if run.latent_dim <= 2:
+            raise HTTPException(422, f"run {name} has a 2-D latent space: the map is the space")
+        try:
+            points = run.tsne()
+        except ValueError as error:
+            raise HTTPException(422, f"run {name}: {error}") from None
+        return s.EmbeddingResponse(
+            method="tsne",
+            points=points.tolist(),
+            codes=run.codes[run.map_indices].tolist(),
+            bounds=_bounds(points),
         )
 
     @app.post(
@@ -250,9 +286,19 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
         run = find(name)
         y = decode_labels(run, body.label, body.n)
         generator = torch.Generator().manual_seed(body.seed)
-        # from the run's prior: N(0, I) for a VAE, a VQ-VAE's PixelCNN, a cvae's p(z|y)
-        with run.lock, torch.no_grad():
-            z = run.model.draw_codes(body.n, y=y, generator=generator).cpu().float()  # (n, D)
+        # N(0, I) for a VAE, an autoencoder's mixture, a VQ-VAE's PixelCNN, a cvae's p(z|y)
+        with run.lock:
+            try:
+                z = draw_codes(
+                    run.model,
+                    run.mixture,
+                    body.n,
+                    y=y,
+                    generator=generator,
+                    temperature=body.temperature,
+                )
+            except ValueError as error:
+                raise HTTPException(422, f"run {name}: {error}") from None
         return s.ImagesResponse(images=images(run, z, y), z=z.tolist())
 
     @app.post(

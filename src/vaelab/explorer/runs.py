@@ -16,9 +16,12 @@ import torch
 from PIL import Image
 
 from vaelab.analysis.latents import Plane, decode_codes, encode_dataset, latent_plane
+from vaelab.analysis.samplers import GaussianMixtureSampler
 from vaelab.data import Factors, Split, image_to_tensor
 from vaelab.errors import VaelabError
 from vaelab.explorer.browser_decoder import BrowserDecoder, browser_decoder, on_server
+from vaelab.explorer.embedding import tsne_points
+from vaelab.explorer.samplers import fit_code_mixture
 from vaelab.figures import to_display
 from vaelab.models import Autoencoder
 from vaelab.runs import open_run
@@ -68,7 +71,11 @@ class ServedRun:
     class_names: tuple[str, ...] | None
     factor_info: Factors | None = None
     browser: BrowserDecoder = field(default_factory=lambda: on_server("not asked for"))
+    mixture: GaussianMixtureSampler | None = None  # an autoencoder's sampler (see `samplers`)
+    background: tuple[float, ...] = (0.0,)  # per channel in [0, 1]: see `background_of`
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
+    _tsne: torch.Tensor | None = field(default=None, repr=False)
+    _tsne_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def latent_dim(self) -> int:
@@ -123,6 +130,13 @@ class ServedRun:
         """q(y|x) of the model's classifier (an m2's): x (B, C, H, W) -> (B, K) on the CPU."""
         with self.lock, torch.inference_mode():
             return self.model.predict_proba(x.to(self.model.device, self.model.dtype)).cpu()
+
+    def tsne(self) -> torch.Tensor:
+        """(M, 2) the t-SNE map of the map's codes (`embedding`), computed on first use."""
+        with self._tsne_lock:
+            if self._tsne is None:
+                self._tsne = tsne_points(self.codes[self.map_indices])
+            return self._tsne
 
     def factor_labels(self, f: int) -> list[str]:
         """Legend text for each index of factor `f`: the class names where the factor is the
@@ -188,7 +202,26 @@ def load_served_run(
         class_names=chosen.class_names,
         factor_info=chosen.factor_info if test.factors is not None else None,
         browser=browser,
+        mixture=None if model.has_prior or model.needs_labels else fit_code_mixture(codes),
+        background=background_of(test.x, trained.value_range or UNKNOWN_RANGE),
     )
+
+
+BACKGROUND_IMAGES = 1000  # the test images whose borders say what the background is
+
+
+def background_of(x: torch.Tensor, data_range: tuple[float, float]) -> tuple[float, ...]:
+    """The data's background, per channel in [0, 1] (data_range mapped as the PNGs map it):
+    the median of the outermost pixels of the first BACKGROUND_IMAGES images x (N, C, H, W).
+    MNIST's is black (0.0); the page composites transparent uploads onto it and sets their
+    polarity by it."""
+    if len(x) == 0:
+        return (0.0,) * x.shape[1]
+    shown = to_display(x[:BACKGROUND_IMAGES].float(), value_range=data_range)
+    border = torch.cat(
+        [shown[:, :, 0], shown[:, :, -1], shown[:, :, :, 0], shown[:, :, :, -1]], dim=2
+    )  # (N, C, 2W + 2H)
+    return tuple(border.transpose(0, 1).reshape(x.shape[1], -1).median(dim=1).values.tolist())
 
 
 def _encode(model: Autoencoder, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,13 @@ decode, encode, sample and interpolate answer 400 and point to `vaelab complete`
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_ABS = 1e3  # larger latent values or plane coordinates are refused: they decode to noise
 MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed accepts
+MAX_TEMPERATURE = 2.0
 
 Value = Annotated[float, Field(ge=-MAX_ABS, le=MAX_ABS, allow_inf_nan=False)]
 Vector = list[Value]
@@ -70,6 +71,11 @@ class EncodeRequest(Body):
 class SampleRequest(Body):
     n: Annotated[int, Field(ge=1, le=64)] = 16
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    temperature: Annotated[float, Field(gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False)] = Field(
+        default=1.0,
+        description="scales the spread of the draws around the prior's centre (see `sampler` "
+        "in /api/runs); other than 1 only where `temperature` is true there",
+    )
     label: Label | None = Field(
         default=None, description=LABEL_HELP + ": every sample is of this class"
     )
@@ -116,6 +122,15 @@ class FactorInfo(BaseModel):
     )
 
 
+class MixtureInfo(BaseModel):
+    """A Gaussian mixture over codes: K weights, K means of D values and K lower-triangular
+    Cholesky factors (D x D) of the covariances."""
+
+    weights: list[float]
+    means: list[list[float]]
+    cholesky: list[list[list[float]]]
+
+
 class RunInfo(BaseModel):
     name: str
     model: str
@@ -156,8 +171,24 @@ class RunInfo(BaseModel):
     )
     decoding: str = Field(description="where the run's codes are decoded, and why, in words")
     normal_samples: bool = Field(
-        description="whether the run's samples decode codes drawn from N(0, I) (its prior, or "
-        "an autoencoder's stand-in for one), which the page can draw itself"
+        description="whether the run's samples decode codes drawn from N(0, I) (its prior), "
+        "which the page can draw itself"
+    )
+    sampler: Literal["normal", "mixture", "prior"] = Field(
+        description="where samples come from: N(0, I) (`normal`), a Gaussian mixture fitted to "
+        "an autoencoder's test codes (`mixture`, given in `mixture`), or the run's own prior "
+        "(`prior`: learned, conditional or a VQ-VAE's PixelCNN)"
+    )
+    temperature: bool = Field(
+        description="whether /sample takes a temperature other than 1 (`normal` and `mixture`)"
+    )
+    mixture: MixtureInfo | None = Field(
+        description="an autoencoder's sampler, which the page can draw from itself; null for "
+        "other runs"
+    )
+    background: list[float] = Field(
+        description="the data's background per channel in [0, 1] (the median of the test "
+        "images' outermost pixels): uploads are composited onto it and take its polarity"
     )
     data_range: list[float] = Field(
         description="the training data's [min, max]: the decoder's output maps it to black "
@@ -201,6 +232,17 @@ class MapResponse(BaseModel):
         "quantiles (+-3.09) for an N(0, I) prior, widened to the test codes where they reach "
         "further; the test codes' range, with a margin of a tenth, for other models"
     )
+
+
+class EmbeddingResponse(BaseModel):
+    """A second map of the codes of `MapResponse.indices`, in the same order."""
+
+    method: str = Field(description="how it was made: 'tsne'")
+    points: list[list[float]]
+    codes: list[list[float]] = Field(
+        description="(M, D) the codes the points stand for: the page decodes the nearest one"
+    )
+    bounds: Bounds
 
 
 class ImagesResponse(BaseModel):

@@ -110,9 +110,9 @@ function pathBetween(a, b, steps, spherical) {
     (Math.sin((1 - t) * omega) * ai + Math.sin(t * omega) * b[i]) / sin));
 }
 
-// `n` codes of `d` values from N(0, temperature^2 I), the same for the same seed
-// (mulberry32 and Box-Muller; not the server's draws).
-function normalCodes(n, d, seed, temperature = 1) {
+// A seeded source of N(0, 1) draws (mulberry32 and Box-Muller; not the server's draws), and
+// of uniform ones in [0, 1).
+function seededRandom(seed) {
   let state = (seed * 2654435761) >>> 0;
   const uniform = () => {
     state = (state + 0x6d2b79f5) >>> 0;
@@ -125,5 +125,32 @@ function normalCodes(n, d, seed, temperature = 1) {
     const u = 1 - uniform(); // in (0, 1]
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
   };
+  return { uniform, normal };
+}
+
+// `n` codes of `d` values from N(0, temperature^2 I), the same for the same seed.
+function normalCodes(n, d, seed, temperature = 1) {
+  const { normal } = seededRandom(seed);
   return Array.from({ length: n }, () => Array.from({ length: d }, () => temperature * normal()));
+}
+
+// `n` codes from a Gaussian mixture (RunInfo.mixture: weights, means, cholesky): a component
+// by its weight, then mean + temperature * L eps, the same for the same seed.
+function mixtureCodes(n, mixture, seed, temperature = 1) {
+  const { uniform, normal } = seededRandom(seed);
+  const { weights, means, cholesky } = mixture;
+  const pick = () => {
+    let u = uniform();
+    for (let k = 0; k < weights.length; k++) {
+      u -= weights[k];
+      if (u < 0) return k;
+    }
+    return weights.length - 1;
+  };
+  return Array.from({ length: n }, () => {
+    const k = pick();
+    const eps = means[k].map(() => normal());
+    return means[k].map((m, i) =>
+      m + temperature * cholesky[k][i].reduce((s, l, j) => s + (j <= i ? l * eps[j] : 0), 0));
+  });
 }

@@ -1,20 +1,31 @@
 // vaelab explorer: one panel per run, talking to the JSON API of vaelab/explorer/app.py.
 // Plain JS; its one library, onnxruntime-web, is served by vaelab (decoder.js): it must work
 // offline. Where a run's decoder runs in the browser (decoder.js), moving over the map, the
-// sliders, interpolation and sampling decode here without a request; otherwise, and for
-// uploads, the server decodes and images arrive as PNG data URLs. Either way images are at the
-// data's own resolution and are drawn scaled up without smoothing. The map's colours come from
-// colours.js. A label-conditional run (a cvae, an m2) gets a class picker: every decode, sample
-// and interpolation carries the picked class, and your own input is shown decoded as every
-// class. A completion model (a cvae trained with --observe) gets a note instead of the panel.
+// sliders, interpolation, the decoded grid and sampling decode here without a request;
+// otherwise, and for uploads, the server decodes and images arrive as PNG data URLs. Either way
+// images are at the data's own resolution and are drawn scaled up without smoothing. The map's
+// colours come from colours.js, your own input's preparation from inputs.js. A
+// label-conditional run (a cvae, an m2) gets a class picker: every decode, sample and
+// interpolation carries the picked class, and your own input is shown decoded as every class.
+// A completion model (a cvae trained with --observe) gets a note instead of the panel.
+//
+// The map: move (mouse, pen or touch) to decode the point under the pointer, click or tap to
+// pin it, drag to pan, wheel or pinch-free +/- buttons to zoom. With the keyboard: arrows move
+// the point (Shift: ten times further), Enter pins it, + and - zoom, 0 resets the view. The
+// view's state is kept in the URL's #fragment, so a link opens the same view.
 "use strict";
 
 const MAX_SLIDERS = 16;
 const INTERP_STEPS = 16;
 const SAMPLE_N = 16;
 const MAP_PAD = 24; // canvas pixels around the plotted bounds
+const GRID_N = 12; // the decoded grid's cells per side
+const KEY_STEP = 0.02; // of the view, per arrow key press
+const ZOOM_STEP = 1.5;
+const DRAG_PIXELS = 4; // a press that moves further is a pan, not a click
 
 const panels = [];
+window.vaelabPanels = panels; // for tests and tools
 let sampleSeed = 0;
 let runtimeFolder = null; // where onnxruntime-web is served from; null: not installed
 // For tests and benchmarks: ms from each map pointer event to its image drawn, per panel.
@@ -67,20 +78,6 @@ async function drawGrid(canvas, sources, columns) {
     drawImage(canvas, src, [(i % columns) * w, Math.floor(i / columns) * h, w, h])));
 }
 
-// Resize any image to the run's (width, height) on black, as a PNG data URL for /encode.
-async function toNativeSize(src, width, height) {
-  const img = await loadImage(src);
-  const canvas = document.createElement("canvas");
-  canvas.width = width;
-  canvas.height = height;
-  const ctx = canvas.getContext("2d");
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, width, height);
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(img, 0, 0, width, height);
-  return canvas.toDataURL("image/png");
-}
-
 function setStatus(node, message, isError = false) {
   node.textContent = message;
   node.classList.toggle("error", isError);
@@ -99,6 +96,56 @@ function sameLabels(a, b) {
   return Boolean(a.labels && b.labels) && JSON.stringify(a.labels) === JSON.stringify(b.labels);
 }
 
+// Whether two runs' codes are points of one space (the same number of dimensions, each with
+// the meaning of its index): linked panels then go to the same latent point, not to the same
+// place on their maps.
+function sameSpace(a, b) {
+  return a.latent_dim === b.latent_dim && !a.completion && !b.completion;
+}
+
+function nearest(points, [px, py]) {
+  let best = 0;
+  let bestDist = Infinity;
+  points.forEach(([x, y], i) => {
+    const d = (x - px) ** 2 + (y - py) ** 2;
+    if (d < bestDist) [best, bestDist] = [i, d];
+  });
+  return best;
+}
+
+function nearestCode(codes, z) {
+  let best = 0;
+  let bestDist = Infinity;
+  codes.forEach((code, i) => {
+    const d = code.reduce((s, v, k) => s + (v - z[k]) ** 2, 0);
+    if (d < bestDist) [best, bestDist] = [i, d];
+  });
+  return best;
+}
+
+// ---------------------------------------------------------------- the view's state in the URL
+
+const urlState = new URLSearchParams(window.location.hash.slice(1));
+let urlTimer = null;
+
+function numbers(text, count) {
+  if (text === null) return null;
+  const values = text.split(",").map(Number);
+  return values.length === count && values.every(Number.isFinite) ? values : null;
+}
+
+// Write every panel's state into the URL's #fragment, at most every 200 ms.
+function saveState() {
+  if (urlTimer) return;
+  urlTimer = setTimeout(() => {
+    urlTimer = null;
+    const state = new URLSearchParams();
+    if (panels.length > 1 && !linked()) state.set("link", "0");
+    panels.forEach((p, k) => p.writeState(state, `${k}.`));
+    history.replaceState(null, "", `#${state.toString()}`);
+  }, 200);
+}
+
 // ---------------------------------------------------------------- a panel per run
 
 class Panel {
@@ -107,11 +154,17 @@ class Panel {
     this.root = root;
     this.q = (sel) => root.querySelector(sel);
     this.map = null;           // the /map response
+    this.embedding = null;     // the /embedding response (t-SNE), fetched when first shown
+    this.layout = "plane";     // what the map shows: "plane" (2-D space or PCA) or "tsne"
+    this.view = null;          // the zoomed bounds {xmin, xmax, ymin, ymax}; null: the layout's
     this.colourBy = CLASS;     // what colours the map's points: CLASS or a factor's name
-    this.mapImage = null;      // the scatter drawn once, offscreen
-    this.cursor = null;        // [x, y] in latent-plane coordinates
+    this.mapImage = null;      // the scatter drawn once per view, offscreen
+    this.grid = false;         // whether decoded images tile the map (the manifold)
+    this.gridImage = null;     // those images, for the view they were decoded for
+    this.gridVersion = 0;
+    this.cursor = null;        // [x, y] in the layout's coordinates
     this.pinned = null;
-    this.ownPoint = null;      // the code of the user's own input
+    this.ownCode = null;       // its code
     this.path = null;          // the interpolation response
     this.frame = 0;
     this.z = null;             // the code of the decoded image
@@ -119,20 +172,25 @@ class Panel {
     this.pendingEvent = null;  // the timestamp of the pointer event that asked for it
     this.decoder = null;       // the run's decoder in the browser (decoder.js), else null
     this.codes = new Map();    // test image index -> its code, fetched once
+    this.examples = new Map(); // test image index -> the promise of its /test_image reply
+    this.nearestShown = -1;    // the test image shown as the nearest
     this.busy = false;
     this.picking = [];         // test indices chosen in "click two points" mode
     this.label = null;         // the picked class of a conditional run, sent with every decode
-    this.lastQuery = null;     // the latest decode body (points or z), redone for a new class
+    this.lastQuery = null;     // the latest decode body ({z}), redone for a new class
     this.seed = sampleSeed;    // the seed of the samples shown
-    this.input = null;         // your own input, at the run's size, as a PNG data URL
+    this.temperature = 1;      // of the samples
+    this.source = null;        // your own input as given (an image URL or the drawing)
     this.unavailable = false;  // a completion model: no map, decoder or samples
+    this.press = null;         // the pointer press on the map: {x, y, view, dragged}
   }
 
   status(message, isError = false) {
     setStatus(this.q(".panel-status"), message, isError);
   }
 
-  async init() {
+  async init(index) {
+    this.index = index;
     this.describe();
     if (this.run.completion) {
       this.showUnavailable();
@@ -141,6 +199,7 @@ class Panel {
     if (this.run.conditional) await this.buildLabelPicker();
     this.buildSliders();
     this.bindMap();
+    this.bindMapControls();
     this.bindInterpolation();
     this.bindSample();
     this.bindOwnInput();
@@ -157,11 +216,12 @@ class Panel {
     this.root.dataset.decoding = this.decoder ? "browser" : "server";
     this.setSliderRanges(this.map.ranges);
     this.buildColourBy();
-    this.drawScatter();
-    this.redraw();
     this.q(".from").max = this.q(".to").max = Math.max(...this.map.indices);
-    this.moveTo(this.toFraction(this.meanPoint()), { propagate: false });
-    await Promise.all([this.interpolate(), this.sample(sampleSeed)]);
+    const z = await this.readState(`${index}.`);
+    this.refreshMap();
+    if (z) this.goToCode(z);
+    else this.hover(this.meanPoint(), { propagate: false });
+    await Promise.all([this.interpolate(), this.sample(this.seed)]);
   }
 
   base() {
@@ -176,7 +236,61 @@ class Panel {
       : r.conditional ? `, conditional on ${r.labels.length} classes` : "";
     this.q(".run-info").textContent =
       `${r.model}, latent ${r.latent_dim}, ${r.channels}×${r.height}×${r.width}${kind}`;
-    if (!r.has_prior) this.q(".sample").title = "this model has no prior: samples may be poor";
+    const from = {
+      normal: "z ~ N(0, T² I), the prior",
+      mixture: "a mixture of 10 Gaussians fitted to the test codes (this model has no prior)",
+      prior: "the run's own prior, at T = 1",
+    }[r.sampler];
+    this.q(".sampler-note").textContent = `from ${from}`;
+    const t = this.q(".temperature");
+    t.disabled = !r.temperature;
+    if (!r.temperature) t.title = "this prior is drawn at temperature 1 only";
+  }
+
+  // ---- the state of the view, in the URL (see saveState)
+
+  writeState(state, key) {
+    if (!this.map) return;
+    const f = (values) => values.map((v) => Number(v.toPrecision(6))).join(",");
+    if (this.layout !== "plane") state.set(`${key}layout`, this.layout);
+    if (this.view) {
+      const v = this.view;
+      state.set(`${key}view`, f([v.xmin, v.xmax, v.ymin, v.ymax]));
+    }
+    if (this.z) state.set(`${key}z`, f(this.z));
+    if (this.pinned) state.set(`${key}pin`, f(this.pinned));
+    if (this.grid) state.set(`${key}grid`, "1");
+    if (this.temperature !== 1) state.set(`${key}t`, String(this.temperature));
+    if (this.seed) state.set(`${key}seed`, String(this.seed));
+    if (this.run.conditional) state.set(`${key}class`, String(this.label));
+    state.set(`${key}path`, `${this.q(".from").value},${this.q(".to").value}`);
+  }
+
+  // Take the state a link gave (before the map is drawn); returns the code it showed, or null.
+  async readState(key) {
+    const get = (name) => urlState.get(`${key}${name}`);
+    const layout = get("layout");
+    if (layout === "tsne" && this.run.latent_dim > 2) await this.setLayout("tsne", { draw: false });
+    const view = numbers(get("view"), 4);
+    if (view && view[0] < view[1] && view[2] < view[3]) {
+      this.view = { xmin: view[0], xmax: view[1], ymin: view[2], ymax: view[3] };
+    }
+    this.pinned = numbers(get("pin"), 2);
+    const t = Number(get("t"));
+    if (t > 0 && t <= 2) this.setTemperature(t, { propagate: false, resample: false });
+    const seed = Number(get("seed"));
+    if (Number.isInteger(seed) && seed > 0) this.seed = sampleSeed = Math.max(sampleSeed, seed);
+    const k = Number(get("class"));
+    if (this.run.conditional && Number.isInteger(k) && k >= 0 && k < this.run.labels.length) {
+      this.label = k;
+      this.q(".label-pick").value = String(k);
+    }
+    const path = numbers(get("path"), 2);
+    if (path && path.every((i) => Number.isInteger(i) && i >= 0)) {
+      [this.q(".from").value, this.q(".to").value] = path;
+    }
+    if (get("grid") === "1") this.setGrid(true, { draw: false });
+    return numbers(get("z"), this.run.latent_dim); // the code to show, if any
   }
 
   // ---- the class of a conditional run; a completion model's note
@@ -236,7 +350,7 @@ class Panel {
       if (this.lastQuery) this.requestDecode(this.lastQuery);
       this.sample(this.seed);
       this.interpolate();
-      if (this.input && !this.run.classifier) this.encode(this.input);
+      if (this.source && !this.run.classifier) this.encode(this.source);
     }
     if (propagate) {
       forOthers(this, (p) => {
@@ -245,10 +359,22 @@ class Panel {
     }
   }
 
-  // ---- map geometry: latent-plane (x, y) <-> canvas pixels <-> fraction of the bounds
+  // ---- map geometry: layout (x, y) <-> canvas pixels <-> fraction of the view
+
+  layoutPoints() {
+    return this.layout === "tsne" ? this.embedding.points : this.map.points;
+  }
+
+  layoutBounds() {
+    return this.layout === "tsne" ? this.embedding.bounds : this.map.bounds;
+  }
+
+  bounds() {
+    return this.view || this.layoutBounds();
+  }
 
   toCanvas([x, y]) {
-    const b = this.map.bounds;
+    const b = this.bounds();
     const c = this.q(".map");
     const w = c.width - 2 * MAP_PAD;
     const h = c.height - 2 * MAP_PAD;
@@ -257,16 +383,16 @@ class Panel {
   }
 
   fromFraction([fx, fy]) {
-    const b = this.map.bounds;
+    const b = this.bounds();
     return [b.xmin + fx * (b.xmax - b.xmin), b.ymax - fy * (b.ymax - b.ymin)];
   }
 
   toFraction([x, y]) {
-    const b = this.map.bounds;
+    const b = this.bounds();
     return [(x - b.xmin) / (b.xmax - b.xmin), (b.ymax - y) / (b.ymax - b.ymin)];
   }
 
-  // The fraction of the plotted area under a mouse event (may fall outside 0..1 in the padding).
+  // The fraction of the plotted area under a pointer event (outside 0..1 in the padding).
   eventFraction(event) {
     const c = this.q(".map");
     const box = c.getBoundingClientRect();
@@ -281,20 +407,146 @@ class Panel {
     return axes.map((a) => a.reduce((sum, ai, i) => sum + ai * (z[i] - center[i]), 0));
   }
 
-  // The mean of the test codes on the map: a start that lies among the data.
+  // Where a code shows on the map: its projection on the plane; on the t-SNE map, the point
+  // of the nearest test code.
+  locate(z) {
+    if (this.layout === "plane") return this.project(z);
+    return this.embedding.points[nearestCode(this.embedding.codes, z)];
+  }
+
+  // The code that a layout point stands for: the plane's lift; on the t-SNE map, the code of
+  // the nearest point (the map has no inverse).
+  codeAt(point) {
+    if (this.layout === "plane") return liftPoint(point, this.map.plane);
+    return this.embedding.codes[nearest(this.embedding.points, point)];
+  }
+
+  // The mean of the points on the map: a start that lies among the data.
   meanPoint() {
-    const n = this.map.points.length;
-    return this.map.points.reduce(([sx, sy], [x, y]) => [sx + x / n, sy + y / n], [0, 0]);
+    const points = this.layoutPoints();
+    const n = points.length;
+    return points.reduce(([sx, sy], [x, y]) => [sx + x / n, sy + y / n], [0, 0]);
   }
 
   nearestIndex(point) {
-    let best = 0;
-    let bestDist = Infinity;
-    this.map.points.forEach(([x, y], i) => {
-      const d = (x - point[0]) ** 2 + (y - point[1]) ** 2;
-      if (d < bestDist) [best, bestDist] = [i, d];
+    return this.map.indices[nearest(this.layoutPoints(), point)];
+  }
+
+  // ---- the map's controls: layout, decoded grid, zoom and pan
+
+  bindMapControls() {
+    const layout = this.q(".layout");
+    if (this.run.latent_dim > 2) {
+      this.q(".layout-label").hidden = false;
+      layout.addEventListener("change", () => this.setLayout(layout.value));
+    }
+    this.q(".grid-toggle").addEventListener("change", (e) => this.setGrid(e.target.checked));
+    this.q(".zoom-in").addEventListener("click", () => this.zoom(1 / ZOOM_STEP));
+    this.q(".zoom-out").addEventListener("click", () => this.zoom(ZOOM_STEP));
+    this.q(".zoom-reset").addEventListener("click", () => this.setView(null));
+  }
+
+  // Show the PCA plane ("plane") or the t-SNE map ("tsne", fetched once: some seconds).
+  async setLayout(layout, { draw = true } = {}) {
+    if (layout === this.layout) return;
+    if (layout === "tsne" && !this.embedding) {
+      this.status("computing the t-SNE map of the codes…");
+      try {
+        this.embedding = await api(`${this.base()}/embedding`);
+      } catch (error) {
+        this.status(`t-SNE: ${error.message}`, true);
+        this.q(".layout").value = this.layout;
+        return;
+      }
+      this.status("");
+    }
+    const z = this.z;
+    this.layout = layout;
+    this.view = null;
+    this.q(".layout").value = layout;
+    this.q(".grid-toggle").disabled = layout !== "plane";
+    this.q(".grid-toggle").title = layout === "plane" ? ""
+      : "the t-SNE map has no inverse: the grid is decoded on the PCA plane";
+    this.cursor = z ? this.locate(z) : null;
+    this.pinned = null;
+    if (draw) {
+      this.drawScatter();
+      this.redraw();
+    }
+    saveState();
+  }
+
+  setGrid(on, { draw = true } = {}) {
+    this.grid = on;
+    this.q(".grid-toggle").checked = on;
+    this.gridImage = null;
+    if (draw) this.refreshMap();
+    saveState();
+  }
+
+  // Zoom by `factor` (< 1: in) about a layout point (default: the view's centre).
+  zoom(factor, about = null) {
+    const b = this.bounds();
+    const [cx, cy] = about || [(b.xmin + b.xmax) / 2, (b.ymin + b.ymax) / 2];
+    this.setView({
+      xmin: cx + (b.xmin - cx) * factor, xmax: cx + (b.xmax - cx) * factor,
+      ymin: cy + (b.ymin - cy) * factor, ymax: cy + (b.ymax - cy) * factor,
     });
-    return this.map.indices[best];
+  }
+
+  setView(view) {
+    const ok = view && [view.xmin, view.xmax, view.ymin, view.ymax].every(Number.isFinite)
+      && view.xmax - view.xmin > 1e-9 && view.ymax - view.ymin > 1e-9;
+    this.view = ok ? view : null;
+    this.refreshMap();
+    saveState();
+  }
+
+  // Redraw the map for a new view or layout: the points at once, the decoded grid after.
+  refreshMap() {
+    this.gridImage = null;
+    this.drawScatter();
+    this.redraw();
+    if (this.grid && this.layout === "plane") this.decodeGrid();
+  }
+
+  // The manifold: GRID_N x GRID_N images decoded at the centres of the view's cells.
+  async decodeGrid() {
+    const version = ++this.gridVersion;
+    const c = this.q(".map");
+    const cell = (c.width - 2 * MAP_PAD) / GRID_N;
+    const centres = [];
+    for (let row = 0; row < GRID_N; row++) {
+      for (let col = 0; col < GRID_N; col++) {
+        centres.push(this.fromFraction([(col + 0.5) / GRID_N, (row + 0.5) / GRID_N]));
+      }
+    }
+    try {
+      const images = await this.decodeMany(centres.map((p) => liftPoint(p, this.map.plane)));
+      if (version !== this.gridVersion) return; // the view moved on meanwhile
+      const off = document.createElement("canvas");
+      [off.width, off.height] = [c.width, c.height];
+      await Promise.all(images.map((image, i) => drawImage(off, image, [
+        MAP_PAD + (i % GRID_N) * cell, MAP_PAD + Math.floor(i / GRID_N) * cell, cell, cell])));
+      if (version !== this.gridVersion) return;
+      this.gridImage = off;
+      this.drawScatter();
+      this.redraw();
+      c.dataset.grid = "drawn"; // for tests
+    } catch (error) {
+      this.status(`grid: ${error.message}`, true);
+    }
+  }
+
+  // Images of many codes: in the browser, else from the server a row of the grid at a time.
+  async decodeMany(zs) {
+    if (this.decoder) return this.decoder.decode(zs);
+    const images = [];
+    for (let i = 0; i < zs.length; i += GRID_N) {
+      const body = this.labelled({ z: zs.slice(i, i + GRID_N) });
+      images.push(...(await api(`${this.base()}/decode`, body)).images);
+    }
+    return images;
   }
 
   // ---- drawing the map
@@ -333,28 +585,37 @@ class Panel {
     const ctx = off.getContext("2d");
     ctx.fillStyle = "#fff";
     ctx.fillRect(0, 0, off.width, off.height);
+    const [x0, y0, w, h] = [MAP_PAD, MAP_PAD, off.width - 2 * MAP_PAD, off.height - 2 * MAP_PAD];
+    if (this.gridImage) ctx.drawImage(this.gridImage, 0, 0);
     ctx.strokeStyle = "#ccc";
-    ctx.strokeRect(MAP_PAD, MAP_PAD, off.width - 2 * MAP_PAD, off.height - 2 * MAP_PAD);
+    ctx.strokeRect(x0, y0, w, h);
     const scheme = colouring(this.run, this.map, this.colourBy);
-    ctx.globalAlpha = 0.7;
-    this.map.points.forEach((p, i) => {
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(x0, y0, w, h);
+    ctx.clip(); // zoomed in, points beyond the view stay out of the margins
+    ctx.globalAlpha = this.gridImage ? 0.35 : 0.7;
+    this.layoutPoints().forEach((p, i) => {
       const [x, y] = this.toCanvas(p);
       ctx.fillStyle = scheme.colours[i];
       ctx.fillRect(x - 2, y - 2, 4, 4);
     });
-    ctx.globalAlpha = 1;
+    ctx.restore();
     this.drawAxisLabels(ctx, off);
     this.mapImage = off;
     // For tests and tools: what colours the points, and each point's colour in map order.
     c.dataset.colourBy = this.colourBy || "class";
     c.dataset.colours = scheme.colours.join(" ");
+    c.dataset.layout = this.layout;
+    c.dataset.zoomed = String(Boolean(this.view));
     this.drawLegend(scheme);
   }
 
   drawAxisLabels(ctx, canvas) {
-    const b = this.map.bounds;
+    const b = this.bounds();
     const f = (v) => v.toFixed(1);
-    const pca = this.map.projection === "pca";
+    const axes = { tsne: ["t-SNE 1", "t-SNE 2"], pca: ["PC1", "PC2"], identity: ["z1", "z2"] }[
+      this.layout === "tsne" ? "tsne" : this.map.projection];
     ctx.fillStyle = "#555";
     ctx.font = "16px system-ui, sans-serif";
     ctx.textBaseline = "middle";
@@ -363,10 +624,13 @@ class Panel {
     ctx.fillText(right, canvas.width - MAP_PAD - ctx.measureText(right).width,
       canvas.height - MAP_PAD / 2);
     ctx.fillText(`${f(b.ymax)}`, 4, MAP_PAD / 2);
-    ctx.fillText(pca ? "PC1 →" : "z1 →", canvas.width / 2 - 20, canvas.height - MAP_PAD / 2);
-    ctx.fillText(pca ? "↑ PC2" : "↑ z2", canvas.width / 2 - 20, MAP_PAD / 2);
-    this.q(".projection").textContent = pca
-      ? "(PCA plane; other directions at the mean)" : "(the 2-D latent space)";
+    ctx.fillText(`${axes[0]} →`, canvas.width / 2 - 20, canvas.height - MAP_PAD / 2);
+    ctx.fillText(`↑ ${axes[1]}`, canvas.width / 2 - 20, MAP_PAD / 2);
+    this.q(".projection").textContent = {
+      tsne: "(t-SNE of the test codes; decodes the nearest code)",
+      pca: "(PCA plane; other directions at the mean)",
+      identity: "(the 2-D latent space)",
+    }[this.layout === "tsne" ? "tsne" : this.map.projection];
   }
 
   // Discrete colours with their names, or a ramp between its lowest and highest values.
@@ -399,8 +663,8 @@ class Panel {
     const c = this.q(".map");
     const ctx = c.getContext("2d");
     ctx.drawImage(this.mapImage, 0, 0);
-    if (this.path) this.drawPath(ctx);
-    if (this.ownPoint) this.mark(ctx, this.ownPoint, "#000", "diamond");
+    if (this.path && this.layout === "plane") this.drawPath(ctx);
+    if (this.ownCode) this.mark(ctx, this.locate(this.ownCode), "#000", "diamond");
     if (this.pinned) this.mark(ctx, this.pinned, "#d62728", "cross");
     if (this.cursor) this.mark(ctx, this.cursor, "#111", "ring");
   }
@@ -458,14 +722,12 @@ class Panel {
       const [body, eventTime] = [this.pending, this.pendingEvent];
       this.pending = this.pendingEvent = null;
       try {
-        const [image, z] = await this.decodeOne(body);
+        const image = await this.decodeOne(body);
         await drawImage(this.q(".decoded"), image);
         if (eventTime !== null) {
           const ms = performance.now() - eventTime;
           window.vaelabLatencies.push({ run: this.run.name, event: eventTime, ms });
         }
-        // a newer request is waiting: its code, not this older one, is what the sliders show
-        if (!this.pending) this.showCode(z);
         if (this.q(".panel-status").classList.contains("error")) this.status("");
       } catch (error) {
         this.status(`decode: ${error.message}`, true);
@@ -474,55 +736,159 @@ class Panel {
     this.busy = false;
   }
 
-  // The image and code of a decode body ({points} or {z}): in the browser, else the server's.
+  // The image of a decode body ({z: [code]}): in the browser, else the server's.
   async decodeOne(body) {
-    if (this.decoder) {
-      const z = body.z ? body.z[0] : liftPoint(body.points[0], this.map.plane);
-      const [image] = await this.decoder.decode([z]);
-      return [image, z];
+    if (this.decoder) return (await this.decoder.decode(body.z))[0];
+    return (await api(`${this.base()}/decode`, body)).images[0];
+  }
+
+  // Decode the code at a layout point (the pointer's, a key's); linked panels go to the same
+  // latent point where they share this latent space, else to the same place on their maps.
+  hover(point, { propagate = true, eventTime = null } = {}) {
+    const z = this.codeAt(point);
+    this.cursor = this.layout === "plane" ? point : this.locate(z);
+    this.show(z, eventTime);
+    if (propagate) {
+      const fraction = this.toFraction(point);
+      forOthers(this, (p) => {
+        if (sameSpace(this.run, p.run)) p.goToCode(z, { eventTime });
+        else p.hover(p.fromFraction(fraction), { propagate: false, eventTime });
+      });
     }
-    const result = await api(`${this.base()}/decode`, body);
-    return [result.images[0], result.z[0]];
   }
 
-  // Move the cursor to a fraction of the map bounds and decode there.
-  moveTo(fraction, { propagate = true, eventTime = null } = {}) {
-    this.cursor = this.fromFraction(fraction);
+  // Decode the code z and mark where it shows on the map.
+  goToCode(z, { eventTime = null } = {}) {
+    this.cursor = this.locate(z);
+    this.show(z, eventTime);
+  }
+
+  show(z, eventTime = null) {
+    this.showCode(z);
     this.redraw();
-    this.requestDecode({ points: [this.cursor] }, eventTime);
-    if (propagate) forOthers(this, (p) => p.moveTo(fraction, { propagate: false, eventTime }));
+    this.requestDecode({ z: [z] }, eventTime);
+    this.showNearest(this.cursor);
+    saveState();
   }
 
-  pin(fraction, { propagate = true } = {}) {
-    this.pinned = this.fromFraction(fraction);
-    this.moveTo(fraction, { propagate: false });
-    if (propagate) forOthers(this, (p) => p.pin(fraction, { propagate: false }));
+  pin(point, { propagate = true } = {}) {
+    this.hover(point, { propagate: false });
+    this.pinned = this.cursor;
+    this.redraw();
+    if (propagate) {
+      forOthers(this, (p) => {
+        if (sameSpace(this.run, p.run)) p.goToCode(this.z);
+        else p.hover(p.fromFraction(this.toFraction(point)), { propagate: false });
+        p.pinned = p.cursor;
+        p.redraw();
+      });
+    }
+    saveState();
   }
 
+  // The code shown: the readout and the sliders, which edit it.
   showCode(z) {
     this.z = z;
     const shown = z.slice(0, 4).map((v) => v.toFixed(2)).join(", ");
     this.q(".readout").textContent = `z = [${shown}${z.length > 4 ? ", …" : ""}]`;
+    this.root.dataset.z = z.join(","); // for tests and tools: the code shown, in full
     this.q(".sliders").querySelectorAll("input").forEach((input, i) => {
       input.value = z[i];
       input.nextElementSibling.textContent = z[i].toFixed(2);
     });
   }
 
+  // The test image nearest to a layout point, with its label, beside the decoded image.
+  async showNearest(point) {
+    if (!point) return;
+    const index = this.nearestIndex(point);
+    if (index === this.nearestShown) return;
+    this.nearestShown = index;
+    if (!this.examples.has(index)) this.examples.set(index, api(`${this.base()}/test_image/${index}`));
+    try {
+      const example = await this.examples.get(index);
+      if (index !== this.nearestShown) return; // the pointer moved on
+      await drawImage(this.q(".nearest"), example.image);
+      const label = example.label === null ? ""
+        : `: ${this.run.class_names ? this.run.class_names[example.label] : example.label}`;
+      this.q(".nearest-caption").textContent = `nearest test image #${index}${label}`;
+      this.q(".nearest").dataset.index = String(index);
+    } catch (error) {
+      this.examples.delete(index);
+      this.status(`test image: ${error.message}`, true);
+    }
+  }
+
   bindMap() {
     const c = this.q(".map");
-    c.addEventListener("pointermove", (e) => {
-      if (this.map) this.moveTo(this.eventFraction(e), { eventTime: e.timeStamp });
-    });
-    c.addEventListener("mouseleave", () => {
-      if (this.map && this.pinned) this.moveTo(this.toFraction(this.pinned));
-    });
-    c.addEventListener("click", (e) => {
+    c.addEventListener("pointerdown", (e) => {
       if (!this.map) return;
-      const fraction = this.eventFraction(e);
-      if (this.q(".pick").getAttribute("aria-pressed") === "true") this.pickPoint(fraction);
-      else this.pin(fraction);
+      c.setPointerCapture(e.pointerId);
+      this.press = { x: e.clientX, y: e.clientY, view: this.bounds(), dragged: false };
     });
+    c.addEventListener("pointermove", (e) => {
+      if (!this.map) return;
+      const press = this.press;
+      if (press && (press.dragged || Math.hypot(e.clientX - press.x, e.clientY - press.y)
+          > DRAG_PIXELS)) {
+        press.dragged = true;
+        this.panBy(press, e);
+        return;
+      }
+      this.hover(this.fromFraction(this.eventFraction(e)), { eventTime: e.timeStamp });
+    });
+    c.addEventListener("pointerup", (e) => {
+      const press = this.press;
+      this.press = null;
+      if (!this.map || !press || press.dragged) return;
+      const point = this.fromFraction(this.eventFraction(e));
+      if (this.q(".pick").getAttribute("aria-pressed") === "true") this.pickPoint(point);
+      else this.pin(point);
+    });
+    c.addEventListener("pointercancel", () => { this.press = null; });
+    c.addEventListener("pointerleave", (e) => {
+      if (this.map && this.pinned && e.pointerType === "mouse") this.hover(this.pinned);
+    });
+    c.addEventListener("wheel", (e) => {
+      if (!this.map) return;
+      e.preventDefault();
+      this.zoom(e.deltaY > 0 ? ZOOM_STEP : 1 / ZOOM_STEP, this.fromFraction(this.eventFraction(e)));
+    }, { passive: false });
+    c.addEventListener("keydown", (e) => this.onKey(e));
+  }
+
+  // Drag to pan: the view moves with the pointer from where it was pressed.
+  panBy(press, e) {
+    const c = this.q(".map");
+    const box = c.getBoundingClientRect();
+    const scale = c.width / box.width / (c.width - 2 * MAP_PAD);
+    const v = press.view;
+    const dx = (e.clientX - press.x) * scale * (v.xmax - v.xmin);
+    const dy = (e.clientY - press.y) * scale * (v.ymax - v.ymin);
+    this.setView({ xmin: v.xmin - dx, xmax: v.xmax - dx, ymin: v.ymin + dy, ymax: v.ymax + dy });
+  }
+
+  onKey(e) {
+    if (!this.map) return;
+    const step = (e.shiftKey ? 10 : 1) * KEY_STEP;
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step],
+      ArrowDown: [0, step] };
+    const [fx, fy] = this.toFraction(this.cursor || this.meanPoint());
+    if (moves[e.key]) {
+      const [dx, dy] = moves[e.key];
+      this.hover(this.fromFraction([fx + dx, fy + dy]), { eventTime: e.timeStamp });
+    } else if (e.key === "Enter" || e.key === " ") {
+      this.pin(this.cursor || this.meanPoint());
+    } else if (e.key === "+" || e.key === "=") {
+      this.zoom(1 / ZOOM_STEP, this.cursor);
+    } else if (e.key === "-") {
+      this.zoom(ZOOM_STEP, this.cursor);
+    } else if (e.key === "0") {
+      this.setView(null);
+    } else {
+      return;
+    }
+    e.preventDefault();
   }
 
   // ---- per-dimension sliders
@@ -558,10 +924,7 @@ class Panel {
     if (!this.z) return;
     const z = this.z.slice();
     z[i] = value;
-    this.z = z;
-    this.cursor = this.project(z);
-    this.redraw();
-    this.requestDecode({ z: [z] });
+    this.goToCode(z);
   }
 
   // ---- interpolation between two test images
@@ -585,8 +948,8 @@ class Panel {
     });
   }
 
-  pickPoint(fraction) {
-    this.picking.push(this.nearestIndex(this.fromFraction(fraction)));
+  pickPoint(point) {
+    this.picking.push(this.nearestIndex(point));
     if (this.picking.length < 2) {
       this.status(`from test image ${this.picking[0]}: now click the end point`);
       return;
@@ -602,6 +965,7 @@ class Panel {
     this.q(".from").value = from;
     this.q(".to").value = to;
     this.interpolate();
+    saveState();
     if (propagate) forOthers(this, (p) => p.selectPair(from, to, { propagate: false }));
   }
 
@@ -652,7 +1016,7 @@ class Panel {
     this.redraw();
   }
 
-  // ---- samples from the prior
+  // ---- samples from the prior (or an autoencoder's mixture), at a temperature
 
   bindSample() {
     this.q(".sample").addEventListener("click", () => {
@@ -660,21 +1024,46 @@ class Panel {
       this.sample(sampleSeed);
       forOthers(this, (p) => p.sample(sampleSeed));
     });
+    this.q(".temperature").addEventListener("input", (e) =>
+      this.setTemperature(Number(e.target.value)));
+  }
+
+  setTemperature(t, { propagate = true, resample = true } = {}) {
+    if (!this.run.temperature) return;
+    this.temperature = t;
+    this.q(".temperature").value = String(t);
+    this.q(".temperature-value").textContent = t.toFixed(2);
+    if (resample) this.sample(this.seed);
+    if (propagate) forOthers(this, (p) => p.setTemperature(t, { propagate: false }));
+  }
+
+  // The codes to decode as samples, where the page can draw them itself; else null.
+  drawnHere(seed) {
+    const { sampler, latent_dim: d, mixture } = this.run;
+    if (!this.decoder) return null;
+    if (sampler === "normal") return normalCodes(SAMPLE_N, d, seed, this.temperature);
+    if (sampler === "mixture") return mixtureCodes(SAMPLE_N, mixture, seed, this.temperature);
+    return null;
   }
 
   async sample(seed) {
     try {
       this.seed = seed;
+      const codes = this.drawnHere(seed);
       let images;
-      if (this.decoder && this.run.normal_samples) { // z ~ N(0, I), drawn and decoded here
-        images = await this.decoder.decode(normalCodes(SAMPLE_N, this.run.latent_dim, seed));
+      if (codes) {
+        images = await this.decoder.decode(codes);
       } else {
         const body = this.labelled({ n: SAMPLE_N, seed });
+        if (this.run.temperature) body.temperature = this.temperature;
         images = (await api(`${this.base()}/sample`, body)).images;
       }
+      if (seed !== this.seed) return; // a newer draw was asked for meanwhile
       await drawGrid(this.q(".samples"), images, Math.ceil(Math.sqrt(SAMPLE_N)));
       const of = this.run.conditional ? ` of class ${this.labelName(this.label)}` : "";
-      this.status(`samples${of} with seed ${seed}`);
+      const at = this.run.temperature ? `, T = ${this.temperature.toFixed(2)}` : "";
+      this.status(`samples${of} with seed ${seed}${at}`);
+      saveState();
     } catch (error) {
       this.status(`sample: ${error.message}`, true);
     }
@@ -685,26 +1074,44 @@ class Panel {
   bindOwnInput() {
     const draw = this.q(".draw");
     clearDrawing(draw);
-    bindDrawing(draw, () => this.encodeEverywhere(draw.toDataURL("image/png")));
+    bindDrawing(draw, () => this.encodeEverywhere(draw));
     this.q(".clear").addEventListener("click", () => clearDrawing(draw));
-    this.q(".encode").addEventListener("click",
-      () => this.encodeEverywhere(draw.toDataURL("image/png")));
+    this.q(".encode").addEventListener("click", () => this.encodeEverywhere(draw));
     this.q(".upload").addEventListener("change", (e) => {
       const file = e.target.files[0];
-      if (file) this.encodeEverywhere(URL.createObjectURL(file)); // read by toNativeSize
+      if (file) this.encodeEverywhere(URL.createObjectURL(file));
     });
+    const grey = this.run.channels === 1;
+    this.q(".centre").checked = grey;
+    this.q(".centre").disabled = !grey;
+    if (!grey) this.q(".centre-label").title = "centring is for grey digits and the like";
+    const again = () => { if (this.source) this.encode(this.source); };
+    this.q(".polarity").addEventListener("change", again);
+    this.q(".centre").addEventListener("change", again);
   }
 
-  encodeEverywhere(src) {
+  // `source`: an image URL, or the drawing canvas (copied now: it may change).
+  encodeEverywhere(source) {
+    let src = source;
+    if (source instanceof HTMLCanvasElement) {
+      src = document.createElement("canvas");
+      [src.width, src.height] = [source.width, source.height];
+      src.getContext("2d").drawImage(source, 0, 0);
+    }
     this.encode(src);
     forOthers(this, (p) => p.encode(src));
   }
 
-  // A cvae encodes with the picked class; an m2 with the class its classifier infers.
-  async encode(src) {
+  // Prepare the input as the run's data looks (inputs.js), show it, encode it and go to its
+  // code: the sliders then edit the encoded input. A cvae encodes with the picked class; an
+  // m2 with the class its classifier infers.
+  async encode(source) {
     try {
-      const image = await toNativeSize(src, this.run.width, this.run.height);
-      this.input = image;
+      this.source = source;
+      const options = { polarity: this.q(".polarity").value, centre: this.q(".centre").checked };
+      const prepared = await prepareInput(source, this.run, options);
+      await drawImage(this.q(".input-shown"), prepared.canvas);
+      const image = prepared.canvas.toDataURL("image/png");
       const body = this.run.conditional && !this.run.classifier
         ? { image, label: this.label } : { image };
       const result = await api(`${this.base()}/encode`, body);
@@ -713,11 +1120,14 @@ class Panel {
         this.showAnalogies(result),
       ]);
       this.showPrediction(result.prediction);
-      this.ownPoint = result.point;
-      this.redraw();
-      const as = result.label === null ? "" : ` (as class ${this.labelName(result.label)})`;
-      const at = result.point.map((v) => v.toFixed(2)).join(", ");
-      this.status(`your input${as}: code at (${at})`);
+      this.ownCode = result.z;
+      this.root.dataset.encoded = result.z.join(","); // for tests and tools
+      this.goToCode(result.z);
+      const done = [prepared.inverted && "inverted", prepared.centred && "centred"]
+        .filter(Boolean);
+      const how = done.length ? ` (${done.join(", ")})` : "";
+      const as = result.label === null ? "" : ` as class ${this.labelName(result.label)}`;
+      this.status(`your input${how} encoded${as}: the sliders now edit its code`);
     } catch (error) {
       this.status(`encode: ${error.message}`, true);
     }
@@ -789,6 +1199,15 @@ function bindDrawing(canvas, onStrokeEnd) {
 
 // ---------------------------------------------------------------- start
 
+// Say how linked panels move: to the same latent point, or by place on their maps.
+function describeLink(runs) {
+  const note = document.getElementById("link-note");
+  const shown = runs.filter((r) => !r.completion);
+  const together = shown.every((r) => sameSpace(shown[0], r));
+  note.textContent = together ? "(to the same latent point)"
+    : "(by place on each map: these runs' latent spaces differ in size)";
+}
+
 async function main() {
   const status = document.getElementById("status");
   try {
@@ -798,12 +1217,17 @@ async function main() {
     const box = document.getElementById("panels");
     box.classList.toggle("two", runs.length > 1);
     document.getElementById("link-label").hidden = runs.length < 2;
+    if (runs.length > 1) {
+      describeLink(runs);
+      document.getElementById("link").checked = urlState.get("link") !== "0";
+      document.getElementById("link").addEventListener("change", saveState);
+    }
     for (const run of runs) {
       const root = template.content.firstElementChild.cloneNode(true);
       box.append(root);
       panels.push(new Panel(run, root));
     }
-    await Promise.all(panels.map((p) => p.init().catch((error) =>
+    await Promise.all(panels.map((p, k) => p.init(k).catch((error) =>
       p.status(`could not load: ${error.message}`, true))));
     document.body.dataset.ready = "true"; // for tests: every map is drawn
   } catch (error) {
