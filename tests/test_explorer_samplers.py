@@ -1,6 +1,7 @@
 """Where the explorer's samples come from: N(0, T^2 I) for a VAE, a Gaussian mixture fitted to an
 autoencoder's codes, the run's own prior at T = 1 for the rest; the t-SNE view of codes of more
-than two dimensions; the data's background, which uploads are prepared against."""
+than two dimensions (`vaelab plot`'s projection); the data's background, which uploads are
+prepared against."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import torch
 from tests.conftest import _tiny_run
 
 from vaelab import train
-from vaelab.explorer.embedding import tsne_points
 from vaelab.explorer.runs import background_of
 from vaelab.explorer.samplers import fit_code_mixture
 
@@ -52,18 +52,6 @@ def test_the_mixture_needs_enough_codes() -> None:
     assert fit_code_mixture(torch.randn(5, 4)) is None
     small = fit_code_mixture(torch.randn(40, 4))  # 40 codes of 4 dims: 5 components
     assert small is not None and len(small.weights) == 5
-
-
-def test_tsne_keeps_neighbourhoods_and_is_repeatable() -> None:
-    codes = _two_clusters(300)
-    points = tsne_points(codes)
-    assert points.shape == (300, 2) and torch.equal(points, tsne_points(codes))
-    right = codes[:, 0] > 0
-    # the two clusters of the codes are two apart groups on the map
-    gap = (points[right].mean(0) - points[~right].mean(0)).norm()
-    assert gap > 3 * max(points[right].std(0).norm(), points[~right].std(0).norm())
-    with pytest.raises(ValueError, match="at least 5 codes"):
-        tsne_points(codes[:4])
 
 
 def test_background_is_the_median_of_the_borders() -> None:

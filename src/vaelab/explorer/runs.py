@@ -15,12 +15,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from vaelab.analysis.latents import Plane, decode_codes, encode_dataset, latent_plane
+from vaelab.analysis.latents import Plane, decode_codes, encode_dataset, latent_plane, project_2d
 from vaelab.analysis.samplers import GaussianMixtureSampler
 from vaelab.data import Factors, Split, image_to_tensor
 from vaelab.errors import VaelabError
 from vaelab.explorer.browser_decoder import BrowserDecoder, browser_decoder, on_server
-from vaelab.explorer.embedding import tsne_points
 from vaelab.explorer.samplers import fit_code_mixture
 from vaelab.figures import to_display
 from vaelab.models import Autoencoder
@@ -31,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAP_POINTS = 2000  # at most this many test codes are drawn on the map
 MAP_SEED = 0  # which ones: a fixed subsample, the same on every start
+MIN_TSNE_POINTS = 5  # fewer codes have no neighbourhoods to keep
 # An upload is decoded at most this many pixels (4 MB as RGBA), so one request costs a few MB
 # whatever it sends; a JPEG is first reduced while it is decoded (by up to 8 in each side).
 MAX_UPLOAD_PIXELS = 1024 * 1024
@@ -132,10 +132,19 @@ class ServedRun:
             return self.model.predict_proba(x.to(self.model.device, self.model.dtype)).cpu()
 
     def tsne(self) -> torch.Tensor:
-        """(M, 2) the t-SNE map of the map's codes (`embedding`), computed on first use."""
+        """(M, 2) the t-SNE map of the map's codes (`vaelab plot --projection tsne`'s, seed
+        0), computed on first use: it keeps neighbourhoods, where the plane keeps the two
+        widest directions, but has no inverse. Raises ValueError for fewer than
+        MIN_TSNE_POINTS codes."""
         with self._tsne_lock:
             if self._tsne is None:
-                self._tsne = tsne_points(self.codes[self.map_indices])
+                codes = self.codes[self.map_indices]
+                if len(codes) < MIN_TSNE_POINTS:
+                    raise ValueError(
+                        f"a t-SNE map needs at least {MIN_TSNE_POINTS} codes, this run has "
+                        f"{len(codes)}"
+                    )
+                self._tsne = project_2d(codes, "tsne", seed=0)
             return self._tsne
 
     def factor_labels(self, f: int) -> list[str]:
