@@ -129,6 +129,7 @@ figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 
 figcaption { color: #555; font-size: 0.9em; } pre { background: #f7f7f7; padding: 0.5em; }
 .scroll { overflow-x: auto; }
 table.confusion td { text-align: right; min-width: 2.5em; }
+iframe.live { width: 100%; height: 1250px; border: 1px solid #ddd; border-radius: 4px; }
 """
 
 
@@ -142,13 +143,18 @@ def render_report(
     evaluation: Sequence[EvalSection] | None = None,
     disentanglement: DisentanglementSection | None = None,
     conditional: ConditionalSection | None = None,
+    live: str | None = None,
 ) -> str:
     """The report page. `figures` are (name, caption, PNG bytes); `config` is
     {section: {option: value}}; `records` the per-epoch metrics; `evaluation` the records of
     eval.json, or None for none; `disentanglement` for data with known factors, or None;
-    `conditional` for a run conditional on class labels, or None. Every piece of text is
-    HTML-escaped."""
-    parts = [f"<h1>{_e(title)}</h1>", key_value_table(summary), "<h2>Figures</h2>"]
+    `conditional` for a run conditional on class labels, or None; `live` the HTML of the
+    live latent map (vaelab.explorer.offline's, which escapes its own text), or None. Every
+    other piece of text is HTML-escaped."""
+    parts = [f"<h1>{_e(title)}</h1>", key_value_table(summary)]
+    if live is not None:
+        parts.append(live)
+    parts.append("<h2>Figures</h2>")
     parts += [_figure(name, caption, png) for name, caption, png in figures]
     if conditional is not None:
         parts.append(_conditional(conditional))

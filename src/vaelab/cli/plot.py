@@ -113,14 +113,22 @@ def write_report(
     seed: int = 0,
     max_factor_images: int = MAX_IMAGES,
     fidelity: bool = True,
+    interactive: bool = False,
 ) -> Path:
     """Draw a run's figures (as `plot_run`, into a `plots/` folder beside the report) and write
     one self-contained HTML report, by default RUN/report.html; return its path. For data with
     known factors the report has a Disentanglement section: the scores of at most
     `max_factor_images` images of the split (see `draw_factor_figures`) and their figures. A
     run conditional on class labels has a Conditional model section (see
-    `conditional_section`; `fidelity` False leaves out its label fidelity)."""
+    `conditional_section`; `fidelity` False leaves out its label fidelity). `interactive`
+    adds the explorer's live latent map, decoding in the page with no server (see
+    `vaelab.explorer.offline`)."""
     check_options(projection=projection, max_points=max_points)
+    live = None
+    if interactive:  # first: a run the page cannot decode is refused before the figures
+        from vaelab.explorer.offline import live_section, load_offline_run
+
+        live = live_section(load_offline_run(run, checkpoint=checkpoint, device=device))
     trained = open_run(run, checkpoint=checkpoint, device=device)
     data = trained.load_data(dataset, data_dir)
     loaded = trained.split_of(data, split)
@@ -160,6 +168,7 @@ def write_report(
         evaluation=read_evaluation(run_dir) or read_evaluation(loaded.run.records_dir),
         disentanglement=section,
         conditional=conditional,
+        live=live,
     )
     try:
         atomic_write_text(path, page)
@@ -313,6 +322,12 @@ def add_parsers(subparsers: Any) -> None:
         )
         add_quiet(parser)
     report.add_argument(
+        "--interactive",
+        action="store_true",
+        help="add the explorer's live latent map, which decodes in the page itself (no "
+        "server; the file grows by about 6 MB, onnxruntime-web's WebAssembly)",
+    )
+    report.add_argument(
         "--no-fidelity",
         action="store_true",
         help="leave out the label fidelity of a cvae's or an m2's samples (which trains the "
@@ -339,7 +354,15 @@ def _plot(args: argparse.Namespace) -> list[Path]:
 
 def _report(args: argparse.Namespace) -> list[Path]:
     options = _figure_options(args)
-    return [write_report(Path(args.run), args.out, **options, fidelity=not args.no_fidelity)]
+    return [
+        write_report(
+            Path(args.run),
+            args.out,
+            **options,
+            fidelity=not args.no_fidelity,
+            interactive=args.interactive,
+        )
+    ]
 
 
 COMMANDS = {"plot": _plot, "report": _report}

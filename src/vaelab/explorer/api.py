@@ -89,6 +89,109 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return entries | TOO_BUSY
 
 
+def mixture_info(run: ServedRun) -> s.MixtureInfo:
+    """An autoencoder's mixture sampler, for the page to draw from."""
+    assert run.mixture is not None
+    m = run.mixture
+    return s.MixtureInfo(
+        weights=m.weights.tolist(),
+        means=m.means.tolist(),
+        cholesky=torch.linalg.cholesky(m.covariances).tolist(),
+    )
+
+
+def factor_infos(run: ServedRun) -> list[s.FactorInfo] | None:
+    info = run.factor_info
+    if info is None:
+        return None
+    return [
+        s.FactorInfo(name=name, categorical=kind, values=list(values), labels=run.factor_labels(f))
+        for f, (name, values, kind) in enumerate(
+            zip(info.names, info.values, info.categorical, strict=True)
+        )
+    ]
+
+
+def factors_at(run: ServedRun, index: torch.Tensor | int) -> list | None:
+    """The factor indices of test image(s) `index`: (F,) or (M, F) as lists; None without."""
+    return None if run.test.factors is None else run.test.factors[index].tolist()
+
+
+def run_info(run: ServedRun) -> s.RunInfo:
+    """The run as /api/runs lists it."""
+    sampler = sampler_of(run.model, run.mixture)
+    channels, height, width = run.config.model.data_shape
+    names = list(run.class_names) if run.class_names is not None else None
+    return s.RunInfo(
+        name=run.name,
+        model=run.config.model.model,
+        latent_dim=run.latent_dim,
+        channels=channels,
+        height=height,
+        width=width,
+        class_names=names,
+        has_prior=run.model.has_prior,
+        factors=factor_infos(run),
+        conditional=run.conditional,
+        labels=run.label_names(),
+        classifier=run.classifier,
+        completion=run.observe is not None,
+        observe=run.observe,
+        browser_decoder=run.browser.available,
+        decoding=run.browser.note,
+        normal_samples=sampler == "normal",
+        sampler=sampler,
+        temperature=sampler != "prior",
+        mixture=None if sampler != "mixture" else mixture_info(run),
+        background=list(run.background),
+        data_range=list(run.data_range),
+    )
+
+
+def map_response(run: ServedRun) -> s.MapResponse:
+    """The run's latent map as /map answers it."""
+    points = run.plane.project(run.codes[run.map_indices])  # (M, 2)
+    labels = None if run.test.y is None else run.test.y[run.map_indices].tolist()
+    plane = s.PlaneInfo(center=run.plane.center.tolist(), axes=run.plane.axes.tolist())
+    return s.MapResponse(
+        points=points.tolist(),
+        labels=labels,
+        factors=factors_at(run, run.map_indices),
+        indices=run.map_indices.tolist(),
+        bounds=_bounds(points),
+        plane=plane,
+        projection=run.projection,
+        ranges=_slider_ranges(run).tolist(),
+    )
+
+
+def embedding_response(run: ServedRun) -> s.EmbeddingResponse:
+    """The t-SNE map of the run's map codes as /embedding answers it. Raises ValueError for a
+    2-D latent space or too few codes."""
+    if run.latent_dim <= 2:
+        raise ValueError(f"run {run.name} has a 2-D latent space: the map is the space")
+    points = run.tsne()
+    return s.EmbeddingResponse(
+        method="tsne",
+        points=points.tolist(),
+        codes=run.codes[run.map_indices].tolist(),
+        bounds=_bounds(points),
+    )
+
+
+def example(run: ServedRun, index: int) -> s.ExampleImageResponse:
+    """Test image `index` (in range) as /test_image answers it."""
+    z = run.codes[index]
+    label = None if run.test.y is None else int(run.test.y[index])
+    return s.ExampleImageResponse(
+        image=to_data_urls(run.test.x[index][None], run.data_range)[0],
+        label=label,
+        factors=factors_at(run, index),
+        z=z.tolist(),
+        point=run.plane.project(z[None])[0].tolist(),
+    )
+
+
 def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> None:
     """Attach the /api endpoints for `runs` (by name, in command-line order) to `app`."""
 
@@ -117,64 +220,9 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
             probabilities=probabilities.tolist(),
         )
 
-    def mixture_info(run: ServedRun) -> s.MixtureInfo:
-        assert run.mixture is not None
-        m = run.mixture
-        return s.MixtureInfo(
-            weights=m.weights.tolist(),
-            means=m.means.tolist(),
-            cholesky=torch.linalg.cholesky(m.covariances).tolist(),
-        )
-
-    def factor_infos(run: ServedRun) -> list[s.FactorInfo] | None:
-        info = run.factor_info
-        if info is None:
-            return None
-        return [
-            s.FactorInfo(
-                name=name, categorical=kind, values=list(values), labels=run.factor_labels(f)
-            )
-            for f, (name, values, kind) in enumerate(
-                zip(info.names, info.values, info.categorical, strict=True)
-            )
-        ]
-
-    def factors_at(run: ServedRun, index: torch.Tensor | int) -> list | None:
-        """The factor indices of test image(s) `index`: (F,) or (M, F) as lists; None without."""
-        return None if run.test.factors is None else run.test.factors[index].tolist()
-
     @app.get("/api/runs", response_model=s.RunList, responses=errors())
     def list_runs() -> s.RunList:
-        infos = []
-        for run in runs.values():
-            sampler = sampler_of(run.model, run.mixture)
-            channels, height, width = run.config.model.data_shape
-            names = list(run.class_names) if run.class_names is not None else None
-            info = s.RunInfo(
-                name=run.name,
-                model=run.config.model.model,
-                latent_dim=run.latent_dim,
-                channels=channels,
-                height=height,
-                width=width,
-                class_names=names,
-                has_prior=run.model.has_prior,
-                factors=factor_infos(run),
-                conditional=run.conditional,
-                labels=run.label_names(),
-                classifier=run.classifier,
-                completion=run.observe is not None,
-                observe=run.observe,
-                browser_decoder=run.browser.available,
-                decoding=run.browser.note,
-                normal_samples=sampler == "normal",
-                sampler=sampler,
-                temperature=sampler != "prior",
-                mixture=None if sampler != "mixture" else mixture_info(run),
-                background=list(run.background),
-                data_range=list(run.data_range),
-            )
-            infos.append(info)
+        infos = [run_info(run) for run in runs.values()]
         return s.RunList(runs=infos, runtime=RUNTIME_URL if runtime_installed() else None)
 
     @app.get(
@@ -199,20 +247,7 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
 
     @app.get("/api/runs/{name}/map", response_model=s.MapResponse, responses=errors(404))
     def latent_map(name: str) -> s.MapResponse:
-        run = find(name)
-        points = run.plane.project(run.codes[run.map_indices])  # (M, 2)
-        labels = None if run.test.y is None else run.test.y[run.map_indices].tolist()
-        plane = s.PlaneInfo(center=run.plane.center.tolist(), axes=run.plane.axes.tolist())
-        return s.MapResponse(
-            points=points.tolist(),
-            labels=labels,
-            factors=factors_at(run, run.map_indices),
-            indices=run.map_indices.tolist(),
-            bounds=_bounds(points),
-            plane=plane,
-            projection=run.projection,
-            ranges=_slider_ranges(run).tolist(),
-        )
+        return map_response(find(name))
 
     @app.get(
         "/api/runs/{name}/embedding",
@@ -222,19 +257,10 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
     def embedding(name: str) -> s.EmbeddingResponse:
         """The t-SNE map of the map's codes, for a latent space of more than two dimensions
         (computed on the first request, some seconds)."""
-        run = find(name)
-        if run.latent_dim <= 2:
-            raise HTTPException(422, f"run {name} has a 2-D latent space: the map is the space")
         try:
-            points = run.tsne()
+            return embedding_response(find(name))
         except ValueError as error:
-            raise HTTPException(422, f"run {name}: {error}") from None
-        return s.EmbeddingResponse(
-            method="tsne",
-            points=points.tolist(),
-            codes=run.codes[run.map_indices].tolist(),
-            bounds=_bounds(points),
-        )
+            raise HTTPException(422, str(error)) from None
 
     @app.post(
         "/api/runs/{name}/decode", response_model=s.ImagesResponse, responses=errors(404, 422)
@@ -340,13 +366,4 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
     )
     def test_image(name: str, index: int = PathParam(ge=0)) -> s.ExampleImageResponse:
         run = find(name)
-        index = test_index(run, index, "index")
-        z = run.codes[index]
-        label = None if run.test.y is None else int(run.test.y[index])
-        return s.ExampleImageResponse(
-            image=to_data_urls(run.test.x[index][None], run.data_range)[0],
-            label=label,
-            factors=factors_at(run, index),
-            z=z.tolist(),
-            point=run.plane.project(z[None])[0].tolist(),
-        )
+        return example(run, test_index(run, index, "index"))

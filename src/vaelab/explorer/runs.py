@@ -174,12 +174,18 @@ def run_names(paths: list[Path]) -> list[str]:
 
 
 def load_served_run(
-    name: str, path: Path, *, device: torch.device | str = "cpu", browser_decoding: bool = True
+    name: str,
+    path: Path,
+    *,
+    device: torch.device | str = "cpu",
+    browser_decoding: bool = True,
+    checkpoint: str | None = None,
 ) -> ServedRun:
-    """Load the run folder `path` (its checkpoint as `open_run` picks it), its data and its
-    test codes; with `browser_decoding`, its decoder for the page (see `browser_decoder`)."""
+    """Load the run folder `path` (`checkpoint`, else as `open_run` picks it), its data and
+    its test codes; with `browser_decoding`, its decoder for the page (see
+    `browser_decoder`)."""
     try:
-        trained = open_run(path, device=device)
+        trained = open_run(path, device=device, checkpoint=checkpoint)
         chosen = trained.choose_split()
     except VaelabError as error:
         raise VaelabError(f"run {path}: {error}") from None

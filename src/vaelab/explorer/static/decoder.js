@@ -7,37 +7,67 @@
 
 let runtime = null; // the promise of the loaded `ort` global, once
 
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = src;
+    script.onload = resolve;
+    script.onerror = () => reject(new Error("could not load onnxruntime-web"));
+    document.head.append(script);
+  });
+}
+
+// The bytes of a base64 text in the page (an offline page's element `id`).
+function inlineBytes(id) {
+  const text = document.getElementById(id).textContent.trim();
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function blobUrl(bytes, type) {
+  return URL.createObjectURL(new Blob([bytes], { type }));
+}
+
+// onnxruntime-web from `folder` (served by vaelab), or, on an offline page ("inline"), from
+// the page itself: its scripts from blob URLs, its WebAssembly gunzipped in the browser.
 function loadRuntime(folder) {
   if (!runtime) {
-    runtime = new Promise((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = `${folder}ort.wasm.min.js`;
-      script.onload = () => {
-        const ort = window.ort;
+    runtime = (async () => {
+      const inline = folder === "inline";
+      await loadScript(inline ? blobUrl(inlineBytes("vaelab-ort-js"), "text/javascript")
+        : `${folder}ort.wasm.min.js`);
+      const ort = window.ort;
+      if (inline) {
+        const packed = new Blob([inlineBytes("vaelab-ort-wasm")]).stream();
+        const wasm = await new Response(packed.pipeThrough(new DecompressionStream("gzip")))
+          .arrayBuffer();
+        ort.env.wasm.wasmBinary = new Uint8Array(wasm);
+        ort.env.wasm.wasmPaths = { mjs: blobUrl(inlineBytes("vaelab-ort-mjs"), "text/javascript") };
+      } else {
         ort.env.wasm.wasmPaths = folder;
-        ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is enough here
-        ort.env.logLevel = "error";
-        resolve(ort);
-      };
-      script.onerror = () => reject(new Error("could not load onnxruntime-web"));
-      document.head.append(script);
-    });
+      }
+      ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is enough here
+      ort.env.logLevel = "error";
+      return ort;
+    })();
   }
   return runtime;
 }
 
 class BrowserDecoder {
-  // The decoder of `run` (from /api/runs), or null when the run is decoded by the server.
-  static async create(run, base, folder) {
+  // The decoder of `run` (from /api/runs), or null when the run is decoded by the server;
+  // `inlineModel`: an offline page's decoder, in base64 (else it is fetched).
+  static async create(run, base, folder, inlineModel = null) {
     if (!run.browser_decoder || !folder) return null;
     const [ort, bytes] = await Promise.all([
       loadRuntime(folder),
-      fetch(`${base}/decoder.onnx`).then((r) => {
+      inlineModel !== null ? Promise.resolve(Uint8Array.from(atob(inlineModel), (c) =>
+        c.charCodeAt(0))) : fetch(`${base}/decoder.onnx`).then((r) => {
         if (!r.ok) throw new Error(`decoder.onnx: ${r.status}`);
         return r.arrayBuffer();
       }),
     ]);
-    const session = await ort.InferenceSession.create(new Uint8Array(bytes), {
+    const model = new Uint8Array(bytes);
+    const session = await ort.InferenceSession.create(model, {
       executionProviders: ["wasm"],
       graphOptimizationLevel: "all",
     });

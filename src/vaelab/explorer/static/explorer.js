@@ -33,7 +33,19 @@ window.vaelabLatencies = [];
 
 // ---------------------------------------------------------------- helpers
 
+// An offline page (`vaelab report --interactive`, vaelab/explorer/offline.py) carries the
+// server's answers to its GET requests; anything else needs the server.
+const offline = (() => {
+  const node = document.getElementById("vaelab-offline");
+  return node ? JSON.parse(node.textContent) : null;
+})();
+
 async function api(path, body) {
+  if (offline) {
+    const answer = body === undefined ? offline.get[path] : undefined;
+    if (answer === undefined) throw new Error("this needs the server (vaelab serve)");
+    return structuredClone(answer);
+  }
   const init = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
@@ -136,7 +148,7 @@ function numbers(text, count) {
 
 // Write every panel's state into the URL's #fragment, at most every 200 ms.
 function saveState() {
-  if (urlTimer) return;
+  if (urlTimer || offline) return; // an offline page lives in a frame of its own: no URL
   urlTimer = setTimeout(() => {
     urlTimer = null;
     const state = new URLSearchParams();
@@ -205,7 +217,8 @@ class Panel {
     this.bindOwnInput();
     [this.map, this.decoder] = await Promise.all([
       api(`${this.base()}/map`),
-      BrowserDecoder.create(this.run, this.base(), runtimeFolder).catch((error) => {
+      BrowserDecoder.create(this.run, this.base(), runtimeFolder,
+        offline ? offline.decoder : null).catch((error) => {
         this.status(`decoding on the server: ${error.message}`, true);
         return null;
       }),
@@ -217,6 +230,7 @@ class Panel {
     this.setSliderRanges(this.map.ranges);
     this.buildColourBy();
     this.q(".from").max = this.q(".to").max = Math.max(...this.map.indices);
+    if (offline) this.keepToThePage();
     const z = await this.readState(`${index}.`);
     this.refreshMap();
     if (z) this.goToCode(z);
@@ -245,6 +259,14 @@ class Panel {
     const t = this.q(".temperature");
     t.disabled = !r.temperature;
     if (!r.temperature) t.title = "this prior is drawn at temperature 1 only";
+  }
+
+  // An offline page: what needs the server is left out; the interpolation starts between
+  // the first two test images it carries.
+  keepToThePage() {
+    this.q(".own-card").hidden = true;
+    if (!this.drawnHere(0)) this.q(".sample").closest(".decoded-card").classList.add("no-samples");
+    [this.q(".from").value, this.q(".to").value] = this.map.indices.slice(0, 2);
   }
 
   // ---- the state of the view, in the URL (see saveState)

@@ -75,25 +75,14 @@ function settle(pixels, background, polarity) {
   return invert;
 }
 
-function greyCanvas(plane, w, h) {
+// Values (C, H*W) in [0, 1], one channel (grey) or three, as a canvas.
+function valuesCanvas(values, w, h) {
   const canvas = canvasOf(w, h);
   const ctx = canvas.getContext("2d");
   const image = ctx.createImageData(w, h);
   for (let i = 0; i < w * h; i++) {
-    const v = Math.round(255 * Math.max(0, Math.min(1, plane[i])));
-    image.data.set([v, v, v, 255], 4 * i);
-  }
-  ctx.putImageData(image, 0, 0);
-  return canvas;
-}
-
-function colourCanvas(values, w, h) {
-  const canvas = canvasOf(w, h);
-  const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(w, h);
-  for (let i = 0; i < w * h; i++) {
-    const [r, g, b] = values.map((plane) => Math.round(255 * Math.max(0, Math.min(1, plane[i]))));
-    image.data.set([r, g, b, 255], 4 * i);
+    const rgb = values.map((plane) => Math.round(255 * Math.max(0, Math.min(1, plane[i]))));
+    image.data.set(rgb.length === 1 ? [rgb[0], rgb[0], rgb[0], 255] : [...rgb, 255], 4 * i);
   }
   ctx.putImageData(image, 0, 0);
   return canvas;
@@ -146,7 +135,7 @@ async function prepareInput(source, run, options) {
   const pixels = readPixels(img, grey ? 1 : 3);
   const inverted = settle(pixels, run.background, options.polarity);
   const { w, h, values } = pixels;
-  const full = grey ? greyCanvas(values[0], w, h) : colourCanvas(values, w, h);
+  const full = valuesCanvas(values, w, h);
   const out = canvasOf(run.width, run.height);
   const ctx = out.getContext("2d");
   ctx.imageSmoothingQuality = "high";
