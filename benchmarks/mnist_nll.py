@@ -192,6 +192,18 @@ PRESETS: dict[str, Preset] = {
                 }
             },
             "ladder-local": {"model": {"model": "ladder", **HIERARCHY, "autoregressive": "local"}},
+            # added after the three above were scored (on validation only): the factorised
+            # preset's choice with the local term
+            "hvae-iwae5-local": {
+                "model": {
+                    "model": "hvae",
+                    **HIERARCHY,
+                    **RELU,
+                    "objective": "iwae",
+                    "k": 5,
+                    "autoregressive": "local",
+                }
+            },
         },
     ),
 }
