@@ -103,6 +103,22 @@ def test_map(client: TestClient, name: str, dim: int, projection: str) -> None:
     assert b["ymin"] <= points[:, 1].min() and points[:, 1].max() <= b["ymax"]
 
 
+def test_map_images_hold_each_point_s_test_image_in_order(client: TestClient) -> None:
+    result = client.get("/api/runs/vae/map").json()
+    response = client.get("/api/runs/vae/map_images")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    sheet = np.asarray(Image.open(io.BytesIO(response.content)))
+    columns, n = result["image_columns"], len(result["indices"])
+    assert sheet.shape == (8 * -(-n // columns), 8 * columns)
+    for i in (0, n // 2, n - 1):
+        index = result["indices"][i]
+        alone = np.asarray(_png(client.get(f"/api/runs/vae/test_image/{index}").json()["image"]))
+        row, column = divmod(i, columns)
+        np.testing.assert_array_equal(
+            sheet[8 * row : 8 * row + 8, 8 * column : 8 * column + 8], alone
+        )
+
+
 def test_decode_z_is_deterministic_and_png_sized(client: TestClient) -> None:
     body = {"z": [[0.0, 0.0], [1.5, -2.0]]}
     first, second = (client.post("/api/runs/vae/decode", json=body).json() for _ in range(2))

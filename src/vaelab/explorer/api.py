@@ -161,6 +161,7 @@ def map_response(run: ServedRun) -> s.MapResponse:
         bounds=_bounds(points),
         plane=plane,
         projection=run.projection,
+        image_columns=run.sprite_columns,
         ranges=_slider_ranges(run).tolist(),
     )
 
@@ -244,6 +245,21 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
                 404, f"run {name} has no decoder for the browser: {run.browser.note}"
             )
         return Response(run.browser.onnx, media_type="application/octet-stream")
+
+    @app.get(
+        "/api/runs/{name}/map_images",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"image/png": {}},
+                "description": "the test images of the map's points in one PNG, in their "
+                "order, `image_columns` to a row",
+            },
+            **errors(404),
+        },
+    )
+    def map_images(name: str) -> Response:
+        return Response(find(name).map_sprite(), media_type="image/png")
 
     @app.get("/api/runs/{name}/map", response_model=s.MapResponse, responses=errors(404))
     def latent_map(name: str) -> s.MapResponse:

@@ -1,11 +1,11 @@
 """The explorer as one HTML file that needs no server, for `vaelab report --interactive`.
 
 The page is the explorer's own (index.html, its styles and scripts inline), given the answers
-the server would give for one run: /api/runs, /map, /embedding (more than two dimensions), the
-test images on the map and the decoder as ONNX. onnxruntime-web travels inline too (its
-WebAssembly gzipped, unpacked by the browser's DecompressionStream), loaded from blob URLs, so
-the page works opened from a file. It decodes in the browser; what needs the server (encoding
-your own input, samples of a learned prior) is left out of the page.
+the server would give for one run: /api/runs, /map, /map_images, /embedding (more than two
+dimensions), the test images on the map and the decoder as ONNX. onnxruntime-web travels
+inline too (its WebAssembly gzipped, unpacked by the browser's DecompressionStream), loaded
+from blob URLs, so the page works opened from a file. It decodes in the browser; what needs
+the server (encoding your own input, samples of a learned prior) is left out of the page.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def offline_page(run: ServedRun) -> str:
     for index in run.map_indices.tolist():
         answers[f"{base}/test_image/{index}"] = api.example(run, index).model_dump()
     assert run.browser.onnx is not None
-    data = {"get": answers, "decoder": _b64(run.browser.onnx)}
+    sprite = "data:image/png;base64," + _b64(run.map_sprite())
+    data = {"get": answers, "decoder": _b64(run.browser.onnx), "sprite": sprite}
     runtime = {
         "vaelab-ort-js": _b64((VENDOR / "ort.wasm.min.js").read_bytes()),
         "vaelab-ort-mjs": _b64((VENDOR / "ort-wasm-simd-threaded.mjs").read_bytes()),

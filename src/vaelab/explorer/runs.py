@@ -7,6 +7,7 @@ import base64
 import binascii
 import io
 import logging
+import math
 import re
 import threading
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from vaelab.data import Factors, Split, image_to_tensor
 from vaelab.errors import VaelabError
 from vaelab.explorer.browser_decoder import BrowserDecoder, browser_decoder, on_server
 from vaelab.explorer.samplers import fit_code_mixture
-from vaelab.figures import to_display
+from vaelab.figures import image_grid, to_display
 from vaelab.models import Autoencoder
 from vaelab.runs import open_run
 from vaelab.training import RunConfig
@@ -75,7 +76,8 @@ class ServedRun:
     background: tuple[float, ...] = (0.0,)  # per channel in [0, 1]: see `background_of`
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
     _tsne: torch.Tensor | None = field(default=None, repr=False)
-    _tsne_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _sprite: bytes | None = field(default=None, repr=False)
+    _lazy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def latent_dim(self) -> int:
@@ -136,7 +138,7 @@ class ServedRun:
         0), computed on first use: it keeps neighbourhoods, where the plane keeps the two
         widest directions, but has no inverse. Raises ValueError for fewer than
         MIN_TSNE_POINTS codes."""
-        with self._tsne_lock:
+        with self._lazy_lock:
             if self._tsne is None:
                 codes = self.codes[self.map_indices]
                 if len(codes) < MIN_TSNE_POINTS:
@@ -146,6 +148,29 @@ class ServedRun:
                     )
                 self._tsne = project_2d(codes, "tsne", seed=0)
             return self._tsne
+
+    @property
+    def sprite_columns(self) -> int:
+        """The map's test images to a row in `map_sprite`."""
+        return max(1, math.ceil(math.sqrt(len(self.map_indices))))
+
+    def map_sprite(self) -> bytes:
+        """One PNG of the test images of the map's points, in the map's order, `sprite_columns`
+        to a row at the data's own size with no gaps: the page shows the nearest one on hover
+        without a request. Made on first use."""
+        with self._lazy_lock:
+            if self._sprite is None:
+                grid = image_grid(
+                    self.test.x[self.map_indices].float(),
+                    columns=self.sprite_columns,
+                    padding=0,
+                    value_range=self.data_range,
+                )
+                buffer = io.BytesIO()
+                grey = grid.ndim == 2 or grid.shape[2] == 1
+                Image.fromarray(grid.reshape(grid.shape[:2]) if grey else grid).save(buffer, "PNG")
+                self._sprite = buffer.getvalue()
+            return self._sprite
 
     def factor_labels(self, f: int) -> list[str]:
         """Legend text for each index of factor `f`: the class names where the factor is the

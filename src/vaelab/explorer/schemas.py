@@ -227,6 +227,10 @@ class MapResponse(BaseModel):
     bounds: Bounds
     plane: PlaneInfo
     projection: str
+    image_columns: int = Field(
+        description="the test images of the points are one PNG at /map_images, in the points' "
+        "order, this many to a row at the data's size"
+    )
     ranges: list[list[float]] = Field(
         description="(D, 2) each latent dimension's slider range: the prior's 0.1% and 99.9% "
         "quantiles (+-3.09) for an N(0, I) prior, widened to the test codes where they reach "

@@ -79,16 +79,36 @@ class BrowserDecoder {
     this.session = session;
     this.run = run;
     this.queue = Promise.resolve(); // onnxruntime-web runs one session call at a time
+    this.scratch = null; // decodeScratch's canvas
   }
 
   // Codes `rows` (B arrays of D numbers) -> B canvases at the data's own size.
   decode(rows) {
-    const call = this.queue.then(() => this.decodeNow(rows));
+    return this.queued(() => this.decodeNow(rows, () => this.newCanvas()));
+  }
+
+  // One code -> the decoder's own scratch canvas, valid until its next call: the pointer's
+  // path, which draws it at once, allocates nothing per move.
+  decodeScratch(row) {
+    if (!this.scratch) this.scratch = this.newCanvas();
+    return this.queued(async () => (await this.decodeNow([row], () => this.scratch))[0]);
+  }
+
+  queued(task) {
+    const call = this.queue.then(task);
     this.queue = call.catch(() => {});
     return call;
   }
 
-  async decodeNow(rows) {
+  newCanvas() {
+    const canvas = document.createElement("canvas");
+    [canvas.width, canvas.height] = [this.run.width, this.run.height];
+    canvas.image = canvas.getContext("2d").createImageData(this.run.width, this.run.height);
+    return canvas;
+  }
+
+  // Decode `rows` into canvases from `target()`.
+  async decodeNow(rows, target) {
     const { latent_dim: d, channels: c, height: h, width: w } = this.run;
     const z = new Float32Array(rows.length * d);
     rows.forEach((row, i) => z.set(row, i * d));
@@ -99,12 +119,8 @@ class BrowserDecoder {
     const scale = 255 / Math.max(high - low, 1e-12);
     const plane = h * w;
     return rows.map((_, b) => {
-      const canvas = document.createElement("canvas");
-      canvas.width = w;
-      canvas.height = h;
-      const ctx = canvas.getContext("2d");
-      const image = ctx.createImageData(w, h);
-      const px = image.data;
+      const canvas = target();
+      const px = canvas.image.data;
       const offset = b * c * plane;
       for (let i = 0; i < plane; i++) {
         for (let k = 0; k < 3; k++) {
@@ -114,7 +130,7 @@ class BrowserDecoder {
         }
         px[4 * i + 3] = 255;
       }
-      ctx.putImageData(image, 0, 0);
+      canvas.getContext("2d").putImageData(canvas.image, 0, 0);
       return canvas;
     });
   }

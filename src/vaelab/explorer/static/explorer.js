@@ -180,11 +180,12 @@ class Panel {
     this.path = null;          // the interpolation response
     this.frame = 0;
     this.z = null;             // the code of the decoded image
+    this.frameAsked = null;    // the animation frame that will show it on the map and sliders
     this.pending = null;       // the latest decode request waiting to be sent
     this.pendingEvent = null;  // the timestamp of the pointer event that asked for it
     this.decoder = null;       // the run's decoder in the browser (decoder.js), else null
     this.codes = new Map();    // test image index -> its code, fetched once
-    this.examples = new Map(); // test image index -> the promise of its /test_image reply
+    this.sprite = null;        // the promise of the map's test images (mapImages)
     this.nearestShown = -1;    // the test image shown as the nearest
     this.busy = false;
     this.picking = [];         // test indices chosen in "click two points" mode
@@ -760,7 +761,7 @@ class Panel {
 
   // The image of a decode body ({z: [code]}): in the browser, else the server's.
   async decodeOne(body) {
-    if (this.decoder) return (await this.decoder.decode(body.z))[0];
+    if (this.decoder) return this.decoder.decodeScratch(body.z[0]);
     return (await api(`${this.base()}/decode`, body)).images[0];
   }
 
@@ -785,12 +786,22 @@ class Panel {
     this.show(z, eventTime);
   }
 
+  // Decode z now; the map's marks, the sliders and the nearest image follow at the next frame.
   show(z, eventTime = null) {
-    this.showCode(z);
-    this.redraw();
     this.requestDecode({ z: [z] }, eventTime);
-    this.showNearest(this.cursor);
+    this.z = z;
+    this.paintSoon();
     saveState();
+  }
+
+  paintSoon() {
+    if (this.frameAsked) return;
+    this.frameAsked = requestAnimationFrame(() => {
+      this.frameAsked = null;
+      this.writeCode(this.z);
+      this.redraw();
+      this.showNearest(this.cursor);
+    });
   }
 
   pin(point, { propagate = true } = {}) {
@@ -808,9 +819,14 @@ class Panel {
     saveState();
   }
 
-  // The code shown: the readout and the sliders, which edit it.
+  // The code shown: the readout and the sliders, which edit it, updated once a frame (off
+  // the pointer's path to the decoded image).
   showCode(z) {
     this.z = z;
+    this.paintSoon();
+  }
+
+  writeCode(z) {
     const shown = z.slice(0, 4).map((v) => v.toFixed(2)).join(", ");
     this.q(".readout").textContent = `z = [${shown}${z.length > 4 ? ", …" : ""}]`;
     this.root.dataset.z = z.join(","); // for tests and tools: the code shown, in full
@@ -820,24 +836,38 @@ class Panel {
     });
   }
 
-  // The test image nearest to a layout point, with its label, beside the decoded image.
+  // The map's test images, one PNG (/map_images; an offline page carries it), loaded once.
+  mapImages() {
+    if (!this.sprite) this.sprite = loadImage(offline ? offline.sprite : `${this.base()}/map_images`);
+    return this.sprite;
+  }
+
+  // The test image nearest to a layout point, with its label, beside the decoded image: cut
+  // from the map's images, with no request.
   async showNearest(point) {
     if (!point) return;
-    const index = this.nearestIndex(point);
+    const i = nearest(this.layoutPoints(), point);
+    const index = this.map.indices[i];
     if (index === this.nearestShown) return;
     this.nearestShown = index;
-    if (!this.examples.has(index)) this.examples.set(index, api(`${this.base()}/test_image/${index}`));
     try {
-      const example = await this.examples.get(index);
+      const sprite = await this.mapImages();
       if (index !== this.nearestShown) return; // the pointer moved on
-      await drawImage(this.q(".nearest"), example.image);
-      const label = example.label === null ? ""
-        : `: ${this.run.class_names ? this.run.class_names[example.label] : example.label}`;
-      this.q(".nearest-caption").textContent = `nearest test image #${index}${label}`;
-      this.q(".nearest").dataset.index = String(index);
+      const { width: w, height: h } = this.run;
+      const columns = this.map.image_columns;
+      const canvas = this.q(".nearest");
+      const ctx = canvas.getContext("2d");
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(sprite, (i % columns) * w, Math.floor(i / columns) * h, w, h,
+        0, 0, canvas.width, canvas.height);
+      const label = this.map.labels ? this.map.labels[i] : null;
+      const name = label === null || label < 0 ? ""
+        : `: ${this.run.class_names ? this.run.class_names[label] : label}`;
+      this.q(".nearest-caption").textContent = `nearest test image #${index}${name}`;
+      canvas.dataset.index = String(index);
     } catch (error) {
-      this.examples.delete(index);
-      this.status(`test image: ${error.message}`, true);
+      this.sprite = null;
+      this.status(`test images: ${error.message}`, true);
     }
   }
 
@@ -848,7 +878,11 @@ class Panel {
       c.setPointerCapture(e.pointerId);
       this.press = { x: e.clientX, y: e.clientY, view: this.bounds(), dragged: false };
     });
-    c.addEventListener("pointermove", (e) => {
+    // Chromium delivers pointermove at the next animation frame (up to 16 ms late);
+    // pointerrawupdate, where there is one (a secure context: localhost, a file), comes as the
+    // pointer moves.
+    const move = "onpointerrawupdate" in window ? "pointerrawupdate" : "pointermove";
+    c.addEventListener(move, (e) => {
       if (!this.map) return;
       const press = this.press;
       if (press && (press.dragged || Math.hypot(e.clientX - press.x, e.clientY - press.y)
