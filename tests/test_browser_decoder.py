@@ -101,7 +101,10 @@ def test_the_api_serves_the_decoder_and_says_where_runs_decode(vae: Path, tmp_pa
     assert listed["runtime"] == bd.RUNTIME_URL
     info = {run["name"]: run for run in listed["runs"]}
     assert info["vae"]["browser_decoder"] and not info["ar"]["browser_decoder"]
-    assert info["vae"]["normal_samples"] and info["ae"]["normal_samples"]  # AE: N(0, I) too
+    assert info["vae"]["normal_samples"] and info["vae"]["sampler"] == "normal"
+    # an autoencoder samples from the mixture fitted to its codes, which the page draws from
+    assert not info["ae"]["normal_samples"] and info["ae"]["sampler"] == "mixture"
+    assert info["ae"]["mixture"] is not None
     assert info["vae"]["data_range"] == [0.0, 1.0]
     onnx = client.get("/api/runs/vae/decoder.onnx")
     assert onnx.status_code == 200 and onnx.headers["content-type"] == "application/octet-stream"
