@@ -9,11 +9,10 @@ Skipped, visibly, where Debian's chromium, Playwright or the vendored runtime is
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.test_explorer_browser import CHROMIUM
+from tests.test_explorer_browser import CHROMIUM, page  # noqa: F401  (the page fixture)
 
 from test_cli import FAST, assert_one_line_error, run_cli
 from vaelab.explorer.browser_decoder import runtime_installed
@@ -40,13 +39,14 @@ def _train(capsys, run: Path, *options: str) -> Path:
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> dict[str, Path]:
-    """Interactive reports of a 2-D VAE and a 4-D autoencoder."""
+    """Interactive reports of a 2-D VAE (in a folder whose name has a space and an =) and a
+    4-D autoencoder."""
     from vaelab.cli import main
 
     root = tmp_path_factory.mktemp("reports")
     made = {}
     for name, options in {
-        "vae": ("--latent-dim", "2"),
+        "vae beta=1": ("--latent-dim", "2"),  # a name the page's paths must encode
         "ae": ("--model", "ae", "--latent-dim", "4"),
     }.items():
         run = root / name
@@ -57,23 +57,9 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     return made
 
 
-@pytest.fixture
-def page() -> Iterator:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            page.set_default_timeout(30_000)
-            yield page
-        finally:
-            browser.close()
-
-
-def _open(page, report: Path) -> tuple[object, list[str], list[str]]:
+def _open(page, report: Path) -> tuple[object, list[str], list[str]]:  # noqa: F811
     """The live map's frame, the URLs the page asked for and its errors."""
+    page.set_default_timeout(30_000)  # the report is some MB, its runtime unpacked in the page
     asked: list[str] = []
     errors: list[str] = []
     page.on("request", lambda r: asked.append(r.url))
@@ -94,8 +80,8 @@ def _canvas(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(raw)).convert("L"), dtype=np.float64)
 
 
-def test_the_live_map_decodes_in_a_report_opened_from_a_file(page, reports) -> None:
-    frame, asked, errors = _open(page, reports["vae"])
+def test_the_live_map_decodes_in_a_report_opened_from_a_file(page, reports) -> None:  # noqa: F811
+    frame, asked, errors = _open(page, reports["vae beta=1"])
     panel = frame.locator(".panel").first
     assert panel.get_attribute("data-decoding") == "browser"
     assert frame.locator("#link-label").is_hidden()  # one run: nothing to link
@@ -120,15 +106,15 @@ def test_the_live_map_decodes_in_a_report_opened_from_a_file(page, reports) -> N
     panel.locator(".grid-toggle").check()
     panel.locator(".map[data-grid='drawn']").wait_for()
     assert panel.locator(".nearest-caption").inner_text().startswith("nearest test image #")
-    page.screenshot(path=str(reports["vae"].parent / "live.png"), full_page=True)
-    shot = np.asarray(Image.open(reports["vae"].parent / "live.png").convert("RGB"))
+    page.screenshot(path=str(reports["vae beta=1"].parent / "live.png"), full_page=True)
+    shot = np.asarray(Image.open(reports["vae beta=1"].parent / "live.png").convert("RGB"))
     assert shot.std() > 20
 
     assert not errors, f"the page raised: {errors}"
     assert all(url.startswith(("file:", "blob:", "data:")) for url in asked), asked
 
 
-def test_the_live_map_of_more_dimensions_has_its_tsne_view_offline(page, reports) -> None:
+def test_the_live_map_of_more_dimensions_has_its_tsne_view_offline(page, reports) -> None:  # noqa: F811
     frame, asked, errors = _open(page, reports["ae"])
     panel = frame.locator(".panel").first
     assert "mixture of 10 Gaussians" in panel.locator(".sampler-note").inner_text()

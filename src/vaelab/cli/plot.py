@@ -128,7 +128,15 @@ def write_report(
     if interactive:  # first: a run the page cannot decode is refused before the figures
         from vaelab.explorer.offline import live_section, load_offline_run
 
-        live = live_section(load_offline_run(run, checkpoint=checkpoint, device=device))
+        offline = load_offline_run(
+            run,
+            device=device,
+            checkpoint=checkpoint,
+            split=split,
+            dataset=dataset,
+            data_dir=data_dir,
+        )
+        live = live_section(offline)
     trained = open_run(run, checkpoint=checkpoint, device=device)
     data = trained.load_data(dataset, data_dir)
     loaded = trained.split_of(data, split)

@@ -16,6 +16,7 @@ import html
 import json
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from vaelab.errors import VaelabError
 from vaelab.explorer import api
@@ -25,19 +26,19 @@ from vaelab.explorer.runs import ServedRun, load_served_run
 STATIC = Path(__file__).parent / "static"
 SCRIPTS = ("colours.js", "decoder.js", "inputs.js", "explorer.js")
 INLINE = "inline"  # RunList.runtime of an offline page: the runtime is in the page
+URI_COMPONENT_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is
 
 
-def load_offline_run(
-    path: Path, *, checkpoint: str | None = None, device: str = "cpu"
-) -> ServedRun:
+def load_offline_run(path: Path, *, device: str = "cpu", **data: str | None) -> ServedRun:
     """The run at `path` as the server would serve it, with its decoder for the browser;
-    a one-line VaelabError where the page could not decode it."""
+    `data`: its checkpoint, split, dataset and data_dir, as `load_served_run` takes them. A
+    one-line VaelabError where the page could not decode it."""
     if not runtime_installed():
         raise VaelabError(
             "--interactive needs onnxruntime-web, which is not installed: run `make web` (it "
             "vendors it from npm)"
         )
-    run = load_served_run(Path(path).name, Path(path), device=device, checkpoint=checkpoint)
+    run = load_served_run(Path(path).name, Path(path), device=device, **data)
     if not run.browser.available:
         raise VaelabError(
             f"--interactive needs a decoder that runs in the browser; run {path} is "
@@ -48,7 +49,7 @@ def load_offline_run(
 
 def offline_page(run: ServedRun) -> str:
     """The explorer page for `run` as one self-contained HTML document (see the module)."""
-    base = f"/api/runs/{run.name}"
+    base = f"/api/runs/{quote(run.name, safe=URI_COMPONENT_SAFE)}"  # the page's own paths
     info = api.run_info(run)
     answers: dict[str, object] = {
         "/api/runs": {"runs": [info.model_dump()], "runtime": INLINE},
@@ -56,8 +57,10 @@ def offline_page(run: ServedRun) -> str:
     }
     if run.latent_dim > 2:
         answers[f"{base}/embedding"] = api.embedding_response(run).model_dump()
-    for index in run.map_indices.tolist():
-        answers[f"{base}/test_image/{index}"] = api.example(run, index).model_dump()
+    for index in run.map_indices.tolist():  # their codes; the images are in the sprite
+        answers[f"{base}/test_image/{index}"] = api.example(run, index).model_dump(
+            exclude={"image"}
+        )
     assert run.browser.onnx is not None
     sprite = "data:image/png;base64," + _b64(run.map_sprite())
     data = {"get": answers, "decoder": _b64(run.browser.onnx), "sprite": sprite}

@@ -77,7 +77,8 @@ class ServedRun:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
     _tsne: torch.Tensor | None = field(default=None, repr=False)
     _sprite: bytes | None = field(default=None, repr=False)
-    _lazy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _tsne_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _sprite_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def latent_dim(self) -> int:
@@ -138,7 +139,7 @@ class ServedRun:
         0), computed on first use: it keeps neighbourhoods, where the plane keeps the two
         widest directions, but has no inverse. Raises ValueError for fewer than
         MIN_TSNE_POINTS codes."""
-        with self._lazy_lock:
+        with self._tsne_lock:
             if self._tsne is None:
                 codes = self.codes[self.map_indices]
                 if len(codes) < MIN_TSNE_POINTS:
@@ -158,7 +159,7 @@ class ServedRun:
         """One PNG of the test images of the map's points, in the map's order, `sprite_columns`
         to a row at the data's own size with no gaps: the page shows the nearest one on hover
         without a request. Made on first use."""
-        with self._lazy_lock:
+        with self._sprite_lock:
             if self._sprite is None:
                 grid = image_grid(
                     self.test.x[self.map_indices].float(),
@@ -205,13 +206,16 @@ def load_served_run(
     device: torch.device | str = "cpu",
     browser_decoding: bool = True,
     checkpoint: str | None = None,
+    split: str | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
 ) -> ServedRun:
     """Load the run folder `path` (`checkpoint`, else as `open_run` picks it), its data and
-    its test codes; with `browser_decoding`, its decoder for the page (see
-    `browser_decoder`)."""
+    the codes of one split (`split`, else test; `dataset` and `data_dir` as `vaelab plot`
+    takes them); with `browser_decoding`, its decoder for the page (see `browser_decoder`)."""
     try:
         trained = open_run(path, device=device, checkpoint=checkpoint)
-        chosen = trained.choose_split()
+        chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
     except VaelabError as error:
         raise VaelabError(f"run {path}: {error}") from None
     described = chosen.factor_info is not None  # indices without names are not shown

@@ -43,14 +43,13 @@ def fit_code_mixture(codes: torch.Tensor) -> GaussianMixtureSampler | None:
 
 
 def sampler_of(model: Autoencoder, mixture: GaussianMixtureSampler | None) -> str:
-    """How the run's samples are drawn: 'normal', 'mixture' or 'prior' (see the module)."""
+    """How the run's samples are drawn: 'normal', 'mixture' or 'prior' (see the module). An
+    autoencoder with too few codes for a mixture draws from N(0, I), as `vaelab sample` does."""
     if model.needs_labels:
         return "prior"
-    if model.gaussian_prior:
-        return "normal"
-    if not model.has_prior and mixture is not None:
-        return "mixture"
-    return "prior"
+    if not model.has_prior:
+        return "mixture" if mixture is not None else "normal"
+    return "normal" if model.gaussian_prior else "prior"
 
 
 def draw_codes(

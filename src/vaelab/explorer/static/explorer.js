@@ -174,6 +174,8 @@ class Panel {
     this.grid = false;         // whether decoded images tile the map (the manifold)
     this.gridImage = null;     // those images, for the view they were decoded for
     this.gridVersion = 0;
+    this.gridBusy = false;     // a grid decode is running
+    this.gridWanted = false;   // and another view asked for one meanwhile
     this.cursor = null;        // [x, y] in the layout's coordinates
     this.pinned = null;
     this.ownCode = null;       // its code
@@ -193,6 +195,9 @@ class Panel {
     this.lastQuery = null;     // the latest decode body ({z}), redone for a new class
     this.seed = sampleSeed;    // the seed of the samples shown
     this.temperature = 1;      // of the samples
+    this.sampleAsked = 0;      // draws asked for: only the latest is shown
+    this.encodeAsked = 0;      // encodings asked for: only the latest is shown
+    this.keyPoint = null;      // where the arrow keys last moved to (unsnapped, for t-SNE)
     this.source = null;        // your own input as given (an image URL or the drawing)
     this.unavailable = false;  // a completion model: no map, decoder or samples
     this.press = null;         // the pointer press on the map: {x, y, view, dragged}
@@ -252,8 +257,10 @@ class Panel {
     this.q(".run-info").textContent =
       `${r.model}, latent ${r.latent_dim}, ${r.channels}×${r.height}×${r.width}${kind}`;
     const from = {
-      normal: "z ~ N(0, T² I), the prior",
-      mixture: "a mixture of 10 Gaussians fitted to the test codes (this model has no prior)",
+      normal: r.has_prior ? "z ~ N(0, T² I), the prior"
+        : "z ~ N(0, T² I) (this model has no prior, and too few codes for a mixture)",
+      mixture: `a mixture of ${r.mixture ? r.mixture.weights.length : 0} Gaussians fitted to `
+        + "the test codes (this model has no prior)",
       prior: "the run's own prior, at T = 1",
     }[r.sampler];
     this.q(".sampler-note").textContent = `from ${from}`;
@@ -302,7 +309,10 @@ class Panel {
     const t = Number(get("t"));
     if (t > 0 && t <= 2) this.setTemperature(t, { propagate: false, resample: false });
     const seed = Number(get("seed"));
-    if (Number.isInteger(seed) && seed > 0) this.seed = sampleSeed = Math.max(sampleSeed, seed);
+    if (Number.isInteger(seed) && seed > 0) {
+      this.seed = seed;
+      sampleSeed = Math.max(sampleSeed, seed);
+    }
     const k = Number(get("class"));
     if (this.run.conditional && Number.isInteger(k) && k >= 0 && k < this.run.labels.length) {
       this.label = k;
@@ -371,6 +381,7 @@ class Panel {
       this.label = k;
       this.q(".label-pick").value = String(k);
       if (this.lastQuery) this.requestDecode(this.lastQuery);
+      if (this.grid) this.refreshMap();
       this.sample(this.seed);
       this.interpolate();
       if (this.source && !this.run.classifier) this.encode(this.source);
@@ -492,17 +503,14 @@ class Panel {
       : "the t-SNE map has no inverse: the grid is decoded on the PCA plane";
     this.cursor = z ? this.locate(z) : null;
     this.pinned = null;
-    if (draw) {
-      this.drawScatter();
-      this.redraw();
-    }
+    this.keyPoint = null;
+    if (draw) this.refreshMap();
     saveState();
   }
 
   setGrid(on, { draw = true } = {}) {
     this.grid = on;
     this.q(".grid-toggle").checked = on;
-    this.gridImage = null;
     if (draw) this.refreshMap();
     saveState();
   }
@@ -525,17 +533,37 @@ class Panel {
     saveState();
   }
 
-  // Redraw the map for a new view or layout: the points at once, the decoded grid after.
+  // Redraw the map for a new view, layout or class: the points at once, the decoded grid
+  // after (tiles of an earlier view are dropped, never drawn).
   refreshMap() {
+    this.gridVersion += 1;
     this.gridImage = null;
+    delete this.q(".map").dataset.grid;
     this.drawScatter();
     this.redraw();
     if (this.grid && this.layout === "plane") this.decodeGrid();
   }
 
-  // The manifold: GRID_N x GRID_N images decoded at the centres of the view's cells.
+  // The manifold: GRID_N x GRID_N images decoded at the centres of the view's cells. One
+  // grid decodes at a time; views asked for meanwhile are skipped but the latest.
   async decodeGrid() {
-    const version = ++this.gridVersion;
+    if (this.gridBusy) {
+      this.gridWanted = true;
+      return;
+    }
+    this.gridBusy = true;
+    try {
+      do {
+        this.gridWanted = false;
+        await this.decodeGridNow(this.gridVersion);
+      } while (this.gridWanted);
+    } finally {
+      this.gridBusy = false;
+    }
+  }
+
+  async decodeGridNow(version) {
+    if (version !== this.gridVersion || !this.grid || this.layout !== "plane") return;
     const c = this.q(".map");
     const cell = (c.width - 2 * MAP_PAD) / GRID_N;
     const centres = [];
@@ -891,6 +919,7 @@ class Panel {
         this.panBy(press, e);
         return;
       }
+      this.keyPoint = null;
       this.hover(this.fromFraction(this.eventFraction(e)), { eventTime: e.timeStamp });
     });
     c.addEventListener("pointerup", (e) => {
@@ -907,8 +936,12 @@ class Panel {
     });
     c.addEventListener("wheel", (e) => {
       if (!this.map) return;
+      if (e.deltaY === 0) return; // a sideways swipe
       e.preventDefault();
-      this.zoom(e.deltaY > 0 ? ZOOM_STEP : 1 / ZOOM_STEP, this.fromFraction(this.eventFraction(e)));
+      // a mouse notch (deltaY 100) zooms by ZOOM_STEP; a trackpad's small steps by less
+      const pixels = e.deltaMode === 1 ? 33 * e.deltaY : e.deltaY;
+      const factor = ZOOM_STEP ** Math.max(-3, Math.min(3, pixels / 100));
+      this.zoom(factor, this.fromFraction(this.eventFraction(e)));
     }, { passive: false });
     c.addEventListener("keydown", (e) => this.onKey(e));
   }
@@ -929,10 +962,14 @@ class Panel {
     const step = (e.shiftKey ? 10 : 1) * KEY_STEP;
     const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step],
       ArrowDown: [0, step] };
-    const [fx, fy] = this.toFraction(this.cursor || this.meanPoint());
+    // on the t-SNE map the cursor snaps to a point: keys move on from where they went
+    const from = (this.layout === "tsne" && this.keyPoint) || this.cursor || this.meanPoint();
+    const [fx, fy] = this.toFraction(from);
     if (moves[e.key]) {
       const [dx, dy] = moves[e.key];
-      this.hover(this.fromFraction([fx + dx, fy + dy]), { eventTime: e.timeStamp });
+      const point = this.fromFraction([fx + dx, fy + dy]);
+      this.hover(point, { eventTime: e.timeStamp });
+      this.keyPoint = point;
     } else if (e.key === "Enter" || e.key === " ") {
       this.pin(this.cursor || this.meanPoint());
     } else if (e.key === "+" || e.key === "=") {
@@ -1103,6 +1140,7 @@ class Panel {
   }
 
   async sample(seed) {
+    const asked = ++this.sampleAsked;
     try {
       this.seed = seed;
       const codes = this.drawnHere(seed);
@@ -1114,7 +1152,7 @@ class Panel {
         if (this.run.temperature) body.temperature = this.temperature;
         images = (await api(`${this.base()}/sample`, body)).images;
       }
-      if (seed !== this.seed) return; // a newer draw was asked for meanwhile
+      if (asked !== this.sampleAsked) return; // a newer draw was asked for meanwhile
       await drawGrid(this.q(".samples"), images, Math.ceil(Math.sqrt(SAMPLE_N)));
       const of = this.run.conditional ? ` of class ${this.labelName(this.label)}` : "";
       const at = this.run.temperature ? `, T = ${this.temperature.toFixed(2)}` : "";
@@ -1138,7 +1176,8 @@ class Panel {
       if (file) this.encodeEverywhere(URL.createObjectURL(file));
     });
     const grey = this.run.channels === 1;
-    this.q(".centre").checked = grey;
+    // off where the data has known factors: a position may be one of them (shapes)
+    this.q(".centre").checked = grey && !this.run.factors;
     this.q(".centre").disabled = !grey;
     if (!grey) this.q(".centre-label").title = "centring is for grey digits and the like";
     const again = () => { if (this.source) this.encode(this.source); };
@@ -1162,6 +1201,7 @@ class Panel {
   // code: the sliders then edit the encoded input. A cvae encodes with the picked class; an
   // m2 with the class its classifier infers.
   async encode(source) {
+    const asked = ++this.encodeAsked;
     try {
       this.source = source;
       const options = { polarity: this.q(".polarity").value, centre: this.q(".centre").checked };
@@ -1171,6 +1211,7 @@ class Panel {
       const body = this.run.conditional && !this.run.classifier
         ? { image, label: this.label } : { image };
       const result = await api(`${this.base()}/encode`, body);
+      if (asked !== this.encodeAsked) return; // a newer input (or option) was asked for
       await Promise.all([
         drawImage(this.q(".recon"), result.reconstruction),
         this.showAnalogies(result),
