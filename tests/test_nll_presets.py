@@ -31,7 +31,7 @@ def _without_seed_and_data_dir(config: RunConfig) -> dict:
     return values
 
 
-@pytest.mark.parametrize("preset", ["factorised"])
+@pytest.mark.parametrize("preset", ["factorised", "autoregressive"])
 def test_the_preset_file_is_the_chosen_and_measured_setting(preset: str) -> None:
     benchmark = _benchmark()
     selection = json.loads((RESULTS / f"select-{preset}.json").read_text())
