@@ -74,13 +74,18 @@ def server(tiny_run, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+def launch(playwright):
+    """Debian's headless Chromium, as the brief asks it to be started."""
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )
+
+
 @pytest.fixture
 def page() -> Iterator:
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 768})
             page.set_default_timeout(15_000)

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 from tests.conftest import _tiny_run
-from tests.test_explorer_browser import CHROMIUM, _canvas_url, _serving, _wait_change
+from tests.test_explorer_browser import _canvas_url, _serving, _wait_change, launch
 
 from vaelab import train
 
@@ -58,10 +58,7 @@ def twins(runs) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(p)
         try:
             yield browser
         finally:

@@ -124,22 +124,14 @@ def write_report(
     adds the explorer's live latent map, decoding in the page with no server (see
     `vaelab.explorer.offline`)."""
     check_options(projection=projection, max_points=max_points)
-    live = None
-    if interactive:  # first: a run the page cannot decode is refused before the figures
-        from vaelab.explorer.offline import live_section, load_offline_run
-
-        offline = load_offline_run(
-            run,
-            device=device,
-            checkpoint=checkpoint,
-            split=split,
-            dataset=dataset,
-            data_dir=data_dir,
-        )
-        live = live_section(offline)
     trained = open_run(run, checkpoint=checkpoint, device=device)
     data = trained.load_data(dataset, data_dir)
     loaded = trained.split_of(data, split)
+    live = None
+    if interactive:  # first: a run the page cannot decode is refused before the figures
+        from vaelab.explorer.offline import live_section, offline_run
+
+        live = live_section(offline_run(loaded))
     run_dir = loaded.run.run_dir
     path = _report_path(run_dir, out)
     figures = draw_figures(loaded, projection=projection, max_points=max_points, seed=seed)

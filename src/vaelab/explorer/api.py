@@ -89,6 +89,11 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return entries | TOO_BUSY
 
 
+def file_answer(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of a route that answers a file of `media_type` for a run."""
+    return {200: {"content": {media_type: {}}, "description": description}, **errors(404)}
+
+
 def mixture_info(run: ServedRun) -> s.MixtureInfo:
     """An autoencoder's mixture sampler, for the page to draw from."""
     assert run.mixture is not None
@@ -229,14 +234,11 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
     @app.get(
         "/api/runs/{name}/decoder.onnx",
         response_class=Response,
-        responses={
-            200: {
-                "content": {"application/octet-stream": {}},
-                "description": "the run's decoder as ONNX: z (B, D) float32 -> `mean` (B, C, "
-                "H, W), the mean of p(x|z) in data space (and `logits` for a Bernoulli decoder)",
-            },
-            **errors(404),
-        },
+        responses=file_answer(
+            "application/octet-stream",
+            "the run's decoder as ONNX: z (B, D) float32 -> `mean` (B, C, H, W), the mean of "
+            "p(x|z) in data space (and `logits` for a Bernoulli decoder)",
+        ),
     )
     def decoder_onnx(name: str) -> Response:
         run = find(name)
@@ -249,14 +251,11 @@ def add_routes(app: FastAPI, runs: dict[str, ServedRun], *, max_batch: int) -> N
     @app.get(
         "/api/runs/{name}/map_images",
         response_class=Response,
-        responses={
-            200: {
-                "content": {"image/png": {}},
-                "description": "the test images of the map's points in one PNG, in their "
-                "order, `image_columns` to a row",
-            },
-            **errors(404),
-        },
+        responses=file_answer(
+            "image/png",
+            "the test images of the map's points in one PNG, in their order, `image_columns` "
+            "to a row",
+        ),
     )
     def map_images(name: str) -> Response:
         return Response(find(name).map_sprite(), media_type="image/png")

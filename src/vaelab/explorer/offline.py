@@ -21,7 +21,8 @@ from urllib.parse import quote
 from vaelab.errors import VaelabError
 from vaelab.explorer import api
 from vaelab.explorer.browser_decoder import VENDOR, runtime_installed
-from vaelab.explorer.runs import ServedRun, load_served_run
+from vaelab.explorer.runs import ServedRun, serve_split
+from vaelab.runs import RunSplit
 
 STATIC = Path(__file__).parent / "static"
 SCRIPTS = ("colours.js", "decoder.js", "inputs.js", "explorer.js")
@@ -29,19 +30,19 @@ INLINE = "inline"  # RunList.runtime of an offline page: the runtime is in the p
 URI_COMPONENT_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is
 
 
-def load_offline_run(path: Path, *, device: str = "cpu", **data: str | None) -> ServedRun:
-    """The run at `path` as the server would serve it, with its decoder for the browser;
-    `data`: its checkpoint, split, dataset and data_dir, as `load_served_run` takes them. A
-    one-line VaelabError where the page could not decode it."""
+def offline_run(chosen: RunSplit) -> ServedRun:
+    """An opened run and a split of its data as the server would serve them, with the run's
+    decoder for the browser; a one-line VaelabError where the page could not decode it."""
     if not runtime_installed():
         raise VaelabError(
             "--interactive needs onnxruntime-web, which is not installed: run `make web` (it "
             "vendors it from npm)"
         )
-    run = load_served_run(Path(path).name, Path(path), device=device, **data)
+    run_dir = chosen.run.run_dir
+    run = serve_split(run_dir.name, chosen)
     if not run.browser.available:
         raise VaelabError(
-            f"--interactive needs a decoder that runs in the browser; run {path} is "
+            f"--interactive needs a decoder that runs in the browser; run {run_dir} is "
             f"{run.browser.note}"
         )
     return run

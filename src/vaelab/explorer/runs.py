@@ -24,7 +24,7 @@ from vaelab.explorer.browser_decoder import BrowserDecoder, browser_decoder, on_
 from vaelab.explorer.samplers import fit_code_mixture
 from vaelab.figures import image_grid, to_display
 from vaelab.models import Autoencoder
-from vaelab.runs import open_run
+from vaelab.runs import RunSplit, open_run
 from vaelab.training import RunConfig
 
 log = logging.getLogger(__name__)
@@ -206,18 +206,21 @@ def load_served_run(
     device: torch.device | str = "cpu",
     browser_decoding: bool = True,
     checkpoint: str | None = None,
-    split: str | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
 ) -> ServedRun:
-    """Load the run folder `path` (`checkpoint`, else as `open_run` picks it), its data and
-    the codes of one split (`split`, else test; `dataset` and `data_dir` as `vaelab plot`
-    takes them); with `browser_decoding`, its decoder for the page (see `browser_decoder`)."""
+    """Load the run folder `path` (`checkpoint`, else as `open_run` picks it) and serve its
+    test split (see `serve_split`)."""
     try:
-        trained = open_run(path, device=device, checkpoint=checkpoint)
-        chosen = trained.choose_split(split, dataset=dataset, data_dir=data_dir)
+        chosen = open_run(path, device=device, checkpoint=checkpoint).choose_split()
     except VaelabError as error:
         raise VaelabError(f"run {path}: {error}") from None
+    return serve_split(name, chosen, browser_decoding=browser_decoding)
+
+
+def serve_split(name: str, chosen: RunSplit, *, browser_decoding: bool = True) -> ServedRun:
+    """An opened run and one split of its data, ready to serve: the split's codes, its map
+    plane and sampler; with `browser_decoding`, its decoder for the page (see
+    `browser_decoder`)."""
+    trained = chosen.run
     described = chosen.factor_info is not None  # indices without names are not shown
     test = Split(chosen.x, chosen.y, chosen.factors if described else None)
     model = trained.model
@@ -227,7 +230,7 @@ def load_served_run(
         else:  # an m2 infers the labels; a completion model reads each image's observed part
             codes = encode_dataset(model, test.x)  # (N, D)
     except VaelabError as error:
-        raise VaelabError(f"run {path}: {error}") from None
+        raise VaelabError(f"run {trained.run_dir}: {error}") from None
     generator = torch.Generator().manual_seed(MAP_SEED)
     map_indices = torch.randperm(len(test), generator=generator)[:MAP_POINTS].sort().values
     if browser_decoding:

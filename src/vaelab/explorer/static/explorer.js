@@ -115,23 +115,15 @@ function sameSpace(a, b) {
   return a.latent_dim === b.latent_dim && !a.completion && !b.completion;
 }
 
-function nearest(points, [px, py]) {
+// The index of the row of `rows` (points or codes) nearest to `target`, by Euclidean distance.
+function nearest(rows, target) {
   let best = 0;
   let bestDist = Infinity;
-  points.forEach(([x, y], i) => {
-    const d = (x - px) ** 2 + (y - py) ** 2;
+  for (let i = 0; i < rows.length; i++) {
+    let d = 0;
+    for (let k = 0; k < target.length; k++) d += (rows[i][k] - target[k]) ** 2;
     if (d < bestDist) [best, bestDist] = [i, d];
-  });
-  return best;
-}
-
-function nearestCode(codes, z) {
-  let best = 0;
-  let bestDist = Infinity;
-  codes.forEach((code, i) => {
-    const d = code.reduce((s, v, k) => s + (v - z[k]) ** 2, 0);
-    if (d < bestDist) [best, bestDist] = [i, d];
-  });
+  }
   return best;
 }
 
@@ -445,7 +437,7 @@ class Panel {
   // of the nearest test code.
   locate(z) {
     if (this.layout === "plane") return this.project(z);
-    return this.embedding.points[nearestCode(this.embedding.codes, z)];
+    return this.embedding.points[nearest(this.embedding.codes, z)];
   }
 
   // The code that a layout point stands for: the plane's lift; on the t-SNE map, the code of
@@ -832,28 +824,20 @@ class Panel {
     });
   }
 
+  // Decode at a layout point and pin it there; linked panels pin where `hover` moves them.
   pin(point, { propagate = true } = {}) {
-    this.hover(point, { propagate: false });
-    this.pinned = this.cursor;
-    this.redraw();
-    if (propagate) {
-      forOthers(this, (p) => {
-        if (sameSpace(this.run, p.run)) p.goToCode(this.z);
-        else p.hover(p.fromFraction(this.toFraction(point)), { propagate: false });
-        p.pinned = p.cursor;
-        p.redraw();
-      });
-    }
+    this.hover(point, { propagate });
+    const pinHere = (p) => {
+      p.pinned = p.cursor;
+      p.redraw();
+    };
+    pinHere(this);
+    if (propagate) forOthers(this, pinHere);
     saveState();
   }
 
-  // The code shown: the readout and the sliders, which edit it, updated once a frame (off
-  // the pointer's path to the decoded image).
-  showCode(z) {
-    this.z = z;
-    this.paintSoon();
-  }
-
+  // The code shown, in the readout and the sliders (which edit it): at the next frame, off
+  // the pointer's path to the decoded image (see paintSoon).
   writeCode(z) {
     const shown = z.slice(0, 4).map((v) => v.toFixed(2)).join(", ");
     this.q(".readout").textContent = `z = [${shown}${z.length > 4 ? ", …" : ""}]`;
