@@ -9,9 +9,14 @@ pointer event decodes in both panels and its latency is the slower panel's. The 
 trained for one epoch first (on MNIST from $VAELAB_DATA, else on the built-in 8x8 digits);
 --mlp and --conv take trained runs instead.
 
-Moves are sent every --interval ms (a mouse reports at about 60 Hz: 16 ms), --moves of them
-per setting; a move that arrives while a decode is drawing replaces the one waiting (the
-latest wins), so only drawn moves are timed.
+Moves are sent every --interval ms (a mouse reports at about 60 Hz: 16 ms), --moves of them,
+--repeats times per setting (pooled; each repeat's p95 is printed too, as the spread on a shared
+machine is wide); a move that arrives while a decode is drawing replaces the one waiting (the
+latest wins), so only drawn moves are timed. Each latency is split into the wait before the
+page's first listener runs (the browser delivering the event; taken by a capture listener on
+the window) and the page's own share (listener to pixels drawn). The floor is the first part
+alone on an empty page from the same server: what the browser and the driver cost with no
+page work at all.
 
     VAELAB_DATA=../shared/data python benchmarks/explorer_latency.py [--moves 300]
 """
@@ -52,33 +57,68 @@ def train_run(folder: Path, architecture: str) -> Path:
     return folder
 
 
-def measure(browser, url: str, moves: int, interval_ms: float) -> tuple[list[float], int, str]:
-    """Latencies (ms) of the drawn moves (the slower panel's per move), how many were drawn,
-    and where the first panel decoded."""
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    page.goto(url)
-    page.wait_for_selector("body[data-ready='true']", timeout=120_000)
-    decoding = page.locator(".panel").first.get_attribute("data-decoding") or "?"
-    box = page.locator(".panel .map").first.bounding_box()
-    assert box is not None
-    rng = random.Random(0)
-    for warm in range(20):  # first decodes compile and allocate
-        page.mouse.move(box["x"] + box["width"] * (0.2 + 0.03 * warm), box["y"] + box["height"] / 2)
-        time.sleep(interval_ms / 1000)
-    time.sleep(0.5)
-    page.evaluate("() => { window.vaelabLatencies = []; }")
+# Before the page's own listeners: when the browser delivered each pointer event.
+DELIVERED = """() => {
+  window.benchDelivered = new Map();
+  const kind = "onpointerrawupdate" in window ? "pointerrawupdate" : "pointermove";
+  window.addEventListener(kind, (e) => {
+    window.benchDelivered.set(e.timeStamp, performance.now() - e.timeStamp);
+  }, { capture: true });
+}"""
+
+
+def move_randomly(page, box: dict, moves: int, interval_ms: float, rng: random.Random) -> None:
     for _ in range(moves):
         x = box["x"] + box["width"] * rng.uniform(0.1, 0.9)
         y = box["y"] + box["height"] * rng.uniform(0.1, 0.9)
         page.mouse.move(x, y)
         time.sleep(interval_ms / 1000)
     time.sleep(1.0)
-    entries = page.evaluate("() => window.vaelabLatencies")
+
+
+def measure(browser, url: str, args: argparse.Namespace) -> dict:
+    """Latencies (ms) of the drawn moves (the slower panel's per move), the browser's share
+    of each, each repeat's p95, and where the first panel decoded."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='true']", timeout=120_000)
+    decoding = page.locator(".panel").first.get_attribute("data-decoding") or "?"
+    box = page.locator(".panel .map").first.bounding_box()
+    assert box is not None
+    page.evaluate(DELIVERED)
+    rng = random.Random(0)
+    move_randomly(page, box, 50, args.interval, rng)  # first decodes compile and allocate
+    latencies, delivery, repeats = [], [], []
+    for _ in range(args.repeats):
+        page.evaluate("() => { window.vaelabLatencies = []; window.benchDelivered.clear(); }")
+        move_randomly(page, box, args.moves, args.interval, rng)
+        entries = page.evaluate("() => window.vaelabLatencies")
+        delivered = dict(page.evaluate("() => [...window.benchDelivered]"))
+        slowest: dict[float, float] = {}
+        for entry in entries:
+            slowest[entry["event"]] = max(slowest.get(entry["event"], 0.0), entry["ms"])
+        latencies += slowest.values()
+        delivery += [delivered[event] for event in slowest if event in delivered]
+        repeats.append(percentile(list(slowest.values()), 95))
     page.close()
-    slowest: dict[float, float] = {}
-    for entry in entries:
-        slowest[entry["event"]] = max(slowest.get(entry["event"], 0.0), entry["ms"])
-    return list(slowest.values()), len(slowest), decoding
+    return {"latencies": latencies, "delivery": delivery, "repeats": repeats, "where": decoding}
+
+
+def floor(browser, url: str, args: argparse.Namespace) -> list[float]:
+    """The delivery of pointer events to an empty page of the same origin (so that it has the
+    same event: pointerrawupdate needs a secure context), in ms."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(f"{url}/api/runs")  # any page of the origin; its body is replaced
+    page.set_content("<body style='margin:0'><div style='width:600px;height:600px'></div></body>")
+    page.evaluate(DELIVERED)
+    rng = random.Random(0)
+    box = {"x": 0, "y": 0, "width": 600, "height": 600}
+    move_randomly(page, box, 50, args.interval, rng)
+    page.evaluate("() => window.benchDelivered.clear()")
+    move_randomly(page, box, args.moves * args.repeats, args.interval, rng)
+    values = page.evaluate("() => [...window.benchDelivered.values()]")
+    page.close()
+    return values
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -90,6 +130,7 @@ def main() -> None:
     parser.add_argument("--mlp", type=Path, help="a trained MLP VAE run (default: train one)")
     parser.add_argument("--conv", type=Path, help="a trained conv VAE run (default: train one)")
     parser.add_argument("--moves", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3, help="blocks of --moves per setting")
     parser.add_argument("--interval", type=float, default=16.0, help="ms between moves")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     args = parser.parse_args()
@@ -97,19 +138,27 @@ def main() -> None:
         mlp = args.mlp or train_run(Path(tmp) / "mlp-vae", "mlp")
         conv = args.conv or train_run(Path(tmp) / "conv-vae", "conv")
         settings = {"MLP VAE": [mlp], "conv VAE": [conv], "MLP + conv, linked": [mlp, conv]}
-        rows = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            with running_server([mlp], args.threads, []) as (_, url, _name):
+                empty = floor(browser, url, args)
+            print(
+                f"{'empty page (floor)':20s} event delivered in        p50 "
+                f"{percentile(empty, 50):6.2f} ms, p95 {percentile(empty, 95):6.2f} ms",
+                flush=True,
+            )
             for title, runs in settings.items():
                 for server_decoding in (False, True):
                     extra = ["--server-decoding"] if server_decoding else []
                     with running_server(runs, args.threads, extra) as (_, url, _name):
-                        latencies, drawn, where = measure(browser, url, args.moves, args.interval)
-                    rows.append((title, where, drawn, latencies))
+                        m = measure(browser, url, args)
+                    lat, dl = m["latencies"], m["delivery"]
                     print(
-                        f"{title:20s} decoded by the {where:7s}: {drawn:4d} of {args.moves} moves "
-                        f"drawn, p50 {percentile(latencies, 50):6.2f} ms, "
-                        f"p95 {percentile(latencies, 95):6.2f} ms",
+                        f"{title:20s} decoded by the {m['where']:7s}: {len(lat):4d} of "
+                        f"{args.moves * args.repeats} moves drawn, p50 {percentile(lat, 50):6.2f} "
+                        f"ms, p95 {percentile(lat, 95):6.2f} ms (repeats' p95 "
+                        f"{', '.join(f'{v:.1f}' for v in m['repeats'])}; delivery p50 "
+                        f"{percentile(dl, 50):.2f}, p95 {percentile(dl, 95):.2f})",
                         flush=True,
                     )
             browser.close()

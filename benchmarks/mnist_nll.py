@@ -307,11 +307,18 @@ def finished_epochs(run: Path) -> int:
     return epochs if epochs == read_config(run / "last").train.epochs else 0
 
 
+def cut_short(run: Path, config: vaelab.RunConfig) -> bool:
+    """Whether a run of `config` was saved there part-way through its schedule."""
+    return (run / "last").is_dir() and not finished_epochs(run) and same_settings(run, config)
+
+
 def train(config: vaelab.RunConfig, run: Path, *, retrain: bool) -> float:
-    """Train the run, or reuse it where it finished this config (unless `retrain`); its
-    training minutes from metrics.jsonl."""
+    """Train the run, reuse it where it finished this config, or continue it from `last/`
+    where it was cut short (unless `retrain`); its training minutes from metrics.jsonl."""
     finished = finished_epochs(run) and same_settings(run, config)
-    if retrain or not finished:
+    if not retrain and cut_short(run, config):
+        vaelab.train(config, run, resume=True, progress=False)
+    elif retrain or not finished:
         vaelab.train(config, run, force=True, progress=False)
     return sum(r.get("epoch_seconds", 0.0) for r in read_metrics(run)) / 60
 
@@ -506,7 +513,9 @@ def cmd_table(args: argparse.Namespace) -> None:
                 f"  {candidate}: {r['nll']:.2f}{mark}, {r['epochs']} epochs "
                 f"(KL warm-up {r['kl_warmup_epochs']:g}), {r['train_minutes']:.1f} min"
             )
-        if final:
+        if final and not final["runs"]:
+            print(f"  test, retrained on 60,000 ({final['epochs']} epochs): no seed scored yet")
+        elif final:
             runs = list(final["runs"].values())
             print(
                 f"  test, retrained on 60,000 ({final['epochs']} epochs): NLL "

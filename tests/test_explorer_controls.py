@@ -147,6 +147,18 @@ def test_keyboard_moves_pins_and_zooms_with_focus_shown(page, mixed: str, tmp_pa
     page.keyboard.press("Shift+ArrowUp")  # ten steps at once
     z2 = _wait_z_change(vae, z1)
     assert z2[1] - z1[1] == pytest.approx(0.2 * _view_height(vae), rel=1e-3)
+    # The sliders and the readout catch up with the code once it rests (while it moves they
+    # follow at most ten times a second).
+    page.wait_for_function(
+        """p => {
+          const z = p.dataset.z.split(",").map(Number);
+          const clamp = (s, v) => Math.min(Math.max(v, Number(s.min)), Number(s.max));
+          return [...p.querySelectorAll(".sliders input")].every((s, i) =>
+            Math.abs(Number(s.value) - clamp(s, z[i])) <= Number(s.step));
+        }""",
+        arg=vae.element_handle(),
+    )
+    assert f"{z2[0]:.2f}" in vae.locator(".readout").inner_text()
 
     # Enter pins the point (kept in the URL); + zooms in about it, 0 resets the view.
     page.keyboard.press("Enter")

@@ -16,6 +16,7 @@
 "use strict";
 
 const MAX_SLIDERS = 16;
+const CODE_EVERY_MS = 100; // the sliders' and readout's pace while the code moves (writeCodeSoon)
 const INTERP_STEPS = 16;
 const SAMPLE_N = 16;
 const MAP_PAD = 24; // canvas pixels around the plotted bounds
@@ -175,6 +176,8 @@ class Panel {
     this.frame = 0;
     this.z = null;             // the code of the decoded image
     this.frameAsked = null;    // the animation frame that will show it on the map and sliders
+    this.codeTimer = null;     // the sliders' next update (writeCodeSoon)
+    this.codeWritten = -Infinity; // when they were last updated
     this.pending = null;       // the latest decode request waiting to be sent
     this.pendingEvent = null;  // the timestamp of the pointer event that asked for it
     this.decoder = null;       // the run's decoder in the browser (decoder.js), else null
@@ -818,7 +821,7 @@ class Panel {
     if (this.frameAsked) return;
     this.frameAsked = requestAnimationFrame(() => {
       this.frameAsked = null;
-      this.writeCode(this.z);
+      this.writeCodeSoon();
       this.redraw();
       this.showNearest(this.cursor);
     });
@@ -836,15 +839,30 @@ class Panel {
     saveState();
   }
 
-  // The code shown, in the readout and the sliders (which edit it): at the next frame, off
-  // the pointer's path to the decoded image (see paintSoon).
+  // The readout and the sliders follow the code at most every CODE_EVERY_MS, in a frame that
+  // is drawn anyway, and the last code once it rests: laying out and painting twenty range
+  // inputs at every move cost each frame several times the decode (measured in a Chromium
+  // trace), for numbers nobody reads at 60 Hz.
+  writeCodeSoon() {
+    this.root.dataset.z = this.z.join(","); // for tests and tools: the code shown, in full
+    clearTimeout(this.codeTimer);
+    const write = () => {
+      this.codeWritten = performance.now();
+      this.writeCode(this.z);
+    };
+    if (performance.now() - this.codeWritten >= CODE_EVERY_MS) write();
+    else this.codeTimer = setTimeout(write, CODE_EVERY_MS);
+  }
+
+  // The code shown, in the readout and the sliders (which edit it).
   writeCode(z) {
     const shown = z.slice(0, 4).map((v) => v.toFixed(2)).join(", ");
     this.q(".readout").textContent = `z = [${shown}${z.length > 4 ? ", …" : ""}]`;
     this.root.dataset.z = z.join(","); // for tests and tools: the code shown, in full
     this.q(".sliders").querySelectorAll("input").forEach((input, i) => {
       input.value = z[i];
-      input.nextElementSibling.textContent = z[i].toFixed(2);
+      const text = z[i].toFixed(2);
+      if (input.nextElementSibling.textContent !== text) input.nextElementSibling.textContent = text;
     });
   }
 
