@@ -58,6 +58,7 @@ test-fast: install  ## everyday work: the suite without the tests marked slow
 lint: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
+	for f in src/vaelab/explorer/static/*.js; do node --check $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

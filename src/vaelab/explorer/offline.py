@@ -25,7 +25,7 @@ from vaelab.explorer.runs import ServedRun, serve_split
 from vaelab.runs import RunSplit
 
 STATIC = Path(__file__).parent / "static"
-SCRIPTS = ("colours.js", "decoder.js", "inputs.js", "explorer.js")
+SCRIPTS = ("colours.js", "decoder.js", "inputs.js", "explorer.js", "panel-map.js", "panel-tools.js")
 INLINE = "inline"  # RunList.runtime of an offline page: the runtime is in the page
 URI_COMPONENT_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is
 
