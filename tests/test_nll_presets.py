@@ -1,5 +1,6 @@
 """The likelihood presets are the settings `benchmarks/mnist_nll.py` chose on the validation
-split and trained in its final runs: the files a user trains are the ones that were measured."""
+split and trained in its final runs: the files a user trains are the ones that were measured;
+and the benchmark continues a run cut short rather than starting it again."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+import vaelab
+from vaelab.training.callbacks import Callbacks
 from vaelab.training.config import RunConfig, read_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +60,35 @@ def test_every_final_run_trained_the_recorded_config() -> None:
         config = RunConfig.from_dict(final["config"])
         assert config.train.epochs == final["epochs"]
         assert config.data.val_fraction == 0.0  # retrained on all 60,000 images
+
+
+class _StopAfter(Callbacks):
+    """Crash the run after epoch `epoch`, as a machine going away would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, record: dict) -> None:
+        if record["epoch"] == self.epoch:
+            raise RuntimeError("the machine went away")
+
+
+def test_the_benchmark_continues_a_run_cut_short(tiny_run, tmp_path: Path) -> None:
+    """A final run lost mid-schedule is continued from last/, not started again: its first
+    epochs' records are kept and its weights are those of a run never interrupted."""
+    benchmark = _benchmark()
+    config = tiny_run(epochs=3, model={"data_shape": [1, 8, 8]})  # as training resolves it
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    vaelab.train(config, whole, progress=False)
+    with pytest.raises(RuntimeError, match="went away"):
+        vaelab.train(config, cut, progress=False, callbacks=_StopAfter(2))
+    before = (cut / "metrics.jsonl").read_text().splitlines()
+    assert len(before) == 2 and benchmark.cut_short(cut, config)
+
+    benchmark.train(config, cut, retrain=False)
+
+    after = (cut / "metrics.jsonl").read_text().splitlines()
+    assert after[:2] == before and len(after) == 3
+    assert benchmark.finished_epochs(cut) == 3 and not benchmark.cut_short(cut, config)
+    for name, tensor in load_file(whole / "last" / "model.safetensors").items():
+        assert torch.equal(tensor, load_file(cut / "last" / "model.safetensors")[name]), name
