@@ -307,19 +307,14 @@ def finished_epochs(run: Path) -> int:
     return epochs if epochs == read_config(run / "last").train.epochs else 0
 
 
-def cut_short(run: Path, config: vaelab.RunConfig) -> bool:
-    """Whether a run of `config` was saved there part-way through its schedule."""
-    return (run / "last").is_dir() and not finished_epochs(run) and same_settings(run, config)
-
-
 def train(config: vaelab.RunConfig, run: Path, *, retrain: bool) -> float:
     """Train the run, reuse it where it finished this config, or continue it from `last/`
     where it was cut short (unless `retrain`); its training minutes from metrics.jsonl."""
-    finished = finished_epochs(run) and same_settings(run, config)
-    if not retrain and cut_short(run, config):
-        vaelab.train(config, run, resume=True, progress=False)
-    elif retrain or not finished:
+    saved = (run / "last").is_dir() and same_settings(run, config)
+    if retrain or not saved:
         vaelab.train(config, run, force=True, progress=False)
+    elif not finished_epochs(run):  # cut short: continue it
+        vaelab.train(config, run, resume=True, progress=False)
     return sum(r.get("epoch_seconds", 0.0) for r in read_metrics(run)) / 60
 
 

@@ -505,7 +505,6 @@ class Panel {
   writeCode(z) {
     const shown = z.slice(0, 4).map((v) => v.toFixed(2)).join(", ");
     this.q(".readout").textContent = `z = [${shown}${z.length > 4 ? ", …" : ""}]`;
-    this.root.dataset.z = z.join(","); // for tests and tools: the code shown, in full
     this.q(".sliders").querySelectorAll("input").forEach((input, i) => {
       input.value = z[i];
       const text = z[i].toFixed(2);
