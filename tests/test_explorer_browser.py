@@ -139,9 +139,18 @@ def test_explorer_page_end_to_end(page, server: str, tmp_path: Path) -> None:
     page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
     _idle(page)
     first, linked_first = _canvas_url(vae, ".decoded"), _canvas_url(ae, ".decoded")
-    page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + 0.7 * box["height"], steps=5)
+    target = [box["x"] + 0.8 * box["width"], box["y"] + 0.7 * box["height"]]
+    page.mouse.move(*target, steps=5)
     assert _wait_change(vae, ".decoded", first) != first
     assert _wait_change(ae, ".decoded", linked_first) != linked_first
+    # The ring over the map (a layer of its own) is centred on the pointer.
+    page.wait_for_function(
+        """([ring, x, y]) => {
+          const b = ring.getBoundingClientRect();
+          return !ring.hidden && Math.hypot(b.x + b.width / 2 - x, b.y + b.height / 2 - y) < 1.5;
+        }""",
+        arg=[vae.locator(".cursor-mark").element_handle(), *target],
+    )
 
     # Dragging the interpolation slider shows another frame.
     frame = _canvas_url(vae, ".frame")

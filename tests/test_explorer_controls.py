@@ -237,8 +237,13 @@ def test_decoded_grid_nearest_image_and_temperature(page, mixed: str, tmp_path) 
         "p => p.querySelector('.nearest').dataset.index !== undefined",
         arg=vae.element_handle(),
     )
-    caption = vae.locator(".nearest-caption").inner_text()
     index = int(vae.locator(".nearest").get_attribute("data-index"))
+    # the caption follows with the readout, at most ten times a second
+    page.wait_for_function(
+        "([p, i]) => p.querySelector('.nearest-caption').textContent.includes(`#${i}:`)",
+        arg=[vae.element_handle(), index],
+    )
+    caption = vae.locator(".nearest-caption").inner_text()
     assert caption.startswith(f"nearest test image #{index}: ")
     test = page.evaluate(f"fetch('/api/runs/vae/test_image/{index}').then(r => r.json())")
     assert caption.endswith(f": {test['label']}")

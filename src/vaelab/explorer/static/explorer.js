@@ -17,7 +17,7 @@
 "use strict";
 
 const MAX_SLIDERS = 16;
-const CODE_EVERY_MS = 100; // the sliders' and readout's pace while the code moves (writeCodeSoon)
+const TEXT_EVERY_MS = 100; // the pace of the sliders, readout and caption while the code moves
 const INTERP_STEPS = 16;
 const SAMPLE_N = 16;
 const MAP_PAD = 24; // canvas pixels around the plotted bounds
@@ -187,14 +187,15 @@ class Panel {
     this.frame = 0;
     this.z = null;             // the code of the decoded image
     this.frameAsked = null;    // the animation frame that will show it on the map and sliders
-    this.codeTimer = null;     // the sliders' next update (writeCodeSoon)
-    this.codeWritten = -Infinity; // when they were last updated
+    this.textTimer = null;     // the next update of the sliders, readout and caption (writeTextSoon)
+    this.textWritten = -Infinity; // when they were last updated
     this.pending = null;       // the latest decode request waiting to be sent
     this.pendingEvent = null;  // the timestamp of the pointer event that asked for it
     this.decoder = null;       // the run's decoder in the browser (decoder.js), else null
     this.codes = new Map();    // test image index -> its code, fetched once
     this.sprite = null;        // the promise of the map's test images (mapImages)
     this.nearestShown = -1;    // the test image shown as the nearest
+    this.nearestText = null;   // its caption, written with the text (writeTextSoon)
     this.busy = false;
     this.picking = [];         // test indices chosen in "click two points" mode
     this.label = null;         // the picked class of a conditional run, sent with every decode
@@ -456,7 +457,7 @@ class Panel {
     this.show(z, eventTime);
   }
 
-  // Decode z now; the map's marks, the sliders and the nearest image follow at the next frame.
+  // Decode z now; the map's ring, the sliders and the nearest image follow at the next frame.
   show(z, eventTime = null) {
     this.requestDecode({ z: [z] }, eventTime);
     this.z = z;
@@ -468,9 +469,9 @@ class Panel {
     if (this.frameAsked) return;
     this.frameAsked = requestAnimationFrame(() => {
       this.frameAsked = null;
-      this.writeCodeSoon();
-      this.redraw();
       this.showNearest(this.cursor);
+      this.writeTextSoon();
+      this.placeCursor();
     });
   }
 
@@ -486,19 +487,23 @@ class Panel {
     saveState();
   }
 
-  // The readout and the sliders follow the code at most every CODE_EVERY_MS, in a frame that
-  // is drawn anyway, and the last code once it rests: laying out and painting twenty range
-  // inputs at every move cost each frame several times the decode (measured in a Chromium
-  // trace), for numbers nobody reads at 60 Hz.
-  writeCodeSoon() {
+  // The text that follows the pointer (the readout, the sliders, the nearest image's caption)
+  // is written at most every TEXT_EVERY_MS, in a frame that is drawn anyway, and once more when
+  // the pointer rests: laying it out and painting it at every move cost each frame several
+  // times the decode (measured in a Chromium trace), for words nobody reads at 60 Hz.
+  writeTextSoon() {
     this.root.dataset.z = this.z.join(","); // for tests and tools: the code shown, in full
-    clearTimeout(this.codeTimer);
+    clearTimeout(this.textTimer);
     const write = () => {
-      this.codeWritten = performance.now();
+      this.textWritten = performance.now();
       this.writeCode(this.z);
+      const caption = this.q(".nearest-caption");
+      if (this.nearestText && caption.textContent !== this.nearestText) {
+        caption.textContent = this.nearestText;
+      }
     };
-    if (performance.now() - this.codeWritten >= CODE_EVERY_MS) write();
-    else this.codeTimer = setTimeout(write, CODE_EVERY_MS);
+    if (performance.now() - this.textWritten >= TEXT_EVERY_MS) write();
+    else this.textTimer = setTimeout(write, TEXT_EVERY_MS);
   }
 
   // The code shown, in the readout and the sliders (which edit it).
@@ -518,14 +523,18 @@ class Panel {
     return this.sprite;
   }
 
-  // The test image nearest to a layout point, with its label, beside the decoded image: cut
-  // from the map's images, with no request.
+  // The test image nearest to a layout point beside the decoded image, cut from the map's
+  // images with no request; its caption (its label) follows with the text (writeTextSoon).
   async showNearest(point) {
     if (!point) return;
     const i = nearest(this.layoutPoints(), point);
     const index = this.map.indices[i];
     if (index === this.nearestShown) return;
     this.nearestShown = index;
+    const label = this.map.labels ? this.map.labels[i] : null;
+    const name = label === null || label < 0 ? ""
+      : `: ${this.run.class_names ? this.run.class_names[label] : label}`;
+    this.nearestText = `nearest test image #${index}${name}`;
     try {
       const sprite = await this.mapImages();
       if (index !== this.nearestShown) return; // the pointer moved on
@@ -536,10 +545,6 @@ class Panel {
       ctx.imageSmoothingEnabled = false;
       ctx.drawImage(sprite, (i % columns) * w, Math.floor(i / columns) * h, w, h,
         0, 0, canvas.width, canvas.height);
-      const label = this.map.labels ? this.map.labels[i] : null;
-      const name = label === null || label < 0 ? ""
-        : `: ${this.run.class_names ? this.run.class_names[label] : label}`;
-      this.q(".nearest-caption").textContent = `nearest test image #${index}${name}`;
       canvas.dataset.index = String(index);
     } catch (error) {
       this.sprite = null;

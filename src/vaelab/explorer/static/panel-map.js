@@ -329,7 +329,28 @@ class PanelMap {
     if (this.path && this.layout === "plane") this.drawPath(ctx);
     if (this.ownCode) this.mark(ctx, this.locate(this.ownCode), "#000", "diamond");
     if (this.pinned) this.mark(ctx, this.pinned, "#d62728", "cross");
-    if (this.cursor) this.mark(ctx, this.cursor, "#111", "ring");
+    this.placeCursor();
+  }
+
+  // The pointer's ring is an element over the map (.cursor-mark), so that following the
+  // pointer moves a layer and repaints nothing.
+  placeCursor() {
+    const ring = this.q(".cursor-mark");
+    if (ring.hidden !== !this.cursor) ring.hidden = !this.cursor;
+    if (!this.cursor) return;
+    const c = this.q(".map");
+    const [x, y] = this.onCanvas(this.cursor);
+    const scale = this.mapScale || c.clientWidth / c.width;
+    ring.style.transform = `translate(${x * scale}px, ${y * scale}px)`;
+  }
+
+  // Where a marker for `point` goes on the map's canvas: held at the edge when the point lies
+  // off the map.
+  onCanvas(point) {
+    const c = this.q(".map");
+    const edge = (v, size) => Math.max(10, Math.min(v, size - 10));
+    const [x, y] = this.toCanvas(point);
+    return [edge(x, c.width), edge(y, c.height)];
   }
 
   drawPath(ctx) {
@@ -347,15 +368,12 @@ class PanelMap {
     ctx.stroke();
   }
 
-  // A marker at `point`, held at the canvas edge when the point lies off the map.
+  // A marker drawn on the map at `point` (see onCanvas).
   mark(ctx, point, colour, shape) {
-    const edge = (v, size) => Math.max(10, Math.min(v, size - 10));
-    const [px, py] = this.toCanvas(point);
-    const [x, y] = [edge(px, ctx.canvas.width), edge(py, ctx.canvas.height)];
+    const [x, y] = this.onCanvas(point);
     ctx.strokeStyle = colour;
     ctx.lineWidth = 3;
     ctx.beginPath();
-    if (shape === "ring") ctx.arc(x, y, 9, 0, 2 * Math.PI);
     if (shape === "cross") {
       ctx.moveTo(x - 10, y);
       ctx.lineTo(x + 10, y);
@@ -371,6 +389,10 @@ class PanelMap {
 
   bindMap() {
     const c = this.q(".map");
+    new ResizeObserver(([entry]) => {
+      this.mapScale = entry.contentRect.width / c.width; // CSS pixels per canvas pixel
+      this.placeCursor();
+    }).observe(c);
     c.addEventListener("pointerdown", (e) => {
       if (!this.map) return;
       c.setPointerCapture(e.pointerId);
