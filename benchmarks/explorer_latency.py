@@ -16,7 +16,8 @@ latest wins), so only drawn moves are timed. Each latency is split into the wait
 page's first listener runs (the browser delivering the event; taken by a capture listener on
 the window) and the page's own share (listener to pixels drawn). The floor is the first part
 alone on an empty page from the same server: what the browser and the driver cost with no
-page work at all.
+page work at all. On Linux each setting also prints the CPU time all Chromium's processes spent
+per move (from /proc): the page's work, which a busy host moves far less than it moves latency.
 
     VAELAB_DATA=../shared/data python benchmarks/explorer_latency.py [--moves 300]
 """
@@ -67,6 +68,30 @@ DELIVERED = """() => {
 }"""
 
 
+def browser_cpu_seconds() -> float | None:
+    """CPU seconds used so far by every Chromium process alive (Linux's /proc; None elsewhere):
+    a measure of the page's work that a noisy host does not move the way it moves latency."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    ticks = 0
+    for folder in proc.iterdir():
+        try:
+            if not folder.name.isdigit() or "chrom" not in (folder / "comm").read_text():
+                continue
+            fields = (folder / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:  # the process ended meanwhile
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_move(before: float | None, moves: int) -> float | None:
+    """ms of Chromium CPU per move since `before`."""
+    after = browser_cpu_seconds()
+    return None if before is None or after is None else 1000 * (after - before) / moves
+
+
 def move_randomly(page, box: dict, moves: int, interval_ms: float, rng: random.Random) -> None:
     for _ in range(moves):
         x = box["x"] + box["width"] * rng.uniform(0.1, 0.9)
@@ -89,6 +114,7 @@ def measure(browser, url: str, args: argparse.Namespace) -> dict:
     rng = random.Random(0)
     move_randomly(page, box, 50, args.interval, rng)  # first decodes compile and allocate
     latencies, delivery, repeats = [], [], []
+    cpu_before = browser_cpu_seconds()
     for _ in range(args.repeats):
         page.evaluate("() => { window.vaelabLatencies = []; window.benchDelivered.clear(); }")
         move_randomly(page, box, args.moves, args.interval, rng)
@@ -100,13 +126,20 @@ def measure(browser, url: str, args: argparse.Namespace) -> dict:
         latencies += slowest.values()
         delivery += [delivered[event] for event in slowest if event in delivered]
         repeats.append(percentile(list(slowest.values()), 95))
+    cpu = cpu_per_move(cpu_before, args.moves * args.repeats)  # before the page's process ends
     page.close()
-    return {"latencies": latencies, "delivery": delivery, "repeats": repeats, "where": decoding}
+    return {
+        "latencies": latencies,
+        "delivery": delivery,
+        "repeats": repeats,
+        "where": decoding,
+        "cpu": cpu,
+    }
 
 
-def floor(browser, url: str, args: argparse.Namespace) -> list[float]:
+def floor(browser, url: str, args: argparse.Namespace) -> tuple[list[float], float | None]:
     """The delivery of pointer events to an empty page of the same origin (so that it has the
-    same event: pointerrawupdate needs a secure context), in ms."""
+    same event: pointerrawupdate needs a secure context), in ms, and Chromium's CPU per move."""
     page = browser.new_page(viewport={"width": 1366, "height": 900})
     page.goto(f"{url}/api/runs")  # any page of the origin; its body is replaced
     page.set_content("<body style='margin:0'><div style='width:600px;height:600px'></div></body>")
@@ -115,10 +148,16 @@ def floor(browser, url: str, args: argparse.Namespace) -> list[float]:
     box = {"x": 0, "y": 0, "width": 600, "height": 600}
     move_randomly(page, box, 50, args.interval, rng)
     page.evaluate("() => window.benchDelivered.clear()")
+    cpu_before = browser_cpu_seconds()
     move_randomly(page, box, args.moves * args.repeats, args.interval, rng)
+    cpu = cpu_per_move(cpu_before, args.moves * args.repeats)
     values = page.evaluate("() => [...window.benchDelivered.values()]")
     page.close()
-    return values
+    return values, cpu
+
+
+def cpu_text(cpu: float | None) -> str:
+    return "" if cpu is None else f"; Chromium CPU {cpu:.1f} ms a move"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,10 +180,11 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             with running_server([mlp], args.threads, []) as (_, url, _name):
-                empty = floor(browser, url, args)
+                empty, cpu = floor(browser, url, args)
             print(
                 f"{'empty page (floor)':20s} event delivered in        p50 "
-                f"{percentile(empty, 50):6.2f} ms, p95 {percentile(empty, 95):6.2f} ms",
+                f"{percentile(empty, 50):6.2f} ms, p95 {percentile(empty, 95):6.2f} ms"
+                f"{cpu_text(cpu)}",
                 flush=True,
             )
             for title, runs in settings.items():
@@ -158,7 +198,8 @@ def main() -> None:
                         f"{args.moves * args.repeats} moves drawn, p50 {percentile(lat, 50):6.2f} "
                         f"ms, p95 {percentile(lat, 95):6.2f} ms (repeats' p95 "
                         f"{', '.join(f'{v:.1f}' for v in m['repeats'])}; delivery p50 "
-                        f"{percentile(dl, 50):.2f}, p95 {percentile(dl, 95):.2f})",
+                        f"{percentile(dl, 50):.2f}, p95 {percentile(dl, 95):.2f})"
+                        f"{cpu_text(m['cpu'])}",
                         flush=True,
                     )
             browser.close()
