@@ -92,3 +92,12 @@ def test_the_benchmark_continues_a_run_cut_short(tiny_run, tmp_path: Path) -> No
     assert benchmark.finished_epochs(cut) == 3
     for name, tensor in load_file(whole / "last" / "model.safetensors").items():
         assert torch.equal(tensor, load_file(cut / "last" / "model.safetensors")[name]), name
+
+
+def test_a_runs_training_time_is_its_epochs_at_the_median_pace() -> None:
+    """A run paused for a while (its recorded minutes include the pause) reports its epochs at
+    the median epoch's pace; an old record without the median keeps its recorded minutes."""
+    benchmark = _benchmark()
+    paused = {"epochs": 4, "median_epoch_minutes": 0.5, "train_minutes": 30.0}
+    assert benchmark.training_minutes(paused) == pytest.approx(2.0)
+    assert benchmark.training_minutes({"epochs": 4, "train_minutes": 3.0}) == 3.0
