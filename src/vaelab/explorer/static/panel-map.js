@@ -391,7 +391,7 @@ class PanelMap {
     const c = this.q(".map");
     new ResizeObserver(([entry]) => {
       this.mapScale = entry.contentRect.width / c.width; // CSS pixels per canvas pixel
-      this.placeCursor();
+      if (this.mapImage) this.placeCursor(); // it may fire before the map is there
     }).observe(c);
     c.addEventListener("pointerdown", (e) => {
       if (!this.map) return;
