@@ -79,6 +79,11 @@ def page(browser) -> Iterator:
     assert not errors, f"the page raised: {errors}"
 
 
+# The server computes the t-SNE map when first asked: seconds alone, a minute on a loaded 2-core
+# machine (a CI run beside two trainings took more than 20 s).
+TSNE_MS = 90_000
+
+
 def _open(page, url: str):
     page.goto(url)
     page.wait_for_selector("body[data-ready='true']")
@@ -273,7 +278,9 @@ def test_tsne_view_decodes_the_nearest_test_code(page, mixed: str) -> None:
     plane = _canvas_url(ae, ".map")
     ae.locator(".layout").select_option("tsne")
     page.wait_for_function(
-        "c => c.dataset.layout === 'tsne'", arg=ae.locator(".map").element_handle()
+        "c => c.dataset.layout === 'tsne'",
+        arg=ae.locator(".map").element_handle(),
+        timeout=TSNE_MS,
     )
     assert _canvas_url(ae, ".map") != plane
     assert "t-SNE" in ae.locator(".projection").inner_text()
@@ -380,7 +387,9 @@ def test_the_view_state_travels_in_the_url(page, browser, mixed: str, tmp_path) 
     page.mouse.click(box["x"] + 0.6 * box["width"], box["y"] + 0.4 * box["height"])
     ae.locator(".layout").select_option("tsne")
     page.wait_for_function(
-        "c => c.dataset.layout === 'tsne'", arg=ae.locator(".map").element_handle()
+        "c => c.dataset.layout === 'tsne'",
+        arg=ae.locator(".map").element_handle(),
+        timeout=TSNE_MS,
     )
     page.wait_for_timeout(400)
     shared = page.url
