@@ -326,7 +326,8 @@ def score(run: Path, x: torch.Tensor, *, k: int, device: str = "auto") -> dict[s
         raise SystemExit(f"{run} was not trained on MNIST (shape {model.config.data_shape})")
     started = time.perf_counter()
     result = evaluate(model, x, k=k, binarize=True, seed=0)
-    epoch_seconds = [r["epoch_seconds"] for r in read_metrics(run) if "epoch_seconds" in r]
+    records = read_metrics(run)
+    epoch_seconds = [r["epoch_seconds"] for r in records if "epoch_seconds" in r]
     return {
         "nll": result.nll,
         "nll_stderr": result.nll_stderr,
@@ -334,7 +335,7 @@ def score(run: Path, x: torch.Tensor, *, k: int, device: str = "auto") -> dict[s
         "active_units": result.active_units,
         "latent_dim": result.latent_dim,
         "measures": result.measures,
-        "epochs": len(read_metrics(run)),
+        "epochs": len(records),
         # a run paused or sharing the cores has slow epochs: epochs x the median is its pace
         "median_epoch_minutes": statistics.median(epoch_seconds) / 60 if epoch_seconds else None,
         "score_minutes": (time.perf_counter() - started) / 60,
