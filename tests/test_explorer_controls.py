@@ -417,3 +417,24 @@ def test_the_view_state_travels_in_the_url(page, browser, mixed: str, tmp_path) 
         other.context.close()
     assert not errors, f"the shared page raised: {errors}"
     assert shot.std() > 20
+
+
+def test_the_url_is_written_once_the_pointer_rests(page, mixed: str) -> None:
+    vae, _ = _open(page, mixed)
+    page.wait_for_timeout(400)  # what opening the page wrote
+    page.evaluate(
+        """() => {
+          window.urlWrites = 0;
+          const write = history.replaceState.bind(history);
+          history.replaceState = (...args) => { window.urlWrites += 1; write(...args); };
+        }"""
+    )
+    box = vae.locator(".map").bounding_box()
+    for i in range(60):  # a second of pointer motion at a mouse's pace
+        page.mouse.move(box["x"] + box["width"] * (0.2 + 0.01 * i), box["y"] + box["height"] / 2)
+        page.wait_for_timeout(16)
+    # none while it moved (one allowed: a loaded machine can pause between two moves)
+    assert page.evaluate("window.urlWrites") <= 1
+    page.wait_for_function("() => window.urlWrites >= 1")
+    z = _z(vae)
+    assert [float(v) for v in _state(page)["0.z"].split(",")] == pytest.approx(z, abs=1e-4)

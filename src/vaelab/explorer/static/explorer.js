@@ -18,6 +18,7 @@
 
 const MAX_SLIDERS = 16;
 const TEXT_EVERY_MS = 100; // the pace of the sliders, readout and caption while the code moves
+const URL_REST_MS = 250; // the view's rest before its state is written into the URL
 const INTERP_STEPS = 16;
 const SAMPLE_N = 16;
 const MAP_PAD = 24; // canvas pixels around the plotted bounds
@@ -150,16 +151,19 @@ function numbers(text, count) {
   return values.length === count && values.every(Number.isFinite) ? values : null;
 }
 
-// Write every panel's state into the URL's #fragment, at most every 200 ms.
+// Write every panel's state into the URL's #fragment once the view has rested URL_REST_MS.
+// Not while the pointer moves: each history.replaceState cost Chromium's browser process about
+// as much CPU as all else of a move's work together (measured from /proc, a 300-move block).
 function saveState() {
-  if (urlTimer || offline) return; // an offline page lives in a frame of its own: no URL
+  if (offline) return; // an offline page lives in a frame of its own: no URL
+  clearTimeout(urlTimer);
   urlTimer = setTimeout(() => {
     urlTimer = null;
     const state = new URLSearchParams();
     if (panels.length > 1 && !linked()) state.set("link", "0");
     panels.forEach((p, k) => p.writeState(state, `${k}.`));
     history.replaceState(null, "", `#${state.toString()}`);
-  }, 200);
+  }, URL_REST_MS);
 }
 
 // ---------------------------------------------------------------- a panel per run
