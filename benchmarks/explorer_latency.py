@@ -9,12 +9,14 @@ pointer event decodes in both panels and its latency is the slower panel's. The 
 trained for one epoch first (on MNIST from $VAELAB_DATA, else on the built-in 8x8 digits);
 --mlp and --conv take trained runs instead.
 
-Moves are sent every --interval ms (a mouse reports at about 60 Hz: 16 ms), --moves of them,
---repeats times per setting (pooled; each repeat's p95 is printed too, as the spread on a shared
-machine is wide); a move that arrives while a decode is drawing replaces the one waiting (the
-latest wins), so only drawn moves are timed. Each latency is split into the wait before the
-page's first listener runs (the browser delivering the event; taken by a capture listener on
-the window) and the page's own share (listener to pixels drawn). The floor is the first part
+Moves are sent every --interval ms (a mouse reports at about 60 Hz: 16 ms) in blocks of --moves,
+each in a fresh page; a repeat measures one block of every setting in turn, the floor's too, so
+that all see the same host, and there are --repeats of them (pooled; each block's p95 is
+printed too, as the spread on a shared machine is wide). A move that arrives while a decode is
+drawing replaces the one waiting (the latest wins), so only drawn moves are timed. Each latency
+is split into the wait before the page's first listener runs (the browser delivering the
+event; taken by a capture listener on the window) and the page's own share (listener to pixels
+drawn). The floor is the first part
 alone on an empty page from the same server: what the browser and the driver cost with no
 page work at all. On Linux each setting also prints the CPU time all Chromium's processes spent
 per move (from /proc): the page's work, which a busy host moves far less than it moves latency.
@@ -30,6 +32,7 @@ import random
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -68,6 +71,9 @@ DELIVERED = """() => {
 }"""
 
 
+EMPTY_PAGE = "<body style='margin:0'><div style='width:600px;height:600px'></div></body>"
+
+
 def browser_cpu_seconds() -> float | None:
     """CPU seconds used so far by every Chromium process alive (Linux's /proc; None elsewhere):
     a measure of the page's work that a noisy host does not move the way it moves latency."""
@@ -101,63 +107,39 @@ def move_randomly(page, box: dict, moves: int, interval_ms: float, rng: random.R
     time.sleep(1.0)
 
 
-def measure(browser, url: str, args: argparse.Namespace) -> dict:
-    """Latencies (ms) of the drawn moves (the slower panel's per move), the browser's share
-    of each, each repeat's p95, and where the first panel decoded."""
+def block(browser, url: str | None, args: argparse.Namespace, rng: random.Random) -> dict:
+    """One block of --moves in a fresh page: the latencies (ms) of the drawn moves (the slower
+    panel's per move), the browser's share of each, Chromium's CPU per move, and where the
+    first panel decoded. `url` None: the floor, an empty page of the first server's origin (so
+    that it has the same event: pointerrawupdate needs a secure context)."""
     page = browser.new_page(viewport={"width": 1366, "height": 900})
-    page.goto(url)
-    page.wait_for_selector("body[data-ready='true']", timeout=120_000)
-    decoding = page.locator(".panel").first.get_attribute("data-decoding") or "?"
-    box = page.locator(".panel .map").first.bounding_box()
-    assert box is not None
+    if url is None:
+        page.goto(f"{args.floor_url}/api/runs")  # any page of the origin; its body is replaced
+        page.set_content(EMPTY_PAGE)
+        box, decoding = {"x": 0, "y": 0, "width": 600, "height": 600}, "-"
+    else:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='true']", timeout=120_000)
+        decoding = page.locator(".panel").first.get_attribute("data-decoding") or "?"
+        box = page.locator(".panel .map").first.bounding_box()
+        assert box is not None
     page.evaluate(DELIVERED)
-    rng = random.Random(0)
     move_randomly(page, box, 50, args.interval, rng)  # first decodes compile and allocate
-    latencies, delivery, repeats = [], [], []
+    page.evaluate("() => { window.vaelabLatencies = []; window.benchDelivered.clear(); }")
     cpu_before = browser_cpu_seconds()
-    for _ in range(args.repeats):
-        page.evaluate("() => { window.vaelabLatencies = []; window.benchDelivered.clear(); }")
-        move_randomly(page, box, args.moves, args.interval, rng)
-        entries = page.evaluate("() => window.vaelabLatencies")
-        delivered = dict(page.evaluate("() => [...window.benchDelivered]"))
+    move_randomly(page, box, args.moves, args.interval, rng)
+    cpu = cpu_per_move(cpu_before, args.moves)  # before the page's process ends
+    delivered = dict(page.evaluate("() => [...window.benchDelivered]"))
+    if url is None:  # the floor: delivery is all there is
+        latencies = delivery = list(delivered.values())
+    else:
         slowest: dict[float, float] = {}
-        for entry in entries:
+        for entry in page.evaluate("() => window.vaelabLatencies"):
             slowest[entry["event"]] = max(slowest.get(entry["event"], 0.0), entry["ms"])
-        latencies += slowest.values()
-        delivery += [delivered[event] for event in slowest if event in delivered]
-        repeats.append(percentile(list(slowest.values()), 95))
-    cpu = cpu_per_move(cpu_before, args.moves * args.repeats)  # before the page's process ends
+        latencies = list(slowest.values())
+        delivery = [delivered[event] for event in slowest if event in delivered]
     page.close()
-    return {
-        "latencies": latencies,
-        "delivery": delivery,
-        "repeats": repeats,
-        "where": decoding,
-        "cpu": cpu,
-    }
-
-
-def floor(browser, url: str, args: argparse.Namespace) -> tuple[list[float], float | None]:
-    """The delivery of pointer events to an empty page of the same origin (so that it has the
-    same event: pointerrawupdate needs a secure context), in ms, and Chromium's CPU per move."""
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    page.goto(f"{url}/api/runs")  # any page of the origin; its body is replaced
-    page.set_content("<body style='margin:0'><div style='width:600px;height:600px'></div></body>")
-    page.evaluate(DELIVERED)
-    rng = random.Random(0)
-    box = {"x": 0, "y": 0, "width": 600, "height": 600}
-    move_randomly(page, box, 50, args.interval, rng)
-    page.evaluate("() => window.benchDelivered.clear()")
-    cpu_before = browser_cpu_seconds()
-    move_randomly(page, box, args.moves * args.repeats, args.interval, rng)
-    cpu = cpu_per_move(cpu_before, args.moves * args.repeats)
-    values = page.evaluate("() => [...window.benchDelivered.values()]")
-    page.close()
-    return values, cpu
-
-
-def cpu_text(cpu: float | None) -> str:
-    return "" if cpu is None else f"; Chromium CPU {cpu:.1f} ms a move"
+    return {"latencies": latencies, "delivery": delivery, "where": decoding, "cpu": cpu}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -168,41 +150,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mlp", type=Path, help="a trained MLP VAE run (default: train one)")
     parser.add_argument("--conv", type=Path, help="a trained conv VAE run (default: train one)")
-    parser.add_argument("--moves", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3, help="blocks of --moves per setting")
+    parser.add_argument("--moves", type=int, default=300, help="moves per block")
+    parser.add_argument("--repeats", type=int, default=3, help="blocks per setting")
     parser.add_argument("--interval", type=float, default=16.0, help="ms between moves")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the servers")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         mlp = args.mlp or train_run(Path(tmp) / "mlp-vae", "mlp")
         conv = args.conv or train_run(Path(tmp) / "conv-vae", "conv")
         settings = {"MLP VAE": [mlp], "conv VAE": [conv], "MLP + conv, linked": [mlp, conv]}
+        urls: dict[tuple[str, str], str | None] = {("empty page (floor)", ""): None}
+        for title, runs in settings.items():
+            for where, extra in (("browser", []), ("server", ["--server-decoding"])):
+                _, urls[title, where], _ = servers.enter_context(
+                    running_server(runs, args.threads, extra)
+                )
+        args.floor_url = urls["MLP VAE", "browser"]
+        blocks: dict[tuple[str, str], list[dict]] = {key: [] for key in urls}
+        rng = random.Random(0)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            with running_server([mlp], args.threads, []) as (_, url, _name):
-                empty, cpu = floor(browser, url, args)
-            print(
-                f"{'empty page (floor)':20s} event delivered in        p50 "
-                f"{percentile(empty, 50):6.2f} ms, p95 {percentile(empty, 95):6.2f} ms"
-                f"{cpu_text(cpu)}",
-                flush=True,
-            )
-            for title, runs in settings.items():
-                for server_decoding in (False, True):
-                    extra = ["--server-decoding"] if server_decoding else []
-                    with running_server(runs, args.threads, extra) as (_, url, _name):
-                        m = measure(browser, url, args)
-                    lat, dl = m["latencies"], m["delivery"]
-                    print(
-                        f"{title:20s} decoded by the {m['where']:7s}: {len(lat):4d} of "
-                        f"{args.moves * args.repeats} moves drawn, p50 {percentile(lat, 50):6.2f} "
-                        f"ms, p95 {percentile(lat, 95):6.2f} ms (repeats' p95 "
-                        f"{', '.join(f'{v:.1f}' for v in m['repeats'])}; delivery p50 "
-                        f"{percentile(dl, 50):.2f}, p95 {percentile(dl, 95):.2f})"
-                        f"{cpu_text(m['cpu'])}",
-                        flush=True,
-                    )
+            for repeat in range(args.repeats):  # every setting once a repeat: the same host
+                for key, url in urls.items():
+                    blocks[key].append(block(browser, url, args, rng))
+                floor_p95 = percentile(blocks["empty page (floor)", ""][-1]["latencies"], 95)
+                print(f"repeat {repeat + 1} of {args.repeats} done (floor p95 {floor_p95:.1f} ms)")
             browser.close()
+        for (title, where), measured in blocks.items():
+            print(summary(title, where, measured, args))
+
+
+def summary(title: str, where: str, measured: list[dict], args: argparse.Namespace) -> str:
+    """One setting's line: pooled p50/p95 of its blocks, each block's p95, the delivery's share
+    and Chromium's CPU per move."""
+    lat = [v for m in measured for v in m["latencies"]]
+    dl = [v for m in measured for v in m["delivery"]]
+    blocks = ", ".join(f"{percentile(m['latencies'], 95):.1f}" for m in measured)
+    cpu = [m["cpu"] for m in measured if m["cpu"] is not None]
+    cpu_part = f"; Chromium CPU {statistics.mean(cpu):.1f} ms a move" if cpu else ""
+    if not where:
+        return (
+            f"{title:20s} event delivered in          p50 {percentile(lat, 50):6.2f} ms, p95 "
+            f"{percentile(lat, 95):6.2f} ms (blocks' p95 {blocks}){cpu_part}"
+        )
+    decoded = measured[0]["where"]
+    return (
+        f"{title:20s} decoded by the {decoded:7s}: {len(lat):4d} of {args.moves * len(measured)}"
+        f" moves drawn, p50 {percentile(lat, 50):6.2f} ms, p95 {percentile(lat, 95):6.2f} ms "
+        f"(blocks' p95 {blocks}; delivery p50 {percentile(dl, 50):.2f}, p95 "
+        f"{percentile(dl, 95):.2f}){cpu_part}"
+    )
 
 
 if __name__ == "__main__":
