@@ -16,10 +16,11 @@ printed too, as the spread on a shared machine is wide). A move that arrives whi
 drawing replaces the one waiting (the latest wins), so only drawn moves are timed. Each latency
 is split into the wait before the page's first listener runs (the browser delivering the
 event; taken by a capture listener on the window) and the page's own share (listener to pixels
-drawn). The floor is the first part
-alone on an empty page from the same server: what the browser and the driver cost with no
-page work at all. On Linux each setting also prints the CPU time all Chromium's processes spent
-per move (from /proc): the page's work, which a busy host moves far less than it moves latency.
+drawn). The floor is the first part alone on an empty page from the same server: what the
+browser and the driver cost with no page work at all. Every setting's server runs throughout,
+idle but for its own blocks; within a repeat every setting follows the same pointer path. On
+Linux each setting also prints the CPU time all Chromium's processes spent per move (from
+/proc): the page's work, which a busy host moves far less than it moves latency.
 
     VAELAB_DATA=../shared/data python benchmarks/explorer_latency.py [--moves 300]
 """
@@ -74,28 +75,33 @@ DELIVERED = """() => {
 EMPTY_PAGE = "<body style='margin:0'><div style='width:600px;height:600px'></div></body>"
 
 
-def browser_cpu_seconds() -> float | None:
-    """CPU seconds used so far by every Chromium process alive (Linux's /proc; None elsewhere):
-    a measure of the page's work that a noisy host does not move the way it moves latency."""
+def browser_cpu_seconds() -> dict[str, float] | None:
+    """CPU seconds used so far by each Chromium process alive, by pid (Linux's /proc; None
+    elsewhere): a measure of the page's work that a noisy host does not move the way it moves
+    latency."""
     proc = Path("/proc")
     if not (proc / "self" / "stat").is_file():
         return None
-    ticks = 0
+    seconds = {}
     for folder in proc.iterdir():
         try:
             if not folder.name.isdigit() or "chrom" not in (folder / "comm").read_text():
                 continue
             fields = (folder / "stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            ticks = int(fields[11]) + int(fields[12])  # utime, stime
         except OSError:  # the process ended meanwhile
             continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+        seconds[folder.name] = ticks / os.sysconf("SC_CLK_TCK")
+    return seconds
 
 
-def cpu_per_move(before: float | None, moves: int) -> float | None:
-    """ms of Chromium CPU per move since `before`."""
+def cpu_per_move(before: dict[str, float] | None, moves: int) -> float | None:
+    """ms of Chromium CPU per move since `before`: each process's increase (a process that
+    ended meanwhile takes none of its time out; one that started adds all of its own)."""
     after = browser_cpu_seconds()
-    return None if before is None or after is None else 1000 * (after - before) / moves
+    if before is None or after is None:
+        return None
+    return 1000 * sum(t - before.get(pid, 0.0) for pid, t in after.items()) / moves
 
 
 def move_randomly(page, box: dict, moves: int, interval_ms: float, rng: random.Random) -> None:
@@ -107,11 +113,12 @@ def move_randomly(page, box: dict, moves: int, interval_ms: float, rng: random.R
     time.sleep(1.0)
 
 
-def block(browser, url: str | None, args: argparse.Namespace, rng: random.Random) -> dict:
-    """One block of --moves in a fresh page: the latencies (ms) of the drawn moves (the slower
-    panel's per move), the browser's share of each, Chromium's CPU per move, and where the
-    first panel decoded. `url` None: the floor, an empty page of the first server's origin (so
-    that it has the same event: pointerrawupdate needs a secure context)."""
+def block(browser, url: str | None, args: argparse.Namespace, seed: int) -> dict:
+    """One block of --moves in a fresh page, along the pointer path of `seed`: the latencies
+    (ms) of the drawn moves (the slower panel's per move), the browser's share of each,
+    Chromium's CPU per move, and where the first panel decoded. `url` None: the floor, an
+    empty page of the first server's origin (so that it has the same event: pointerrawupdate
+    needs a secure context)."""
     page = browser.new_page(viewport={"width": 1366, "height": 900})
     if url is None:
         page.goto(f"{args.floor_url}/api/runs")  # any page of the origin; its body is replaced
@@ -124,6 +131,7 @@ def block(browser, url: str | None, args: argparse.Namespace, rng: random.Random
         box = page.locator(".panel .map").first.bounding_box()
         assert box is not None
     page.evaluate(DELIVERED)
+    rng = random.Random(seed)
     move_randomly(page, box, 50, args.interval, rng)  # first decodes compile and allocate
     page.evaluate("() => { window.vaelabLatencies = []; window.benchDelivered.clear(); }")
     cpu_before = browser_cpu_seconds()
@@ -167,14 +175,16 @@ def main() -> None:
                 )
         args.floor_url = urls["MLP VAE", "browser"]
         blocks: dict[tuple[str, str], list[dict]] = {key: [] for key in urls}
-        rng = random.Random(0)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for repeat in range(args.repeats):  # every setting once a repeat: the same host
                 for key, url in urls.items():
-                    blocks[key].append(block(browser, url, args, rng))
+                    blocks[key].append(block(browser, url, args, seed=repeat))  # one path
                 floor_p95 = percentile(blocks["empty page (floor)", ""][-1]["latencies"], 95)
-                print(f"repeat {repeat + 1} of {args.repeats} done (floor p95 {floor_p95:.1f} ms)")
+                print(
+                    f"repeat {repeat + 1} of {args.repeats} done (floor p95 {floor_p95:.1f} ms)",
+                    flush=True,
+                )
             browser.close()
         for (title, where), measured in blocks.items():
             print(summary(title, where, measured, args))

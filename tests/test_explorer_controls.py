@@ -213,7 +213,7 @@ def test_touch_tap_pins_and_drag_pans_without_pinning(page, mixed: str) -> None:
     assert moved["xmin"] < view["xmin"] and moved["xmax"] < view["xmax"]  # dragged right
     assert moved["xmax"] - moved["xmin"] == pytest.approx(view["xmax"] - view["xmin"])
     assert moved["ymin"] == pytest.approx(view["ymin"])
-    page.wait_for_timeout(300)  # the URL is written at most every 200 ms
+    page.wait_for_function("() => location.hash.includes('0.view')")  # once the view rests
     assert _state(page)["0.pin"] == pin
     # The wheel zooms in about the pointer.
     page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
@@ -391,10 +391,12 @@ def test_the_view_state_travels_in_the_url(page, browser, mixed: str, tmp_path) 
         arg=ae.locator(".map").element_handle(),
         timeout=TSNE_MS,
     )
-    page.wait_for_timeout(400)
+    page.wait_for_function(  # the URL is written once the view rests (no write pending)
+        """keys => urlTimer === null
+          && keys.every((k) => new URLSearchParams(location.hash.slice(1)).has(k))""",
+        arg=["0.grid", "0.view", "0.pin", "0.t", "1.layout"],
+    )
     shared = page.url
-    state = _state(page)
-    assert {"0.grid", "0.view", "0.pin", "0.t", "1.layout"} <= set(state)
     z, view = _z(vae), _bounds(vae)
     shot = _screenshot(page, tmp_path, "shared")
 
@@ -435,6 +437,11 @@ def test_the_url_is_written_once_the_pointer_rests(page, mixed: str) -> None:
         page.wait_for_timeout(16)
     # none while it moved (one allowed: a loaded machine can pause between two moves)
     assert page.evaluate("window.urlWrites") <= 1
-    page.wait_for_function("() => window.urlWrites >= 1")
-    z = _z(vae)
-    assert [float(v) for v in _state(page)["0.z"].split(",")] == pytest.approx(z, abs=1e-4)
+    page.wait_for_function(  # then the last point's, once it rests
+        """p => {
+          const z = new URLSearchParams(location.hash.slice(1)).get("0.z");
+          const shown = p.dataset.z.split(",").map(Number);
+          return z !== null && z.split(",").every((v, i) => Math.abs(v - shown[i]) < 1e-4);
+        }""",
+        arg=vae.element_handle(),
+    )

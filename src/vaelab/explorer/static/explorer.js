@@ -153,7 +153,7 @@ function numbers(text, count) {
 
 // Write every panel's state into the URL's #fragment once the view has rested URL_REST_MS.
 // Not while the pointer moves: each history.replaceState cost Chromium's browser process about
-// as much CPU as all else of a move's work together (measured from /proc, a 300-move block).
+// 70 ms of CPU; without the writes, Chromium spent 35-38 % less CPU a move (README, latency).
 function saveState() {
   if (offline) return; // an offline page lives in a frame of its own: no URL
   clearTimeout(urlTimer);
