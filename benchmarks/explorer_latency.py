@@ -72,6 +72,7 @@ DELIVERED = """() => {
 }"""
 
 
+FLOOR = ("empty page (floor)", "")  # the setting with no page work
 EMPTY_PAGE = "<body style='margin:0'><div style='width:600px;height:600px'></div></body>"
 
 
@@ -113,15 +114,15 @@ def move_randomly(page, box: dict, moves: int, interval_ms: float, rng: random.R
     time.sleep(1.0)
 
 
-def block(browser, url: str | None, args: argparse.Namespace, seed: int) -> dict:
+def block(browser, url: str, args: argparse.Namespace, seed: int, empty: bool = False) -> dict:
     """One block of --moves in a fresh page, along the pointer path of `seed`: the latencies
     (ms) of the drawn moves (the slower panel's per move), the browser's share of each,
-    Chromium's CPU per move, and where the first panel decoded. `url` None: the floor, an
-    empty page of the first server's origin (so that it has the same event: pointerrawupdate
-    needs a secure context)."""
+    Chromium's CPU per move, and where the first panel decoded. `empty`: the floor, an empty
+    page of `url`'s origin (so that it has the same event: pointerrawupdate needs a secure
+    context)."""
     page = browser.new_page(viewport={"width": 1366, "height": 900})
-    if url is None:
-        page.goto(f"{args.floor_url}/api/runs")  # any page of the origin; its body is replaced
+    if empty:
+        page.goto(f"{url}/api/runs")  # any page of the origin; its body is replaced
         page.set_content(EMPTY_PAGE)
         box, decoding = {"x": 0, "y": 0, "width": 600, "height": 600}, "-"
     else:
@@ -138,7 +139,7 @@ def block(browser, url: str | None, args: argparse.Namespace, seed: int) -> dict
     move_randomly(page, box, args.moves, args.interval, rng)
     cpu = cpu_per_move(cpu_before, args.moves)  # before the page's process ends
     delivered = dict(page.evaluate("() => [...window.benchDelivered]"))
-    if url is None:  # the floor: delivery is all there is
+    if empty:  # the floor: delivery is all there is
         latencies = delivery = list(delivered.values())
     else:
         slowest: dict[float, float] = {}
@@ -167,20 +168,20 @@ def main() -> None:
         mlp = args.mlp or train_run(Path(tmp) / "mlp-vae", "mlp")
         conv = args.conv or train_run(Path(tmp) / "conv-vae", "conv")
         settings = {"MLP VAE": [mlp], "conv VAE": [conv], "MLP + conv, linked": [mlp, conv]}
-        urls: dict[tuple[str, str], str | None] = {("empty page (floor)", ""): None}
+        urls: dict[tuple[str, str], str] = {}
         for title, runs in settings.items():
             for where, extra in (("browser", []), ("server", ["--server-decoding"])):
                 _, urls[title, where], _ = servers.enter_context(
                     running_server(runs, args.threads, extra)
                 )
-        args.floor_url = urls["MLP VAE", "browser"]
+        urls = {FLOOR: urls["MLP VAE", "browser"], **urls}  # the floor first, on the same origin
         blocks: dict[tuple[str, str], list[dict]] = {key: [] for key in urls}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for repeat in range(args.repeats):  # every setting once a repeat: the same host
                 for key, url in urls.items():
-                    blocks[key].append(block(browser, url, args, seed=repeat))  # one path
-                floor_p95 = percentile(blocks["empty page (floor)", ""][-1]["latencies"], 95)
+                    blocks[key].append(block(browser, url, args, repeat, empty=key == FLOOR))
+                floor_p95 = percentile(blocks[FLOOR][-1]["latencies"], 95)
                 print(
                     f"repeat {repeat + 1} of {args.repeats} done (floor p95 {floor_p95:.1f} ms)",
                     flush=True,
